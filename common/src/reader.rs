@@ -1,0 +1,82 @@
+//! Turns a byte stream, arriving in arbitrary chunks, into messages.
+//!
+//! Sans-IO: the caller pushes whatever its socket read and pops complete messages. The buffer
+//! never holds more than one maximal frame plus one chunk, because a header that declares more
+//! than the limits is refused as soon as it is seen.
+
+use crate::frame::{FrameDecoder, FrameError};
+use crate::message::Message;
+
+#[derive(Default)]
+pub struct MessageReader {
+    buf: Vec<u8>,
+    start: usize,
+    dec: FrameDecoder,
+}
+
+impl MessageReader {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > 64 * 1024 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete message, if one is buffered.
+    pub fn next_message(&mut self) -> Result<Option<Message>, FrameError> {
+        match Message::decode(&mut self.dec, &self.buf[self.start..])? {
+            Some((message, used)) => {
+                self.start += used;
+                Ok(Some(message))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Bytes received but not yet consumed as a message.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.start
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::FrameEncoder;
+    use crate::message::Ack;
+
+    #[test]
+    fn messages_split_across_any_chunking_come_out_whole() {
+        let mut enc = FrameEncoder::new();
+        let mut stream = Vec::new();
+        for i in 0..50 {
+            Message::Ack(Ack {
+                incarnation: 1,
+                through_seq: i,
+            })
+            .encode(&mut enc, &mut stream)
+            .unwrap();
+        }
+        for chunk in [1, 3, 7, 16, 17, 1000] {
+            let mut reader = MessageReader::new();
+            let mut got = 0;
+            for piece in stream.chunks(chunk) {
+                reader.push(piece);
+                while let Some(Message::Ack(a)) = reader.next_message().unwrap() {
+                    assert_eq!(a.through_seq, got);
+                    got += 1;
+                }
+            }
+            assert_eq!(got, 50);
+            assert_eq!(reader.pending(), 0);
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The sample model: what collectors produce and what the aggregator's twin holds.
+//!
+//! A series is named the way node_exporter names it (`node_memory_MemTotal_bytes`) with sorted
+//! labels. Values are integers where the source is an integer (counters, bytes), floats otherwise,
+//! so the delta codec can send an integer's change as a small varint.
+
+use bincode::{Decode, Encode};
+use serde::{Deserialize, Serialize};
+
+/// A series' identity: metric name plus label pairs, sorted by label name.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode, Serialize, Deserialize,
+)]
+pub struct SeriesKey {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+}
+
+impl SeriesKey {
+    pub fn new(name: impl Into<String>) -> Self {
+        SeriesKey {
+            name: name.into(),
+            labels: Vec::new(),
+        }
+    }
+
+    /// Adds a label, keeping labels sorted by name.
+    pub fn with(mut self, label: &str, value: impl Into<String>) -> Self {
+        let at = self.labels.partition_point(|(k, _)| k.as_str() < label);
+        self.labels.insert(at, (label.to_owned(), value.into()));
+        self
+    }
+
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Whether a series only goes up (a counter, reset on restart) or moves freely (a gauge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// One value of a series.
+#[derive(Debug, Clone, Copy, PartialEq, Encode, Decode, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    Int(i64),
+    Float(f64),
+}
+
+impl Value {
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Value::Int(v) => v as f64,
+            Value::Float(v) => v,
+        }
+    }
+
+    /// The 64 raw bits the delta codec works on.
+    pub fn to_bits(self) -> u64 {
+        match self {
+            Value::Int(v) => v as u64,
+            Value::Float(v) => v.to_bits(),
+        }
+    }
+
+    pub fn from_bits(bits: u64, is_float: bool) -> Value {
+        if is_float {
+            Value::Float(f64::from_bits(bits))
+        } else {
+            Value::Int(bits as i64)
+        }
+    }
+
+    pub fn is_float(self) -> bool {
+        matches!(self, Value::Float(_))
+    }
+}
+
+/// One measured value with what it needs to be understood.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    pub key: SeriesKey,
+    pub kind: Kind,
+    /// Multiply the raw value by this to get the unit in the series name: CPU time is read in
+    /// kernel ticks and named in seconds, so its scale is 1/USER_HZ.
+    pub scale: f64,
+    pub value: Value,
+}
+
+impl Metric {
+    pub fn gauge(key: SeriesKey, value: Value) -> Self {
+        Metric {
+            key,
+            kind: Kind::Gauge,
+            scale: 1.0,
+            value,
+        }
+    }
+
+    pub fn counter(key: SeriesKey, value: Value) -> Self {
+        Metric {
+            key,
+            kind: Kind::Counter,
+            scale: 1.0,
+            value,
+        }
+    }
+
+    pub fn scaled(mut self, scale: f64) -> Self {
+        self.scale = scale;
+        self
+    }
+}
+
+/// Everything the collectors saw at one instant, stamped with the agent's clock.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Sample {
+    /// Milliseconds since the Unix epoch, by the agent's clock.
+    pub ts_ms: i64,
+    pub metrics: Vec<Metric>,
+}
