@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use bincode::{Decode, Encode};
 
-use crate::sample::{Kind, Sample, SeriesKey, Value};
+use crate::sample::{apply_scale, Kind, Sample, SeriesKey, Value};
 
 /// Most series one agent may define; ids are dense below this.
 pub const MAX_SERIES: u32 = 65_536;
@@ -220,7 +220,7 @@ pub struct SeriesState {
 impl SeriesState {
     /// The current value in the unit the series name states.
     pub fn value(&self) -> f64 {
-        Value::from_bits(self.bits, self.float).as_f64() * self.scale
+        apply_scale(Value::from_bits(self.bits, self.float).as_f64(), self.scale)
     }
 
     /// Per-second rate between the last two ticks, for counters; `None` before two ticks or after
@@ -234,7 +234,7 @@ impl SeriesState {
         if now < before {
             return None;
         }
-        Some((now - before) * self.scale * 1000.0 / (self.ts_ms - self.prev_ts_ms) as f64)
+        Some(apply_scale(now - before, self.scale) * 1000.0 / (self.ts_ms - self.prev_ts_ms) as f64)
     }
 }
 

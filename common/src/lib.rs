@@ -5,12 +5,14 @@
 //! values into bytes and bytes into values, and every decoder of network input is bounded.
 //!
 //! # Layout
+//! - [`config`]: TOML loading whose errors name file, line and key; durations and sizes.
 //! - [`sample`]: what a collector produces, a timestamped set of named series values.
 //! - [`delta`]: the keyframe/delta encoder (agent side) and the state it rebuilds (aggregator side).
 //! - [`message`]: the protocol messages (`Hello`, `Welcome`, `Batch`, `Ack`, `KeyframeRequest`).
 //! - [`reader`]: the sans-IO buffer that turns stream chunks back into messages.
 //! - [`frame`]: the versioned, length-prefixed, zstd-compressed envelope around one message.
 
+pub mod config;
 pub mod delta;
 pub mod frame;
 pub mod message;

@@ -84,6 +84,19 @@ impl Value {
     }
 }
 
+/// `raw * scale`, computed as a division when the scale is the reciprocal of a whole number
+/// (1/USER_HZ, 1/1000), so ticks and milliseconds read back as the same seconds the kernel's
+/// other consumers (node_exporter) compute.
+pub fn apply_scale(raw: f64, scale: f64) -> f64 {
+    if scale > 0.0 && scale < 1.0 {
+        let inverse = (1.0 / scale).round();
+        if (inverse * scale - 1.0).abs() < 1e-12 {
+            return raw / inverse;
+        }
+    }
+    raw * scale
+}
+
 /// One measured value with what it needs to be understood.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metric {
@@ -117,6 +130,11 @@ impl Metric {
     pub fn scaled(mut self, scale: f64) -> Self {
         self.scale = scale;
         self
+    }
+
+    /// The value in the unit its name states.
+    pub fn real(&self) -> f64 {
+        apply_scale(self.value.as_f64(), self.scale)
     }
 }
 

@@ -1,0 +1,128 @@
+//! The agent's configuration file, `/etc/twinwatch/agent.toml` by default.
+//!
+//! Every key has a default except where the agent is: a bare file with `aggregator = "host:4433"`
+//! and certificates in the state directory works. Relative paths are relative to the file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use twinwatch_common::config::{load_toml, parse_toml, Bytes, ConfigError, Span};
+
+pub const DEFAULT_PATH: &str = "/etc/twinwatch/agent.toml";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    aggregator: Option<String>,
+    server_name: Option<String>,
+    state_dir: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    interval: Option<Span>,
+    keyframe_every: Option<u32>,
+    #[serde(default)]
+    buffer: BufferFile,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BufferFile {
+    max_bytes: Option<Bytes>,
+    flush_interval: Option<Span>,
+}
+
+/// The agent's settings, with defaults applied and paths resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `host:port` of the aggregator's QUIC listener.
+    pub aggregator: String,
+    /// Name the aggregator's certificate must carry.
+    pub server_name: String,
+    pub state_dir: PathBuf,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// How often host metrics are sampled.
+    pub interval: Duration,
+    /// A full keyframe every this many ticks.
+    pub keyframe_every: u32,
+    /// The on-disk buffer's cap; past it the oldest batches are dropped and counted.
+    pub buffer_max_bytes: u64,
+    /// How often buffered batches are made durable: what a kill -9 can lose at most.
+    pub flush_interval: Duration,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file: File = load_toml(path)?;
+        Ok(Self::resolve(file, path))
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        Ok(Self::resolve(parse_toml(path, text)?, path))
+    }
+
+    fn resolve(file: File, path: &Path) -> Config {
+        let base = path.parent().unwrap_or(Path::new("/"));
+        let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let state_dir = abs(file
+            .state_dir
+            .unwrap_or_else(|| "/var/lib/twinwatch/agent".into()));
+        let certs = state_dir.join("certs");
+        Config {
+            aggregator: file.aggregator.unwrap_or_else(|| "127.0.0.1:4433".into()),
+            server_name: file.server_name.unwrap_or_else(|| "localhost".into()),
+            ca: file.ca.map(abs).unwrap_or_else(|| certs.join("ca.crt")),
+            cert: file
+                .cert
+                .map(abs)
+                .unwrap_or_else(|| certs.join("agent.crt")),
+            key: file.key.map(abs).unwrap_or_else(|| certs.join("agent.key")),
+            state_dir,
+            interval: file.interval.map_or(Duration::from_secs(1), |s| {
+                s.0.max(Duration::from_millis(100))
+            }),
+            keyframe_every: file.keyframe_every.unwrap_or(300).max(1),
+            buffer_max_bytes: file
+                .buffer
+                .max_bytes
+                .map_or(64 << 20, |b| b.0.max(64 << 10)),
+            flush_interval: file
+                .buffer
+                .flush_interval
+                .map_or(Duration::from_secs(1), |s| {
+                    s.0.max(Duration::from_millis(10))
+                }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = Config::parse(Path::new("/etc/twinwatch/agent.toml"), "aggregator = \"agg.example:4433\"\nstate_dir = \"state\"\ncert = \"/x/a.crt\"\n[buffer]\nmax_bytes = \"8MiB\"\n").unwrap();
+        assert_eq!(c.state_dir, Path::new("/etc/twinwatch/state"));
+        assert_eq!(c.ca, Path::new("/etc/twinwatch/state/certs/ca.crt"));
+        assert_eq!(c.cert, Path::new("/x/a.crt"));
+        assert_eq!(c.interval, Duration::from_secs(1));
+        assert_eq!(c.buffer_max_bytes, 8 << 20);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_line() {
+        let err = Config::parse(
+            Path::new("a.toml"),
+            "aggregator = \"x:1\"\n[buffer]\nmax_byte = \"1MiB\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("a.toml:3: key `max_byte`"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! The twinwatch agent: samples its host, buffers batches in sled and ships them to the
+//! aggregator over QUIC with mutual TLS.
+//!
+//! # Layout
+//! - [`collector`]: one file per kernel source, each a parser over text.
+//! - [`sampler`]: the sampling thread: collectors → sample → delta tick → batch frame → queue.
+//! - [`queue`]: the durable, capped outbound buffer; batches leave it only when acknowledged.
+//! - [`shipper`]: the QUIC session: hello, replay the queue in order, apply acks, reconnect.
+//! - [`backoff`]: reconnect delays with jitter.
+//! - [`tls`]: the rustls/quinn client configuration.
+//! - [`config`], [`identity`], [`stats`]: settings, host identity, the agent's own counters.
+
+pub mod backoff;
+pub mod collector;
+pub mod config;
+pub mod identity;
+pub mod queue;
+pub mod sampler;
+pub mod shipper;
+pub mod stats;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+
+use tokio::sync::{watch, Notify};
+use twinwatch_common::delta::DeltaEncoder;
+
+use crate::collector::{Collectors, Roots};
+use crate::config::Config;
+use crate::queue::{Queue, QueueError};
+use crate::sampler::Sampler;
+use crate::shipper::Shipper;
+use crate::stats::Stats;
+use crate::tls::TlsError;
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("state directory {}: {source}", path.display())]
+    StateDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("QUIC endpoint: {0}")]
+    Endpoint(std::io::Error),
+}
+
+/// Runs the agent until `shutdown` turns true, then makes the buffer durable and returns.
+pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<(), AgentError> {
+    std::fs::create_dir_all(&config.state_dir).map_err(|source| AgentError::StateDir {
+        path: config.state_dir.clone(),
+        source,
+    })?;
+    let client = tls::client_config(&config.ca, &config.cert, &config.key)?;
+    let queue = Arc::new(Queue::open(
+        &config.state_dir.join("buffer"),
+        config.buffer_max_bytes,
+        config.flush_interval,
+    )?);
+    let incarnation = queue.next_incarnation(sampler::now_ms() as u64)?;
+    let host = identity::host_info(&Roots::default().proc);
+    tracing::info!(
+        incarnation,
+        backlog_batches = queue.len(),
+        aggregator = %config.aggregator,
+        hostname = %host.hostname,
+        "agent starting"
+    );
+
+    let stats = Arc::new(Stats::default());
+    let wake = Arc::new(Notify::new());
+    let keyframe_wanted = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = Sampler {
+        collectors: Collectors::new(Roots::default()),
+        encoder: DeltaEncoder::new(config.keyframe_every),
+        queue: queue.clone(),
+        stats: stats.clone(),
+        incarnation,
+        interval: config.interval,
+        keyframe_wanted: keyframe_wanted.clone(),
+        wake: wake.clone(),
+        stop: stop.clone(),
+    };
+    let sampling = std::thread::Builder::new()
+        .name("sampler".into())
+        .spawn(move || sampler.run())
+        .map_err(|source| AgentError::StateDir {
+            path: config.state_dir.clone(),
+            source,
+        })?;
+
+    let bind: SocketAddr = if config.aggregator.starts_with('[') {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    }
+    .parse()
+    .expect("static address");
+    let endpoint = quinn::Endpoint::client(bind).map_err(AgentError::Endpoint)?;
+    let shipper = Shipper {
+        endpoint: endpoint.clone(),
+        client,
+        aggregator: config.aggregator.clone(),
+        server_name: config.server_name.clone(),
+        queue: queue.clone(),
+        stats,
+        wake,
+        keyframe_wanted,
+        hello: shipper::hello(incarnation, config.interval, host),
+    };
+    let shipping = tokio::spawn(shipper.run(shutdown.clone()));
+    let _ = shutdown.wait_for(|stop| *stop).await;
+
+    stop.store(true, Relaxed);
+    let _ = tokio::task::spawn_blocking(move || sampling.join()).await;
+    let _ = shipping.await;
+    endpoint.close(0u32.into(), b"shutdown");
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), endpoint.wait_idle()).await;
+    queue.flush()?;
+    tracing::info!(
+        backlog_batches = queue.len(),
+        "agent stopped; buffer flushed"
+    );
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! `twinwatch-agent`: run the agent, check a configuration, or print one sample.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use twinwatch_agent::collector::{Collectors, Roots};
+use twinwatch_agent::config::{Config, DEFAULT_PATH};
+
+#[derive(Parser)]
+#[command(
+    name = "twinwatch-agent",
+    version,
+    about = "Samples this host and ships it to a twinwatch aggregator"
+)]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, default_value = DEFAULT_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent (the default).
+    Run,
+    /// Validate the configuration file and print the settings in force.
+    Check,
+    /// Take one sample of this host and print it, one series per line.
+    Sample,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TWINWATCH_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check => {
+            let config = Config::load(&cli.config)?;
+            println!("{config:#?}");
+            Ok(())
+        }
+        Command::Sample => {
+            let mut out = Vec::new();
+            Collectors::new(Roots::default()).collect(&mut out);
+            for m in out {
+                let labels: Vec<String> = m
+                    .key
+                    .labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}=\"{v}\""))
+                    .collect();
+                println!("{}{{{}}} {}", m.key.name, labels.join(","), m.real());
+            }
+            Ok(())
+        }
+        Command::Run => {
+            let config = Config::load(&cli.config)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    let _ = tx.send(true);
+                });
+                twinwatch_agent::run(config, rx)
+                    .await
+                    .context("agent failed")
+            })
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("signal received, shutting down");
+}

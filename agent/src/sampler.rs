@@ -1,0 +1,136 @@
+//! The sampling loop: collectors -> sample -> delta tick -> batch frame -> queue.
+//!
+//! Runs on its own thread so a slow kernel read (a stuck mount) never stalls the network side.
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Notify;
+use twinwatch_common::delta::DeltaEncoder;
+use twinwatch_common::frame::FrameEncoder;
+use twinwatch_common::message::{Batch, Message};
+use twinwatch_common::sample::{Metric, Sample, SeriesKey, Value};
+
+use crate::collector::{user_hz, Collectors};
+use crate::queue::Queue;
+use crate::stats::{process_metrics, Stats};
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+pub struct Sampler {
+    pub collectors: Collectors,
+    pub encoder: DeltaEncoder,
+    pub queue: Arc<Queue>,
+    pub stats: Arc<Stats>,
+    pub incarnation: u64,
+    pub interval: Duration,
+    /// Set by the shipper when the aggregator asks for a keyframe.
+    pub keyframe_wanted: Arc<AtomicBool>,
+    /// Woken after every push.
+    pub wake: Arc<Notify>,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Sampler {
+    /// Samples every `interval` until `stop` is set.
+    pub fn run(mut self) {
+        let mut frames = FrameEncoder::new();
+        let hz = user_hz();
+        let mut seq = 0u64;
+        let mut next = Instant::now();
+        let mut metrics: Vec<Metric> = Vec::with_capacity(512);
+        while !self.stop.load(Relaxed) {
+            metrics.clear();
+            self.collectors.collect(&mut metrics);
+            for source in &self.collectors.sources {
+                let key = SeriesKey::new("twinwatch_agent_collector_errors_total")
+                    .with("collector", source.name);
+                metrics.push(Metric::counter(key, Value::Int(source.errors as i64)));
+            }
+            self.stats.metrics(&mut metrics);
+            metrics.push(Metric::gauge(
+                SeriesKey::new("twinwatch_agent_queue_batches"),
+                Value::Int(self.queue.len() as i64),
+            ));
+            metrics.push(Metric::gauge(
+                SeriesKey::new("twinwatch_agent_queue_bytes"),
+                Value::Int(self.queue.bytes() as i64),
+            ));
+            process_metrics(&mut metrics, hz);
+
+            if self.keyframe_wanted.swap(false, Relaxed) {
+                self.encoder.request_keyframe();
+            }
+            let sample = Sample {
+                ts_ms: now_ms(),
+                metrics: std::mem::take(&mut metrics),
+            };
+            let tick = self.encoder.encode(&sample);
+            metrics = sample.metrics;
+            seq += 1;
+            let batch = Message::Batch(Batch {
+                incarnation: self.incarnation,
+                seq,
+                ticks: vec![tick],
+            });
+            match batch.to_frame(&mut frames) {
+                Ok(frame) => {
+                    match self
+                        .queue
+                        .push(self.incarnation, seq, metrics.len() as u32, &frame)
+                    {
+                        Ok(dropped) => {
+                            self.stats.samples.fetch_add(metrics.len() as u64, Relaxed);
+                            self.stats.ticks.fetch_add(1, Relaxed);
+                            self.stats.batches.fetch_add(1, Relaxed);
+                            if dropped.batches > 0 {
+                                self.stats
+                                    .dropped_batches
+                                    .fetch_add(dropped.batches, Relaxed);
+                                self.stats
+                                    .dropped_samples
+                                    .fetch_add(dropped.samples, Relaxed);
+                                tracing::warn!(
+                                    batches = dropped.batches,
+                                    samples = dropped.samples,
+                                    "buffer full: dropped the oldest batches"
+                                );
+                            }
+                            self.wake.notify_one();
+                        }
+                        Err(e) => {
+                            // The next tick must not be a delta against a batch nobody will see.
+                            tracing::error!("buffer write failed, sample lost: {e}");
+                            self.encoder.request_keyframe();
+                            seq -= 1;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("cannot encode batch: {e}");
+                    self.encoder.request_keyframe();
+                    seq -= 1;
+                }
+            }
+
+            next += self.interval;
+            let now = Instant::now();
+            if next <= now {
+                // Running late (suspend, overload): skip the missed ticks rather than bursting.
+                next = now + self.interval;
+            }
+            while !self.stop.load(Relaxed) {
+                let left = next.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                std::thread::sleep(left.min(Duration::from_millis(200)));
+            }
+        }
+    }
+}
