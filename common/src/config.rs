@@ -14,17 +14,9 @@ use serde::{Deserialize, Deserializer};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{}{}: key `{key}`: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
-    Invalid {
-        path: PathBuf,
-        line: Option<usize>,
-        key: String,
-        message: String,
-    },
+    Invalid { path: PathBuf, line: Option<usize>, key: String, message: String },
 }
 
 /// Parses `text` (read from `path`) as `T`.
@@ -36,26 +28,13 @@ pub fn parse_toml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, Con
             Some(span) => {
                 let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
                 let line_text = text.lines().nth(line - 1).unwrap_or("");
-                let key = line_text
-                    .split_once('=')
-                    .map(|(k, _)| k.trim())
-                    .unwrap_or("")
-                    .to_owned();
+                let key = line_text.split_once('=').map(|(k, _)| k.trim()).unwrap_or("").to_owned();
                 (Some(line), key)
             }
             None => (None, String::new()),
         };
-        let key = if key.is_empty() {
-            quoted_key(e.message()).unwrap_or_else(|| "?".into())
-        } else {
-            key
-        };
-        ConfigError::Invalid {
-            path: path.to_owned(),
-            line,
-            key,
-            message: e.message().trim().to_owned(),
-        }
+        let key = if key.is_empty() { quoted_key(e.message()).unwrap_or_else(|| "?".into()) } else { key };
+        ConfigError::Invalid { path: path.to_owned(), line, key, message: e.message().trim().to_owned() }
     })
 }
 
@@ -68,10 +47,7 @@ fn quoted_key(message: &str) -> Option<String> {
 
 /// Reads and parses a TOML file.
 pub fn load_toml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
     parse_toml(path, &text)
 }
 
@@ -84,24 +60,16 @@ impl std::str::FromStr for Span {
 
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let split = s
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len());
+        let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
         let (number, unit) = s.split_at(split);
-        let n: f64 = number
-            .parse()
-            .map_err(|_| format!("{s:?} is not a duration such as \"1s\" or \"500ms\""))?;
+        let n: f64 = number.parse().map_err(|_| format!("{s:?} is not a duration such as \"1s\" or \"500ms\""))?;
         let secs = match unit.trim() {
             "ms" => n / 1000.0,
             "s" => n,
             "m" => n * 60.0,
             "h" => n * 3600.0,
             "d" => n * 86400.0,
-            other => {
-                return Err(format!(
-                    "unknown duration unit {other:?} in {s:?} (use ms, s, m, h or d)"
-                ))
-            }
+            other => return Err(format!("unknown duration unit {other:?} in {s:?} (use ms, s, m, h or d)")),
         };
         if !secs.is_finite() || secs < 0.0 {
             return Err(format!("{s:?} is not a usable duration"));
@@ -112,9 +80,7 @@ impl std::str::FromStr for Span {
 
 impl<'de> Deserialize<'de> for Span {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -135,31 +101,21 @@ impl std::str::FromStr for Bytes {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (number, unit) = s.split_at(split);
-        let n: u64 = number
-            .parse()
-            .map_err(|_| format!("{s:?} is not a size such as \"64MiB\""))?;
+        let n: u64 = number.parse().map_err(|_| format!("{s:?} is not a size such as \"64MiB\""))?;
         let mul = match unit.trim() {
             "" | "B" => 1,
             "KiB" => 1 << 10,
             "MiB" => 1 << 20,
             "GiB" => 1 << 30,
-            other => {
-                return Err(format!(
-                    "unknown size unit {other:?} in {s:?} (use KiB, MiB or GiB)"
-                ))
-            }
+            other => return Err(format!("unknown size unit {other:?} in {s:?} (use KiB, MiB or GiB)")),
         };
-        n.checked_mul(mul)
-            .map(Bytes)
-            .ok_or_else(|| format!("{s:?} is too large"))
+        n.checked_mul(mul).map(Bytes).ok_or_else(|| format!("{s:?} is too large"))
     }
 }
 
 impl<'de> Deserialize<'de> for Bytes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -181,39 +137,20 @@ mod tests {
         let path = Path::new("/etc/twinwatch/agent.toml");
         let text = "name = \"x\"\n\ninterval = \"5 parsecs\"\n";
         let err = parse_toml::<Example>(path, text).unwrap_err().to_string();
-        assert!(
-            err.starts_with("/etc/twinwatch/agent.toml:3: key `interval`:"),
-            "{err}"
-        );
+        assert!(err.starts_with("/etc/twinwatch/agent.toml:3: key `interval`:"), "{err}");
         assert!(err.contains("parsecs"), "{err}");
 
-        let err = parse_toml::<Example>(path, "name = \"x\"\nintervall = \"1s\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("/etc/twinwatch/agent.toml:2: key `intervall`:"),
-            "{err}"
-        );
+        let err = parse_toml::<Example>(path, "name = \"x\"\nintervall = \"1s\"\n").unwrap_err().to_string();
+        assert!(err.starts_with("/etc/twinwatch/agent.toml:2: key `intervall`:"), "{err}");
 
-        let err = parse_toml::<Example>(path, "interval = \"1s\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("key `name`") && err.contains("missing field"),
-            "{err}"
-        );
+        let err = parse_toml::<Example>(path, "interval = \"1s\"\n").unwrap_err().to_string();
+        assert!(err.contains("key `name`") && err.contains("missing field"), "{err}");
     }
 
     #[test]
     fn durations_and_sizes() {
-        assert_eq!(
-            "500ms".parse::<Span>().unwrap().0,
-            Duration::from_millis(500)
-        );
-        assert_eq!(
-            "1.5s".parse::<Span>().unwrap().0,
-            Duration::from_millis(1500)
-        );
+        assert_eq!("500ms".parse::<Span>().unwrap().0, Duration::from_millis(500));
+        assert_eq!("1.5s".parse::<Span>().unwrap().0, Duration::from_millis(1500));
         assert_eq!("2h".parse::<Span>().unwrap().0, Duration::from_secs(7200));
         assert!("-1s".parse::<Span>().is_err() && "1y".parse::<Span>().is_err());
         assert_eq!("64MiB".parse::<Bytes>().unwrap().0, 64 << 20);

@@ -144,12 +144,7 @@ impl DeltaEncoder {
                     }
                     let id = self.slots.len() as u32;
                     self.ids.insert(metric.key.clone(), id);
-                    self.slots.push(EncoderSlot {
-                        bits: 0,
-                        float,
-                        live: false,
-                        seen: false,
-                    });
+                    self.slots.push(EncoderSlot { bits: 0, float, live: false, seen: false });
                     id
                 }
             };
@@ -158,13 +153,7 @@ impl DeltaEncoder {
                 continue; // a duplicate key within one sample: the first value wins
             }
             if !slot.live || slot.float != float {
-                defs.push(SeriesDef {
-                    id,
-                    key: metric.key.clone(),
-                    kind: metric.kind,
-                    scale: metric.scale,
-                    float,
-                });
+                defs.push(SeriesDef { id, key: metric.key.clone(), kind: metric.kind, scale: metric.scale, float });
                 slot.bits = 0;
                 slot.float = float;
                 slot.live = true;
@@ -193,13 +182,7 @@ impl DeltaEncoder {
             changes.push((id - next, change));
             next = id + 1;
         }
-        Tick {
-            ts_ms: sample.ts_ms,
-            keyframe,
-            defs,
-            removed,
-            changes,
-        }
+        Tick { ts_ms: sample.ts_ms, keyframe, defs, removed, changes }
     }
 }
 
@@ -282,11 +265,7 @@ impl DeltaState {
         let mut id: u64 = 0;
         let mut ids = Vec::with_capacity(tick.changes.len());
         for (i, (gap, _)) in tick.changes.iter().enumerate() {
-            id = if i == 0 {
-                *gap as u64
-            } else {
-                id + 1 + *gap as u64
-            };
+            id = if i == 0 { *gap as u64 } else { id + 1 + *gap as u64 };
             if id >= MAX_SERIES as u64 {
                 return Err(DeltaError::IdOutOfRange(id));
             }
@@ -356,10 +335,7 @@ mod tests {
     }
 
     fn values(state: &DeltaState) -> Vec<(String, f64)> {
-        let mut out: Vec<_> = state
-            .series()
-            .map(|s| (s.key.name.clone(), s.value()))
-            .collect();
+        let mut out: Vec<_> = state.series().map(|s| (s.key.name.clone(), s.value())).collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
@@ -384,37 +360,20 @@ mod tests {
             sample(1000, &[("a", Value::Int(10)), ("b", Value::Float(0.25))]),
             sample(2000, &[("a", Value::Int(13)), ("b", Value::Float(0.25))]),
             sample(3000, &[("a", Value::Int(7)), ("c", Value::Int(-4))]),
-            sample(
-                4000,
-                &[
-                    ("a", Value::Int(7)),
-                    ("b", Value::Float(f64::NAN)),
-                    ("c", Value::Int(i64::MIN)),
-                ],
-            ),
-            sample(
-                5000,
-                &[("a", Value::Float(2.5)), ("c", Value::Int(i64::MAX))],
-            ),
+            sample(4000, &[("a", Value::Int(7)), ("b", Value::Float(f64::NAN)), ("c", Value::Int(i64::MIN))]),
+            sample(5000, &[("a", Value::Float(2.5)), ("c", Value::Int(i64::MAX))]),
             sample(6000, &[("a", Value::Float(2.5))]),
         ];
         for s in &steps {
             let tick = enc.encode(s);
             state.apply(&tick).unwrap();
-            let mut expected: Vec<_> = s
-                .metrics
-                .iter()
-                .map(|m| (m.key.name.clone(), m.value.as_f64()))
-                .collect();
+            let mut expected: Vec<_> = s.metrics.iter().map(|m| (m.key.name.clone(), m.value.as_f64())).collect();
             expected.sort_by(|a, b| a.0.cmp(&b.0));
             let got = values(&state);
             assert_eq!(got.len(), expected.len());
             for (g, e) in got.iter().zip(&expected) {
                 assert_eq!(g.0, e.0);
-                assert!(
-                    g.1 == e.1 || (g.1.is_nan() && e.1.is_nan()),
-                    "{g:?} != {e:?}"
-                );
+                assert!(g.1 == e.1 || (g.1.is_nan() && e.1.is_nan()), "{g:?} != {e:?}");
             }
             assert_eq!(state.last_ts_ms(), s.ts_ms);
         }
@@ -426,12 +385,7 @@ mod tests {
         let mut state = DeltaState::default();
         for (ts, v) in [(1000, 100), (2000, 300), (4000, 700)] {
             let m = Metric::counter(SeriesKey::new("ticks"), Value::Int(v)).scaled(0.01);
-            state
-                .apply(&enc.encode(&Sample {
-                    ts_ms: ts,
-                    metrics: vec![m],
-                }))
-                .unwrap();
+            state.apply(&enc.encode(&Sample { ts_ms: ts, metrics: vec![m] })).unwrap();
         }
         let s = state.series().next().unwrap();
         assert_eq!(s.value(), 7.0);
@@ -441,33 +395,16 @@ mod tests {
     #[test]
     fn delta_before_keyframe_is_refused_and_bad_ticks_change_nothing() {
         let mut state = DeltaState::default();
-        let delta = Tick {
-            ts_ms: 1,
-            keyframe: false,
-            defs: vec![],
-            removed: vec![],
-            changes: vec![],
-        };
+        let delta = Tick { ts_ms: 1, keyframe: false, defs: vec![], removed: vec![], changes: vec![] };
         assert_eq!(state.apply(&delta), Err(DeltaError::NoKeyframe));
 
         let mut enc = DeltaEncoder::new(100);
-        state
-            .apply(&enc.encode(&sample(1, &[("a", Value::Int(1))])))
-            .unwrap();
+        state.apply(&enc.encode(&sample(1, &[("a", Value::Int(1))]))).unwrap();
         let before = state.clone();
-        let unknown = Tick {
-            changes: vec![(0, 2), (5, 1)],
-            ..delta.clone()
-        };
+        let unknown = Tick { changes: vec![(0, 2), (5, 1)], ..delta.clone() };
         assert_eq!(state.apply(&unknown), Err(DeltaError::UnknownSeries(6)));
-        let far = Tick {
-            changes: vec![(u32::MAX, 1), (u32::MAX, 1)],
-            ..delta
-        };
-        assert!(matches!(
-            state.apply(&far),
-            Err(DeltaError::IdOutOfRange(_))
-        ));
+        let far = Tick { changes: vec![(u32::MAX, 1), (u32::MAX, 1)], ..delta };
+        assert!(matches!(state.apply(&far), Err(DeltaError::IdOutOfRange(_))));
         assert_eq!(state, before);
     }
 

@@ -94,30 +94,16 @@ impl Header {
         let wire_len = u32::from_le_bytes([h[8], h[9], h[10], h[11]]) as usize;
         let raw_len = u32::from_le_bytes([h[12], h[13], h[14], h[15]]) as usize;
         if wire_len > MAX_WIRE_LEN {
-            return Err(FrameError::TooLarge {
-                len: wire_len,
-                limit: MAX_WIRE_LEN,
-            });
+            return Err(FrameError::TooLarge { len: wire_len, limit: MAX_WIRE_LEN });
         }
         if raw_len > MAX_RAW_LEN {
-            return Err(FrameError::TooLarge {
-                len: raw_len,
-                limit: MAX_RAW_LEN,
-            });
+            return Err(FrameError::TooLarge { len: raw_len, limit: MAX_RAW_LEN });
         }
         let compressed = flags & FLAG_ZSTD != 0;
         if !compressed && raw_len != wire_len {
-            return Err(FrameError::LengthMismatch {
-                declared: raw_len,
-                actual: wire_len,
-            });
+            return Err(FrameError::LengthMismatch { declared: raw_len, actual: wire_len });
         }
-        Ok(Some(Header {
-            kind,
-            compressed,
-            wire_len,
-            raw_len,
-        }))
+        Ok(Some(Header { kind, compressed, wire_len, raw_len }))
     }
 
     /// Header plus payload length.
@@ -133,30 +119,17 @@ pub struct FrameEncoder {
 
 impl FrameEncoder {
     pub fn new() -> Self {
-        FrameEncoder {
-            zstd: zstd::bulk::Compressor::new(3).expect("zstd level 3 is valid"),
-        }
+        FrameEncoder { zstd: zstd::bulk::Compressor::new(3).expect("zstd level 3 is valid") }
     }
 
     /// Encodes `body` as a frame of `kind`, appending to `out`.
-    pub fn encode<T: Encode>(
-        &mut self,
-        kind: u8,
-        body: &T,
-        out: &mut Vec<u8>,
-    ) -> Result<(), FrameError> {
+    pub fn encode<T: Encode>(&mut self, kind: u8, body: &T, out: &mut Vec<u8>) -> Result<(), FrameError> {
         let raw = bincode::encode_to_vec(body, bincode_config())?;
         if raw.len() > MAX_RAW_LEN {
-            return Err(FrameError::TooLarge {
-                len: raw.len(),
-                limit: MAX_RAW_LEN,
-            });
+            return Err(FrameError::TooLarge { len: raw.len(), limit: MAX_RAW_LEN });
         }
         let compressed = if raw.len() >= COMPRESS_FROM {
-            self.zstd
-                .compress(&raw)
-                .ok()
-                .filter(|c| c.len() < raw.len())
+            self.zstd.compress(&raw).ok().filter(|c| c.len() < raw.len())
         } else {
             None
         };
@@ -165,10 +138,7 @@ impl FrameEncoder {
             None => (0, raw.as_slice()),
         };
         if payload.len() > MAX_WIRE_LEN {
-            return Err(FrameError::TooLarge {
-                len: payload.len(),
-                limit: MAX_WIRE_LEN,
-            });
+            return Err(FrameError::TooLarge { len: payload.len(), limit: MAX_WIRE_LEN });
         }
         out.reserve(HEADER_LEN + payload.len());
         out.extend_from_slice(&MAGIC);
@@ -193,9 +163,7 @@ pub struct FrameDecoder {
 
 impl FrameDecoder {
     pub fn new() -> Self {
-        FrameDecoder {
-            zstd: zstd::bulk::Decompressor::new().expect("zstd context"),
-        }
+        FrameDecoder { zstd: zstd::bulk::Decompressor::new().expect("zstd context") }
     }
 
     /// Splits the first complete frame off `buf`: its header and decompressed payload, and how
@@ -210,15 +178,10 @@ impl FrameDecoder {
         let raw = if header.compressed {
             // Capacity is the declared size, already bounded: a zstd bomb fails here instead of
             // allocating what it claims.
-            let raw = self
-                .zstd
-                .decompress(payload, header.raw_len)
-                .map_err(|e| FrameError::Decompress(e.to_string()))?;
+            let raw =
+                self.zstd.decompress(payload, header.raw_len).map_err(|e| FrameError::Decompress(e.to_string()))?;
             if raw.len() != header.raw_len {
-                return Err(FrameError::LengthMismatch {
-                    declared: header.raw_len,
-                    actual: raw.len(),
-                });
+                return Err(FrameError::LengthMismatch { declared: header.raw_len, actual: raw.len() });
             }
             raw
         } else {

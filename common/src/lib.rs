@@ -10,6 +10,7 @@
 //! - [`delta`]: the keyframe/delta encoder (agent side) and the state it rebuilds (aggregator side).
 //! - [`message`]: the protocol messages (`Hello`, `Welcome`, `Batch`, `Ack`, `KeyframeRequest`).
 //! - [`reader`]: the sans-IO buffer that turns stream chunks back into messages.
+//! - [`time`]: RFC 3339 formatting and parsing.
 //! - [`frame`]: the versioned, length-prefixed, zstd-compressed envelope around one message.
 
 pub mod config;
@@ -18,6 +19,7 @@ pub mod frame;
 pub mod message;
 pub mod reader;
 pub mod sample;
+pub mod time;
 
 /// Version of the wire protocol carried in every frame header.
 pub const PROTOCOL_VERSION: u8 = 1;

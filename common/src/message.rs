@@ -120,10 +120,7 @@ impl Message {
 
     /// Reads the first message in `buf`: the message and the bytes it took, or `Ok(None)` when the
     /// frame is not complete yet.
-    pub fn decode(
-        dec: &mut FrameDecoder,
-        buf: &[u8],
-    ) -> Result<Option<(Message, usize)>, FrameError> {
+    pub fn decode(dec: &mut FrameDecoder, buf: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
         let Some((header, raw, used)) = dec.split(buf)? else {
             return Ok(None);
         };
@@ -152,21 +149,13 @@ mod tests {
         let metrics = (0..n)
             .map(|i| {
                 Metric::counter(
-                    SeriesKey::new("node_network_receive_bytes_total")
-                        .with("device", format!("eth{i}")),
+                    SeriesKey::new("node_network_receive_bytes_total").with("device", format!("eth{i}")),
                     Value::Int(i as i64 * 1000),
                 )
             })
             .collect();
-        let tick = enc.encode(&Sample {
-            ts_ms: 1_700_000_000_000,
-            metrics,
-        });
-        Batch {
-            incarnation: 7,
-            seq: 42,
-            ticks: vec![tick],
-        }
+        let tick = enc.encode(&Sample { ts_ms: 1_700_000_000_000, metrics });
+        Batch { incarnation: 7, seq: 42, ticks: vec![tick] }
     }
 
     fn all_messages() -> Vec<Message> {
@@ -176,27 +165,12 @@ mod tests {
                 incarnation: 3,
                 agent_time_ms: -5,
                 interval_ms: 1000,
-                host: HostInfo {
-                    hostname: "udm".into(),
-                    cpu_count: 4,
-                    ..Default::default()
-                },
+                host: HostInfo { hostname: "udm".into(), cpu_count: 4, ..Default::default() },
             }),
-            Message::Welcome(Welcome {
-                server_time_ms: 9,
-                agent_id: "a".into(),
-                dc: "dc1".into(),
-                stored_through: 4,
-            }),
+            Message::Welcome(Welcome { server_time_ms: 9, agent_id: "a".into(), dc: "dc1".into(), stored_through: 4 }),
             Message::Batch(batch(200)),
-            Message::Ack(Ack {
-                incarnation: 1,
-                through_seq: u64::MAX,
-            }),
-            Message::KeyframeRequest(KeyframeRequest {
-                incarnation: 2,
-                after_seq: 3,
-            }),
+            Message::Ack(Ack { incarnation: 1, through_seq: u64::MAX }),
+            Message::KeyframeRequest(KeyframeRequest { incarnation: 2, after_seq: 3 }),
         ]
     }
 
@@ -234,10 +208,7 @@ mod tests {
         let frame = Message::Batch(b.clone()).to_frame(&mut enc).unwrap();
         let header = Header::parse(&frame).unwrap().unwrap();
         assert!(header.compressed && header.wire_len < header.raw_len);
-        let (Message::Batch(back), _) = Message::decode(&mut FrameDecoder::new(), &frame)
-            .unwrap()
-            .unwrap()
-        else {
+        let (Message::Batch(back), _) = Message::decode(&mut FrameDecoder::new(), &frame).unwrap().unwrap() else {
             panic!("not a batch")
         };
         let mut state = DeltaState::default();
@@ -247,15 +218,10 @@ mod tests {
 
     #[test]
     fn every_truncation_asks_for_more_bytes() {
-        let frame = Message::Batch(batch(50))
-            .to_frame(&mut FrameEncoder::new())
-            .unwrap();
+        let frame = Message::Batch(batch(50)).to_frame(&mut FrameEncoder::new()).unwrap();
         let mut dec = FrameDecoder::new();
         for cut in 0..frame.len() {
-            assert!(
-                Message::decode(&mut dec, &frame[..cut]).unwrap().is_none(),
-                "cut at {cut}"
-            );
+            assert!(Message::decode(&mut dec, &frame[..cut]).unwrap().is_none(), "cut at {cut}");
         }
     }
 
@@ -265,42 +231,24 @@ mod tests {
         let wire = frame_with(KIND_BATCH, 1, &[], MAX_WIRE_LEN as u32 + 1);
         let mut wire_big = wire.clone();
         wire_big[8..12].copy_from_slice(&(MAX_WIRE_LEN as u32 + 1).to_le_bytes());
-        assert!(matches!(
-            dec.split(&wire_big),
-            Err(FrameError::TooLarge { .. })
-        ));
+        assert!(matches!(dec.split(&wire_big), Err(FrameError::TooLarge { .. })));
         let raw_big = frame_with(KIND_BATCH, 1, &[0; 8], u32::MAX);
-        assert!(matches!(
-            dec.split(&raw_big),
-            Err(FrameError::TooLarge { .. })
-        ));
+        assert!(matches!(dec.split(&raw_big), Err(FrameError::TooLarge { .. })));
         // A vector length of 2^60 elements inside an otherwise well-formed frame.
         let mut body = bincode::encode_to_vec(7u64, bincode::config::standard()).unwrap();
         body.extend(bincode::encode_to_vec(1u64, bincode::config::standard()).unwrap());
         body.extend(bincode::encode_to_vec(1u64 << 60, bincode::config::standard()).unwrap());
         let f = frame_with(KIND_BATCH, 0, &body, body.len() as u32);
-        assert!(matches!(
-            Message::decode(&mut dec, &f),
-            Err(FrameError::Decode(_))
-        ));
+        assert!(matches!(Message::decode(&mut dec, &f), Err(FrameError::Decode(_))));
     }
 
     #[test]
     fn trailing_bytes_inside_a_payload_are_refused() {
-        let mut body = bincode::encode_to_vec(
-            Ack {
-                incarnation: 1,
-                through_seq: 2,
-            },
-            bincode::config::standard(),
-        )
-        .unwrap();
+        let mut body =
+            bincode::encode_to_vec(Ack { incarnation: 1, through_seq: 2 }, bincode::config::standard()).unwrap();
         body.push(0);
         let f = frame_with(KIND_ACK, 0, &body, body.len() as u32);
-        assert!(matches!(
-            Message::decode(&mut FrameDecoder::new(), &f),
-            Err(FrameError::TrailingBytes(1))
-        ));
+        assert!(matches!(Message::decode(&mut FrameDecoder::new(), &f), Err(FrameError::TrailingBytes(1))));
     }
 
     #[test]
@@ -308,27 +256,16 @@ mod tests {
         let bomb = zstd::bulk::compress(&vec![0u8; 8 << 20], 19).unwrap();
         assert!(bomb.len() < 4096);
         let f = frame_with(KIND_BATCH, 1, &bomb, 1024);
-        assert!(matches!(
-            FrameDecoder::new().split(&f),
-            Err(FrameError::Decompress(_))
-        ));
+        assert!(matches!(FrameDecoder::new().split(&f), Err(FrameError::Decompress(_))));
         // Declared honestly, the same bomb is still refused when it exceeds the limit.
         let big = zstd::bulk::compress(&vec![0u8; MAX_RAW_LEN + 1], 19).unwrap();
         let f = frame_with(KIND_BATCH, 1, &big, MAX_RAW_LEN as u32 + 1);
-        assert!(matches!(
-            FrameDecoder::new().split(&f),
-            Err(FrameError::TooLarge { .. })
-        ));
+        assert!(matches!(FrameDecoder::new().split(&f), Err(FrameError::TooLarge { .. })));
     }
 
     #[test]
     fn header_faults_are_typed_errors() {
-        let good = Message::Ack(Ack {
-            incarnation: 1,
-            through_seq: 1,
-        })
-        .to_frame(&mut FrameEncoder::new())
-        .unwrap();
+        let good = Message::Ack(Ack { incarnation: 1, through_seq: 1 }).to_frame(&mut FrameEncoder::new()).unwrap();
         let mut dec = FrameDecoder::new();
         let mut bad = good.clone();
         bad[0] = b'X';
@@ -338,29 +275,21 @@ mod tests {
         assert!(matches!(dec.split(&bad), Err(FrameError::Version(99))));
         let mut bad = good.clone();
         bad[5] = 200;
-        assert!(matches!(
-            Message::decode(&mut dec, &bad),
-            Err(FrameError::UnknownKind(200))
-        ));
+        assert!(matches!(Message::decode(&mut dec, &bad), Err(FrameError::UnknownKind(200))));
         let mut bad = good.clone();
         bad[6] = 0x80;
         assert!(matches!(dec.split(&bad), Err(FrameError::Flags(_))));
         let mut bad = good;
         bad[12] ^= 1; // uncompressed, but raw length differs from wire length
-        assert!(matches!(
-            dec.split(&bad),
-            Err(FrameError::LengthMismatch { .. })
-        ));
+        assert!(matches!(dec.split(&bad), Err(FrameError::LengthMismatch { .. })));
         assert_eq!(HEADER_LEN, 16);
     }
 
     #[test]
     fn garbage_never_panics() {
         // A deterministic walk over corrupted frames: every outcome is a value, never a panic.
-        let frames: Vec<Vec<u8>> = all_messages()
-            .iter()
-            .map(|m| m.to_frame(&mut FrameEncoder::new()).unwrap())
-            .collect();
+        let frames: Vec<Vec<u8>> =
+            all_messages().iter().map(|m| m.to_frame(&mut FrameEncoder::new()).unwrap()).collect();
         let mut dec = FrameDecoder::new();
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for round in 0..20_000 {

@@ -11,6 +11,7 @@ use crate::message::Message;
 pub struct MessageReader {
     buf: Vec<u8>,
     start: usize,
+    last: std::ops::Range<usize>,
     dec: FrameDecoder,
 }
 
@@ -20,6 +21,7 @@ impl MessageReader {
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
+        self.last = 0..0;
         if self.start > 0 && self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
@@ -34,11 +36,17 @@ impl MessageReader {
     pub fn next_message(&mut self) -> Result<Option<Message>, FrameError> {
         match Message::decode(&mut self.dec, &self.buf[self.start..])? {
             Some((message, used)) => {
+                self.last = self.start..self.start + used;
                 self.start += used;
                 Ok(Some(message))
             }
             None => Ok(None),
         }
+    }
+
+    /// The whole frame of the message [`MessageReader::next_message`] returned last, as received.
+    pub fn last_frame(&self) -> &[u8] {
+        self.buf.get(self.last.clone()).unwrap_or_default()
     }
 
     /// Bytes received but not yet consumed as a message.
@@ -58,12 +66,7 @@ mod tests {
         let mut enc = FrameEncoder::new();
         let mut stream = Vec::new();
         for i in 0..50 {
-            Message::Ack(Ack {
-                incarnation: 1,
-                through_seq: i,
-            })
-            .encode(&mut enc, &mut stream)
-            .unwrap();
+            Message::Ack(Ack { incarnation: 1, through_seq: i }).encode(&mut enc, &mut stream).unwrap();
         }
         for chunk in [1, 3, 7, 16, 17, 1000] {
             let mut reader = MessageReader::new();
@@ -72,6 +75,9 @@ mod tests {
                 reader.push(piece);
                 while let Some(Message::Ack(a)) = reader.next_message().unwrap() {
                     assert_eq!(a.through_seq, got);
+                    let frame = reader.last_frame().to_vec();
+                    let again = Message::decode(&mut FrameDecoder::new(), &frame).unwrap().unwrap();
+                    assert_eq!(again, (Message::Ack(a), frame.len()));
                     got += 1;
                 }
             }

@@ -8,9 +8,7 @@ use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
 /// A series' identity: metric name plus label pairs, sorted by label name.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode, Serialize, Deserialize)]
 pub struct SeriesKey {
     pub name: String,
     pub labels: Vec<(String, String)>,
@@ -18,10 +16,7 @@ pub struct SeriesKey {
 
 impl SeriesKey {
     pub fn new(name: impl Into<String>) -> Self {
-        SeriesKey {
-            name: name.into(),
-            labels: Vec::new(),
-        }
+        SeriesKey { name: name.into(), labels: Vec::new() }
     }
 
     /// Adds a label, keeping labels sorted by name.
@@ -32,10 +27,7 @@ impl SeriesKey {
     }
 
     pub fn label(&self, name: &str) -> Option<&str> {
-        self.labels
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.labels.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -110,21 +102,11 @@ pub struct Metric {
 
 impl Metric {
     pub fn gauge(key: SeriesKey, value: Value) -> Self {
-        Metric {
-            key,
-            kind: Kind::Gauge,
-            scale: 1.0,
-            value,
-        }
+        Metric { key, kind: Kind::Gauge, scale: 1.0, value }
     }
 
     pub fn counter(key: SeriesKey, value: Value) -> Self {
-        Metric {
-            key,
-            kind: Kind::Counter,
-            scale: 1.0,
-            value,
-        }
+        Metric { key, kind: Kind::Counter, scale: 1.0, value }
     }
 
     pub fn scaled(mut self, scale: f64) -> Self {

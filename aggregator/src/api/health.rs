@@ -1,0 +1,46 @@
+//! `/health`, `/health/live`, `/health/ready`: the aggregator's own health, no token needed.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::AppState;
+use crate::ingest::now_ms;
+use crate::twin::HostStatus;
+
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let ready = state.ready.load(Relaxed);
+    let now = now_ms();
+    let offline_after = state.offline_after.as_millis() as i64;
+    let (mut online, mut stale, mut offline) = (0, 0, 0);
+    for host in state.twin().hosts() {
+        match host.status(now, offline_after) {
+            HostStatus::Online => online += 1,
+            HostStatus::Stale => stale += 1,
+            HostStatus::Offline => offline += 1,
+        }
+    }
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({
+        "status": if ready { "ok" } else { "starting" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "hosts": { "online": online, "stale": stale, "offline": offline },
+        "storage_bytes": state.store.size_on_disk(),
+    });
+    (code, Json(body))
+}
+
+pub async fn live() -> Json<Value> {
+    Json(json!({ "status": "alive" }))
+}
+
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    if state.ready.load(Relaxed) {
+        (StatusCode::OK, Json(json!({ "status": "ready" })))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "starting" })))
+    }
+}

@@ -1,0 +1,106 @@
+//! The twinwatch aggregator: QUIC ingest from agents, the reconciled twin of every host, durable
+//! storage, and the REST API.
+//!
+//! # Layout
+//! - [`ingest`]: the QUIC listener and per-agent sessions (hello, batches, acks).
+//! - [`twin`]: the sans-IO twin core: sequence reconciliation, delta state, host status.
+//! - [`store`]: sled persistence of batches and host state, flushed before any ack.
+//! - [`api`]: the axum REST API.
+//! - [`certs`], [`identity`], [`tls`]: the CA, identities from client certificates, QUIC TLS.
+//! - [`auth`]: hashed API tokens with read and admin roles.
+//! - [`config`]: `/etc/twinwatch/aggregator.toml`.
+
+pub mod api;
+pub mod auth;
+pub mod certs;
+pub mod config;
+pub mod identity;
+pub mod ingest;
+pub mod store;
+pub mod tls;
+pub mod twin;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::ingest::Ingest;
+use crate::store::{Store, StoreError};
+use crate::tls::TlsError;
+use crate::twin::Twin;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AggregatorError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+}
+
+/// Where a running aggregator listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Listening {
+    pub quic: SocketAddr,
+    pub http: SocketAddr,
+}
+
+/// Runs the aggregator until `shutdown` turns true. `on_listen` is told the bound addresses.
+pub async fn run(
+    config: &Config,
+    mut shutdown: watch::Receiver<bool>,
+    on_listen: impl FnOnce(Listening),
+) -> Result<(), AggregatorError> {
+    let store = Arc::new(Store::open(&config.data_dir.join("db"))?);
+    let hosts = store.hosts()?;
+    tracing::info!(hosts = hosts.len(), data_dir = %config.data_dir.display(), "store open");
+    let twin = Arc::new(Mutex::new(Twin::from_hosts(hosts)));
+
+    let server = tls::server_config(
+        &config.certs_dir.join(certs::CA_CERT),
+        &config.certs_dir.join(certs::SERVER_CERT),
+        &config.certs_dir.join(certs::SERVER_KEY),
+    )?;
+    let endpoint = quinn::Endpoint::server(server, config.quic_listen)
+        .map_err(|source| AggregatorError::Bind { addr: config.quic_listen, source })?;
+    let listener = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .map_err(|source| AggregatorError::Bind { addr: config.http_listen, source })?;
+    let listening = Listening {
+        quic: endpoint.local_addr().map_err(|source| AggregatorError::Bind { addr: config.quic_listen, source })?,
+        http: listener.local_addr().map_err(|source| AggregatorError::Bind { addr: config.http_listen, source })?,
+    };
+
+    let ingest = Arc::new(Ingest { twin: twin.clone(), store: store.clone() });
+    tokio::spawn(ingest.serve(endpoint.clone()));
+    let ready = Arc::new(AtomicBool::new(true));
+    let state = api::AppState {
+        twin,
+        store: store.clone(),
+        tokens: Arc::new(auth::Tokens::new(config.tokens_file.clone())),
+        ready: ready.clone(),
+        offline_after: config.offline_after,
+    };
+    tracing::info!(quic = %listening.quic, http = %listening.http, "aggregator listening");
+    on_listen(listening);
+
+    let mut stop = shutdown.clone();
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+        .map_err(AggregatorError::Http)?;
+    let _ = shutdown.wait_for(|s| *s).await;
+    ready.store(false, Relaxed);
+    endpoint.close(0u32.into(), b"aggregator shutting down");
+    store.flush().await?;
+    tracing::info!("aggregator stopped; store flushed");
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! `twinwatch-aggregator quickstart`: an aggregator and a local agent, with fresh certificates and
+//! tokens under one directory, for a first look on one machine.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use twinwatch_aggregator::auth::{Role, Tokens};
+use twinwatch_aggregator::certs;
+use twinwatch_aggregator::config::Config;
+
+fn write_secret(path: &Path, token: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(f, "{token}")?;
+    Ok(())
+}
+
+/// A name the certificate accepts, from this host's name.
+fn agent_id() -> String {
+    let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    let id: String =
+        host.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' }).take(64).collect();
+    if id.is_empty() {
+        "local".into()
+    } else {
+        id
+    }
+}
+
+pub async fn run(data_dir: &Path, http_port: u16, quic_port: u16) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let data_dir = data_dir.canonicalize()?;
+    let agent_exe = std::env::current_exe()?.with_file_name("twinwatch-agent");
+    if !agent_exe.exists() {
+        bail!("{} not found: build both binaries (cargo build --release --bins)", agent_exe.display());
+    }
+
+    let mut config = Config::in_dir(data_dir.join("aggregator"));
+    config.quic_listen = ([127, 0, 0, 1], quic_port).into();
+    config.http_listen = ([127, 0, 0, 1], http_port).into();
+    if !config.certs_dir.join(certs::CA_CERT).exists() {
+        certs::init(&config.certs_dir, &[], false)?;
+    }
+    let tokens = Tokens::new(config.tokens_file.clone());
+    let read_token = data_dir.join("read-token");
+    let admin_token = data_dir.join("admin-token");
+    for (path, role, name) in
+        [(&read_token, Role::Read, "quickstart-read"), (&admin_token, Role::Admin, "quickstart-admin")]
+    {
+        if !path.exists() {
+            write_secret(path, &tokens.create(role, name)?)?;
+        }
+    }
+
+    let agent_dir = data_dir.join("agent");
+    let id = agent_id();
+    certs::issue(&config.certs_dir, &id, "local", 825, &agent_dir.join("certs"))?;
+    let agent_config: PathBuf = agent_dir.join("agent.toml");
+    std::fs::write(
+        &agent_config,
+        format!(
+            "# Written by twinwatch-aggregator quickstart.\naggregator = \"127.0.0.1:{quic_port}\"\nserver_name = \"localhost\"\nstate_dir = \"{}\"\ninterval = \"1s\"\n",
+            agent_dir.display()
+        ),
+    )?;
+
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let (listening_tx, listening_rx) = tokio::sync::oneshot::channel();
+    let aggregator = tokio::spawn({
+        let config = config.clone();
+        async move {
+            twinwatch_aggregator::run(&config, rx, |l| {
+                let _ = listening_tx.send(l);
+            })
+            .await
+        }
+    });
+    let Ok(listening) = listening_rx.await else {
+        return aggregator.await?.context("aggregator failed to start");
+    };
+
+    let mut agent = tokio::process::Command::new(&agent_exe)
+        .arg("--config")
+        .arg(&agent_config)
+        .arg("run")
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", agent_exe.display()))?;
+
+    let api = format!("http://{}", listening.http);
+    println!("twinwatch quickstart: aggregator and agent {id:?} (dc \"local\") are running");
+    println!("  API          {api}/api/v1/hosts");
+    println!("  QUIC ingest  {}", listening.quic);
+    println!("  read token   {}", read_token.display());
+    println!("  admin token  {}", admin_token.display());
+    println!("  try          curl -s -H \"Authorization: Bearer $(cat {})\" {api}/api/v1/hosts", read_token.display());
+    println!("Ctrl-C stops both.");
+
+    tokio::select! {
+        _ = crate::wait_for_signal() => {}
+        status = agent.wait() => tracing::error!("agent exited: {status:?}"),
+    }
+    if let Some(pid) = agent.id() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), agent.wait()).await;
+    }
+    let _ = tx.send(true);
+    aggregator.await?.context("aggregator failed")
+}
