@@ -12,11 +12,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, max: Duration) -> Self {
-        Backoff {
-            base,
-            max,
-            attempt: 0,
-        }
+        Backoff { base, max, attempt: 0 }
     }
 
     pub fn reset(&mut self) {
@@ -26,10 +22,7 @@ impl Backoff {
     /// The next delay, given a uniform random number in `[0, 1)`: somewhere between half the
     /// exponential ceiling and the ceiling itself, so a delay never collapses to zero.
     pub fn next_delay(&mut self, unit_random: f64) -> Duration {
-        let ceiling = self
-            .base
-            .saturating_mul(1u32 << self.attempt.min(16))
-            .min(self.max);
+        let ceiling = self.base.saturating_mul(1u32 << self.attempt.min(16)).min(self.max);
         self.attempt = self.attempt.saturating_add(1);
         ceiling.mul_f64(0.5 + 0.5 * unit_random.clamp(0.0, 1.0))
     }

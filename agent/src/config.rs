@@ -67,34 +67,22 @@ impl Config {
     fn resolve(file: File, path: &Path) -> Config {
         let base = path.parent().unwrap_or(Path::new("/"));
         let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
-        let state_dir = abs(file
-            .state_dir
-            .unwrap_or_else(|| "/var/lib/twinwatch/agent".into()));
+        let state_dir = abs(file.state_dir.unwrap_or_else(|| "/var/lib/twinwatch/agent".into()));
         let certs = state_dir.join("certs");
         Config {
             aggregator: file.aggregator.unwrap_or_else(|| "127.0.0.1:4433".into()),
             server_name: file.server_name.unwrap_or_else(|| "localhost".into()),
             ca: file.ca.map(abs).unwrap_or_else(|| certs.join("ca.crt")),
-            cert: file
-                .cert
-                .map(abs)
-                .unwrap_or_else(|| certs.join("agent.crt")),
+            cert: file.cert.map(abs).unwrap_or_else(|| certs.join("agent.crt")),
             key: file.key.map(abs).unwrap_or_else(|| certs.join("agent.key")),
             state_dir,
-            interval: file.interval.map_or(Duration::from_secs(1), |s| {
-                s.0.max(Duration::from_millis(100))
-            }),
+            interval: file.interval.map_or(Duration::from_secs(1), |s| s.0.max(Duration::from_millis(100))),
             keyframe_every: file.keyframe_every.unwrap_or(300).max(1),
-            buffer_max_bytes: file
-                .buffer
-                .max_bytes
-                .map_or(64 << 20, |b| b.0.max(64 << 10)),
+            buffer_max_bytes: file.buffer.max_bytes.map_or(64 << 20, |b| b.0.max(64 << 10)),
             flush_interval: file
                 .buffer
                 .flush_interval
-                .map_or(Duration::from_secs(1), |s| {
-                    s.0.max(Duration::from_millis(10))
-                }),
+                .map_or(Duration::from_secs(1), |s| s.0.max(Duration::from_millis(10))),
         }
     }
 }
@@ -115,14 +103,8 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused_with_their_line() {
-        let err = Config::parse(
-            Path::new("a.toml"),
-            "aggregator = \"x:1\"\n[buffer]\nmax_byte = \"1MiB\"\n",
-        )
-        .unwrap_err();
-        assert!(
-            err.to_string().starts_with("a.toml:3: key `max_byte`"),
-            "{err}"
-        );
+        let err =
+            Config::parse(Path::new("a.toml"), "aggregator = \"x:1\"\n[buffer]\nmax_byte = \"1MiB\"\n").unwrap_err();
+        assert!(err.to_string().starts_with("a.toml:3: key `max_byte`"), "{err}");
     }
 }

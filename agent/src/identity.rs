@@ -5,34 +5,24 @@ use std::path::Path;
 use twinwatch_common::message::HostInfo;
 
 fn read_trimmed(path: impl AsRef<Path>) -> String {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
+    std::fs::read_to_string(path).map(|s| s.trim().to_owned()).unwrap_or_default()
 }
 
 /// `PRETTY_NAME` from an os-release file's text.
 pub fn pretty_name(os_release: &str) -> Option<String> {
-    os_release
-        .lines()
-        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-        .map(|v| v.trim().trim_matches('"').to_owned())
+    os_release.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=")).map(|v| v.trim().trim_matches('"').to_owned())
 }
 
 pub fn host_info(proc_root: &Path) -> HostInfo {
     let uname = nix::sys::utsname::uname().ok();
     let field = |f: fn(&nix::sys::utsname::UtsName) -> &std::ffi::OsStr| {
-        uname
-            .as_ref()
-            .map(|u| f(u).to_string_lossy().into_owned())
-            .unwrap_or_default()
+        uname.as_ref().map(|u| f(u).to_string_lossy().into_owned()).unwrap_or_default()
     };
     let os_release = std::fs::read_to_string("/etc/os-release")
         .or_else(|_| std::fs::read_to_string("/usr/lib/os-release"))
         .unwrap_or_default();
     HostInfo {
-        hostname: nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        hostname: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
         kernel: field(|u| u.release()),
         os: pretty_name(&os_release).unwrap_or_else(|| field(|u| u.sysname())),
         arch: field(|u| u.machine()),
@@ -49,10 +39,7 @@ mod tests {
     #[test]
     fn pretty_name_is_unquoted() {
         let text = "NAME=\"Debian GNU/Linux\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n";
-        assert_eq!(
-            pretty_name(text).as_deref(),
-            Some("Debian GNU/Linux 12 (bookworm)")
-        );
+        assert_eq!(pretty_name(text).as_deref(), Some("Debian GNU/Linux 12 (bookworm)"));
         assert_eq!(pretty_name("ID=x\n"), None);
     }
 

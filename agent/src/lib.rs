@@ -39,10 +39,7 @@ use crate::tls::TlsError;
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error("state directory {}: {source}", path.display())]
-    StateDir {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    StateDir { path: std::path::PathBuf, source: std::io::Error },
     #[error(transparent)]
     Queue(#[from] QueueError),
     #[error(transparent)]
@@ -53,16 +50,11 @@ pub enum AgentError {
 
 /// Runs the agent until `shutdown` turns true, then makes the buffer durable and returns.
 pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<(), AgentError> {
-    std::fs::create_dir_all(&config.state_dir).map_err(|source| AgentError::StateDir {
-        path: config.state_dir.clone(),
-        source,
-    })?;
+    std::fs::create_dir_all(&config.state_dir)
+        .map_err(|source| AgentError::StateDir { path: config.state_dir.clone(), source })?;
     let client = tls::client_config(&config.ca, &config.cert, &config.key)?;
-    let queue = Arc::new(Queue::open(
-        &config.state_dir.join("buffer"),
-        config.buffer_max_bytes,
-        config.flush_interval,
-    )?);
+    let queue =
+        Arc::new(Queue::open(&config.state_dir.join("buffer"), config.buffer_max_bytes, config.flush_interval)?);
     let incarnation = queue.next_incarnation(sampler::now_ms() as u64)?;
     let host = identity::host_info(&Roots::default().proc);
     tracing::info!(
@@ -91,18 +83,10 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
     let sampling = std::thread::Builder::new()
         .name("sampler".into())
         .spawn(move || sampler.run())
-        .map_err(|source| AgentError::StateDir {
-            path: config.state_dir.clone(),
-            source,
-        })?;
+        .map_err(|source| AgentError::StateDir { path: config.state_dir.clone(), source })?;
 
-    let bind: SocketAddr = if config.aggregator.starts_with('[') {
-        "[::]:0"
-    } else {
-        "0.0.0.0:0"
-    }
-    .parse()
-    .expect("static address");
+    let bind: SocketAddr =
+        if config.aggregator.starts_with('[') { "[::]:0" } else { "0.0.0.0:0" }.parse().expect("static address");
     let endpoint = quinn::Endpoint::client(bind).map_err(AgentError::Endpoint)?;
     let shipper = Shipper {
         endpoint: endpoint.clone(),
@@ -124,9 +108,6 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
     endpoint.close(0u32.into(), b"shutdown");
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), endpoint.wait_idle()).await;
     queue.flush()?;
-    tracing::info!(
-        backlog_batches = queue.len(),
-        "agent stopped; buffer flushed"
-    );
+    tracing::info!(backlog_batches = queue.len(), "agent stopped; buffer flushed");
     Ok(())
 }

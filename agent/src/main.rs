@@ -8,11 +8,7 @@ use twinwatch_agent::collector::{Collectors, Roots};
 use twinwatch_agent::config::{Config, DEFAULT_PATH};
 
 #[derive(Parser)]
-#[command(
-    name = "twinwatch-agent",
-    version,
-    about = "Samples this host and ships it to a twinwatch aggregator"
-)]
+#[command(name = "twinwatch-agent", version, about = "Samples this host and ships it to a twinwatch aggregator")]
 struct Cli {
     /// Configuration file.
     #[arg(long, global = true, default_value = DEFAULT_PATH)]
@@ -34,10 +30,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TWINWATCH_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TWINWATCH_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     match cli.command.unwrap_or(Command::Run) {
@@ -47,33 +40,29 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sample => {
+            use std::io::Write;
             let mut out = Vec::new();
             Collectors::new(Roots::default()).collect(&mut out);
+            let mut stdout = std::io::stdout().lock();
             for m in out {
-                let labels: Vec<String> = m
-                    .key
-                    .labels
-                    .iter()
-                    .map(|(k, v)| format!("{k}=\"{v}\""))
-                    .collect();
-                println!("{}{{{}}} {}", m.key.name, labels.join(","), m.real());
+                let labels: Vec<String> = m.key.labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+                // A closed pipe (`| head`) ends the listing quietly.
+                if writeln!(stdout, "{}{{{}}} {}", m.key.name, labels.join(","), m.real()).is_err() {
+                    break;
+                }
             }
             Ok(())
         }
         Command::Run => {
             let config = Config::load(&cli.config)?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(async {
                 let (tx, rx) = tokio::sync::watch::channel(false);
                 tokio::spawn(async move {
                     wait_for_signal().await;
                     let _ = tx.send(true);
                 });
-                twinwatch_agent::run(config, rx)
-                    .await
-                    .context("agent failed")
+                twinwatch_agent::run(config, rx).await.context("agent failed")
             })
         }
     }

@@ -62,27 +62,33 @@ pub struct Queue {
 const INCARNATION: &[u8] = b"incarnation";
 
 impl Queue {
-    /// Opens the buffer in `dir`. A store sled cannot open is moved aside (and named in
+    /// Opens the buffer in `dir`. A store sled reports as corrupt is moved aside (and named in
     /// `recovered_from`) and a fresh one started: the agent keeps sampling rather than stopping.
+    /// Any other failure, such as another process holding the lock, is an error: the buffer is
+    /// never moved aside for it.
     pub fn open(dir: &Path, cap: u64, flush_every: Duration) -> Result<Queue, QueueError> {
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(4 << 20)
             .flush_every_ms(Some(flush_every.as_millis().max(1) as u64));
-        let (db, recovered_from) = match config.open() {
-            Ok(db) => (db, None),
-            Err(first) => {
-                let aside = dir.with_extension(format!("corrupt-{}", std::process::id()));
-                tracing::error!(path = %dir.display(), aside = %aside.display(), "buffer unreadable ({first}); moving it aside");
-                std::fs::rename(dir, &aside).map_err(|e| QueueError::Open {
-                    path: dir.to_owned(),
-                    source: e.into(),
-                })?;
-                let db = config.open().map_err(|source| QueueError::Open {
-                    path: dir.to_owned(),
-                    source,
-                })?;
-                (db, Some(aside))
+        let mut attempts = 0;
+        let (db, recovered_from) = loop {
+            match config.open() {
+                Ok(db) => break (db, None),
+                Err(sled::Error::Corruption { .. } | sled::Error::ReportableBug(_)) => {
+                    let aside = dir.with_extension(format!("corrupt-{}", std::process::id()));
+                    tracing::error!(path = %dir.display(), aside = %aside.display(), "buffer corrupt; moving it aside");
+                    std::fs::rename(dir, &aside)
+                        .map_err(|e| QueueError::Open { path: dir.to_owned(), source: e.into() })?;
+                    let db = config.open().map_err(|source| QueueError::Open { path: dir.to_owned(), source })?;
+                    break (db, Some(aside));
+                }
+                // The lock may still be held by a process (or, in tests, an instance) on its way out.
+                Err(sled::Error::Io(_)) if attempts < 30 => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(source) => return Err(QueueError::Open { path: dir.to_owned(), source }),
             }
         };
         let items = db.open_tree("batches")?;
@@ -92,14 +98,7 @@ impl Queue {
             bytes += v.len() as u64;
             count += 1;
         }
-        Ok(Queue {
-            db,
-            items,
-            cap,
-            bytes: AtomicU64::new(bytes),
-            count: AtomicU64::new(count),
-            recovered_from,
-        })
+        Ok(Queue { db, items, cap, bytes: AtomicU64::new(bytes), count: AtomicU64::new(count), recovered_from })
     }
 
     /// A new incarnation number, never reused: above every earlier one and at least `now_ms`, so
@@ -117,13 +116,7 @@ impl Queue {
     }
 
     /// Appends a batch frame holding `samples` values; drops the oldest batches if over the cap.
-    pub fn push(
-        &self,
-        incarnation: u64,
-        seq: u64,
-        samples: u32,
-        frame: &[u8],
-    ) -> Result<Dropped, QueueError> {
+    pub fn push(&self, incarnation: u64, seq: u64, samples: u32, frame: &[u8]) -> Result<Dropped, QueueError> {
         let mut value = Vec::with_capacity(4 + frame.len());
         value.extend_from_slice(&samples.to_le_bytes());
         value.extend_from_slice(frame);
@@ -199,9 +192,7 @@ impl Queue {
 }
 
 fn sample_count(value: &[u8]) -> u32 {
-    value
-        .get(..4)
-        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    value.get(..4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 #[cfg(test)]
@@ -220,8 +211,7 @@ mod tests {
     }
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("twinwatch-queue-{name}-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("twinwatch-queue-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
     }
@@ -248,13 +238,7 @@ mod tests {
                         let dropped = q.push(incarnation, seq, samples, &frame).unwrap();
                         model.push_back((key(incarnation, seq), frame, samples));
                         let mut expected = Dropped::default();
-                        while model
-                            .iter()
-                            .map(|(_, f, _)| f.len() as u64 + 4)
-                            .sum::<u64>()
-                            > cap
-                            && model.len() > 1
-                        {
+                        while model.iter().map(|(_, f, _)| f.len() as u64 + 4).sum::<u64>() > cap && model.len() > 1 {
                             let (_, _, s) = model.pop_front().unwrap();
                             expected.batches += 1;
                             expected.samples += s as u64;
@@ -288,17 +272,25 @@ mod tests {
                     }
                 }
                 assert_eq!(q.len(), model.len() as u64);
-                assert_eq!(
-                    q.bytes(),
-                    model
-                        .iter()
-                        .map(|(_, f, _)| f.len() as u64 + 4)
-                        .sum::<u64>()
-                );
+                assert_eq!(q.bytes(), model.iter().map(|(_, f, _)| f.len() as u64 + 4).sum::<u64>());
             }
             drop(q);
             let _ = std::fs::remove_dir_all(&dir);
         }
+    }
+
+    #[test]
+    fn a_locked_buffer_is_an_error_and_is_never_moved_aside() {
+        let dir = temp_dir("locked");
+        let first = Queue::open(&dir, 1 << 20, Duration::from_millis(50)).unwrap();
+        first.push(1, 1, 3, b"frame").unwrap();
+        first.flush().unwrap();
+        assert!(matches!(Queue::open(&dir, 1 << 20, Duration::from_millis(50)), Err(QueueError::Open { .. })));
+        assert_eq!(first.len(), 1);
+        assert!(first.recovered_from.is_none());
+        assert!(!dir.with_extension(format!("corrupt-{}", std::process::id())).exists());
+        drop(first);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -17,9 +17,7 @@ use crate::queue::Queue;
 use crate::stats::{process_metrics, Stats};
 
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 pub struct Sampler {
@@ -48,8 +46,7 @@ impl Sampler {
             metrics.clear();
             self.collectors.collect(&mut metrics);
             for source in &self.collectors.sources {
-                let key = SeriesKey::new("twinwatch_agent_collector_errors_total")
-                    .with("collector", source.name);
+                let key = SeriesKey::new("twinwatch_agent_collector_errors_total").with("collector", source.name);
                 metrics.push(Metric::counter(key, Value::Int(source.errors as i64)));
             }
             self.stats.metrics(&mut metrics);
@@ -66,35 +63,21 @@ impl Sampler {
             if self.keyframe_wanted.swap(false, Relaxed) {
                 self.encoder.request_keyframe();
             }
-            let sample = Sample {
-                ts_ms: now_ms(),
-                metrics: std::mem::take(&mut metrics),
-            };
+            let sample = Sample { ts_ms: now_ms(), metrics: std::mem::take(&mut metrics) };
             let tick = self.encoder.encode(&sample);
             metrics = sample.metrics;
             seq += 1;
-            let batch = Message::Batch(Batch {
-                incarnation: self.incarnation,
-                seq,
-                ticks: vec![tick],
-            });
+            let batch = Message::Batch(Batch { incarnation: self.incarnation, seq, ticks: vec![tick] });
             match batch.to_frame(&mut frames) {
                 Ok(frame) => {
-                    match self
-                        .queue
-                        .push(self.incarnation, seq, metrics.len() as u32, &frame)
-                    {
+                    match self.queue.push(self.incarnation, seq, metrics.len() as u32, &frame) {
                         Ok(dropped) => {
                             self.stats.samples.fetch_add(metrics.len() as u64, Relaxed);
                             self.stats.ticks.fetch_add(1, Relaxed);
                             self.stats.batches.fetch_add(1, Relaxed);
                             if dropped.batches > 0 {
-                                self.stats
-                                    .dropped_batches
-                                    .fetch_add(dropped.batches, Relaxed);
-                                self.stats
-                                    .dropped_samples
-                                    .fetch_add(dropped.samples, Relaxed);
+                                self.stats.dropped_batches.fetch_add(dropped.batches, Relaxed);
+                                self.stats.dropped_samples.fetch_add(dropped.samples, Relaxed);
                                 tracing::warn!(
                                     batches = dropped.batches,
                                     samples = dropped.samples,

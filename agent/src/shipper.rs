@@ -23,6 +23,8 @@ use crate::stats::Stats;
 /// Most batches sent and not yet acknowledged.
 pub const WINDOW: usize = 64;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Batches in flight with no ack for this long mean the aggregator is gone, whatever QUIC thinks.
+const ACK_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShipError {
@@ -44,6 +46,8 @@ pub enum ShipError {
     Unexpected(&'static str),
     #[error("no welcome within {HANDSHAKE_TIMEOUT:?}")]
     HandshakeTimeout,
+    #[error("no ack within {ACK_TIMEOUT:?}")]
+    AckTimeout,
     #[error(transparent)]
     Queue(#[from] QueueError),
 }
@@ -91,32 +95,19 @@ impl Shipper {
 
     async fn session(&self, backoff: &mut Backoff) -> Result<(), ShipError> {
         let addr = self.resolve().await?;
-        let conn = self
-            .endpoint
-            .connect_with(self.client.clone(), addr, &self.server_name)?
-            .await?;
+        let conn = self.endpoint.connect_with(self.client.clone(), addr, &self.server_name)?.await?;
         let result = self.converse(&conn, backoff).await;
-        self.stats
-            .udp_tx_bytes
-            .fetch_add(conn.stats().udp_tx.bytes, Relaxed);
+        self.stats.udp_tx_bytes.fetch_add(conn.stats().udp_tx.bytes, Relaxed);
         conn.close(0u32.into(), b"bye");
         result
     }
 
-    async fn converse(
-        &self,
-        conn: &quinn::Connection,
-        backoff: &mut Backoff,
-    ) -> Result<(), ShipError> {
+    async fn converse(&self, conn: &quinn::Connection, backoff: &mut Backoff) -> Result<(), ShipError> {
         let (mut send, mut recv) = conn.open_bi().await?;
         let mut frames = FrameEncoder::new();
         let mut reader = MessageReader::new();
-        let hello = Hello {
-            agent_time_ms: now_ms(),
-            ..self.hello.clone()
-        };
-        send.write_all(&Message::Hello(hello).to_frame(&mut frames)?)
-            .await?;
+        let hello = Hello { agent_time_ms: now_ms(), ..self.hello.clone() };
+        send.write_all(&Message::Hello(hello).to_frame(&mut frames)?).await?;
 
         let welcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
             loop {
@@ -141,23 +132,27 @@ impl Shipper {
         let mut cursor: Option<Key> = None;
         let mut in_flight: VecDeque<Key> = VecDeque::new();
         let mut udp_reported = 0;
+        let mut last_progress = tokio::time::Instant::now();
         loop {
             while in_flight.len() < WINDOW {
                 let Some((k, frame)) = self.queue.next_after(cursor)? else {
                     break;
                 };
+                if in_flight.is_empty() {
+                    last_progress = tokio::time::Instant::now();
+                }
                 send.write_all(&frame).await?;
                 self.stats.sent_bytes.fetch_add(frame.len() as u64, Relaxed);
                 cursor = Some(k);
                 in_flight.push_back(k);
             }
             let udp = conn.stats().udp_tx.bytes;
-            self.stats
-                .udp_tx_bytes
-                .fetch_add(udp - udp_reported, Relaxed);
+            self.stats.udp_tx_bytes.fetch_add(udp - udp_reported, Relaxed);
             udp_reported = udp;
+            let ack_deadline = last_progress + ACK_TIMEOUT;
             tokio::select! {
                 _ = self.wake.notified() => {}
+                _ = tokio::time::sleep_until(ack_deadline), if !in_flight.is_empty() => return Err(ShipError::AckTimeout),
                 chunk = recv.read_chunk(64 * 1024, true) => {
                     let Some(chunk) = chunk? else { return Err(ShipError::Closed) };
                     reader.push(&chunk.bytes);
@@ -170,6 +165,7 @@ impl Shipper {
                                 while in_flight.front().is_some_and(|k| *k <= acked) {
                                     in_flight.pop_front();
                                 }
+                                last_progress = tokio::time::Instant::now();
                             }
                             Message::KeyframeRequest(r) => {
                                 tracing::info!(incarnation = r.incarnation, after = r.after_seq, "aggregator asked for a keyframe");

@@ -11,10 +11,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("{}: {source}", path.display())]
-    Pem {
-        path: PathBuf,
-        source: rustls_pki_types::pem::Error,
-    },
+    Pem { path: PathBuf, source: rustls_pki_types::pem::Error },
     #[error("{}: no certificate in file", .0.display())]
     Empty(PathBuf),
     #[error("TLS setup: {0}")]
@@ -26,10 +23,7 @@ pub enum TlsError {
 fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|source| TlsError::Pem {
-            path: path.to_owned(),
-            source,
-        })?;
+        .map_err(|source| TlsError::Pem { path: path.to_owned(), source })?;
     if certs.is_empty() {
         return Err(TlsError::Empty(path.to_owned()));
     }
@@ -41,9 +35,7 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 pub fn transport() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(Duration::from_secs(10)));
-    t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
-        60_000,
-    ))));
+    t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(60_000))));
     t
 }
 
@@ -53,18 +45,14 @@ pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<quinn::Client
         roots.add(c)?;
     }
     let chain = certs(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Pem {
-        path: key.to_owned(),
-        source,
-    })?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Pem { path: key.to_owned(), source })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)?;
     tls.alpn_protocols = vec![twinwatch_common::ALPN.to_vec()];
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-        .map_err(|e| TlsError::Quic(e.to_string()))?;
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
     let mut client = quinn::ClientConfig::new(Arc::new(quic));
     client.transport_config(Arc::new(transport()));
     Ok(client)

@@ -8,12 +8,14 @@
 //! - [`api`]: the axum REST API.
 //! - [`certs`], [`identity`], [`tls`]: the CA, identities from client certificates, QUIC TLS.
 //! - [`auth`]: hashed API tokens with read and admin roles.
+//! - [`endpoint`]: the QUIC endpoint and its restart-proof stateless-reset key.
 //! - [`config`]: `/etc/twinwatch/aggregator.toml`.
 
 pub mod api;
 pub mod auth;
 pub mod certs;
 pub mod config;
+pub mod endpoint;
 pub mod identity;
 pub mod ingest;
 pub mod store;
@@ -38,6 +40,8 @@ pub enum AggregatorError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Endpoint(#[from] endpoint::EndpointError),
     #[error("listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("HTTP server: {0}")]
@@ -67,8 +71,7 @@ pub async fn run(
         &config.certs_dir.join(certs::SERVER_CERT),
         &config.certs_dir.join(certs::SERVER_KEY),
     )?;
-    let endpoint = quinn::Endpoint::server(server, config.quic_listen)
-        .map_err(|source| AggregatorError::Bind { addr: config.quic_listen, source })?;
+    let endpoint = endpoint::bind(config.quic_listen, server, &config.data_dir.join("reset-key"))?;
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .map_err(|source| AggregatorError::Bind { addr: config.http_listen, source })?;

@@ -4,9 +4,7 @@ use twinwatch_common::sample::{Metric, SeriesKey, Value};
 
 use super::{num, CollectError};
 
-const MODES: [&str; 8] = [
-    "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal",
-];
+const MODES: [&str; 8] = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"];
 
 /// Parses /proc/stat. CPU times stay in kernel ticks with a scale of `1 / user_hz`, so they travel
 /// as small integer deltas and read as seconds.
@@ -20,17 +18,13 @@ pub fn parse(text: &str, user_hz: f64, out: &mut Vec<Metric>) -> Result<(), Coll
             cores += 1;
             for (mode, field) in MODES.iter().zip(fields.by_ref()) {
                 let ticks = num(Some(field), "/proc/stat cpu line")?;
-                let key = SeriesKey::new("node_cpu_seconds_total")
-                    .with("cpu", core)
-                    .with("mode", *mode);
+                let key = SeriesKey::new("node_cpu_seconds_total").with("cpu", core).with("mode", *mode);
                 out.push(Metric::counter(key, Value::Int(ticks as i64)).scaled(scale));
             }
             // guest and guest_nice are already included in user and nice.
             for (mode, field) in ["user", "nice"].iter().zip(fields) {
                 let ticks = num(Some(field), "/proc/stat cpu line")?;
-                let key = SeriesKey::new("node_cpu_guest_seconds_total")
-                    .with("cpu", core)
-                    .with("mode", *mode);
+                let key = SeriesKey::new("node_cpu_guest_seconds_total").with("cpu", core).with("mode", *mode);
                 out.push(Metric::counter(key, Value::Int(ticks as i64)).scaled(scale));
             }
             continue;
@@ -46,17 +40,10 @@ pub fn parse(text: &str, user_hz: f64, out: &mut Vec<Metric>) -> Result<(), Coll
         };
         let value = Value::Int(num(fields.next(), "/proc/stat")? as i64);
         let key = SeriesKey::new(name);
-        out.push(if counter {
-            Metric::counter(key, value)
-        } else {
-            Metric::gauge(key, value)
-        });
+        out.push(if counter { Metric::counter(key, value) } else { Metric::gauge(key, value) });
     }
     if cores == 0 {
-        return Err(CollectError::Parse {
-            what: "/proc/stat",
-            detail: "no per-core cpu lines".into(),
-        });
+        return Err(CollectError::Parse { what: "/proc/stat", detail: "no per-core cpu lines".into() });
     }
     Ok(())
 }
@@ -83,39 +70,17 @@ softirq 183433 0 21755 12 39 1137 231 21459 2263
         parse(STAT, 100.0, &mut out).unwrap();
         let find = |name: &str, cpu: Option<&str>, mode: Option<&str>| {
             out.iter()
-                .find(|m| {
-                    m.key.name == name && m.key.label("cpu") == cpu && m.key.label("mode") == mode
-                })
+                .find(|m| m.key.name == name && m.key.label("cpu") == cpu && m.key.label("mode") == mode)
                 .map(|m| m.real())
         };
-        assert_eq!(
-            find("node_cpu_seconds_total", Some("1"), Some("system")),
-            Some(8.49)
-        );
-        assert_eq!(
-            find("node_cpu_seconds_total", Some("0"), Some("idle")),
-            Some(113117.18)
-        );
-        assert_eq!(
-            find("node_cpu_guest_seconds_total", Some("1"), Some("user")),
-            Some(0.05)
-        );
-        assert_eq!(
-            find("node_context_switches_total", None, None),
-            Some(1990473.0)
-        );
+        assert_eq!(find("node_cpu_seconds_total", Some("1"), Some("system")), Some(8.49));
+        assert_eq!(find("node_cpu_seconds_total", Some("0"), Some("idle")), Some(113117.18));
+        assert_eq!(find("node_cpu_guest_seconds_total", Some("1"), Some("user")), Some(0.05));
+        assert_eq!(find("node_context_switches_total", None, None), Some(1990473.0));
         assert_eq!(find("node_intr_total", None, None), Some(114930548.0));
         assert_eq!(find("node_forks_total", None, None), Some(2915.0));
-        assert_eq!(
-            find("node_boot_time_seconds", None, None),
-            Some(1062191376.0)
-        );
-        assert_eq!(
-            out.iter()
-                .filter(|m| m.key.name == "node_cpu_seconds_total")
-                .count(),
-            16
-        );
+        assert_eq!(find("node_boot_time_seconds", None, None), Some(1062191376.0));
+        assert_eq!(out.iter().filter(|m| m.key.name == "node_cpu_seconds_total").count(), 16);
     }
 
     #[test]

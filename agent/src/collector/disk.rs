@@ -34,9 +34,7 @@ pub fn ignored(device: &str) -> bool {
     }
     let b = stem.as_bytes();
     let disk_letter = |prefix: &str| {
-        stem.len() == prefix.len() + 1
-            && stem.starts_with(prefix)
-            && b[prefix.len()].is_ascii_lowercase()
+        stem.len() == prefix.len() + 1 && stem.starts_with(prefix) && b[prefix.len()].is_ascii_lowercase()
     };
     if disk_letter("hd") || disk_letter("sd") || disk_letter("vd") || disk_letter("xvd") {
         return true;
@@ -54,9 +52,7 @@ pub fn ignored(device: &str) -> bool {
 pub fn parse(text: &str, out: &mut Vec<Metric>) -> Result<(), CollectError> {
     for line in text.lines() {
         let mut fields = line.split_ascii_whitespace();
-        let (Some(_major), Some(_minor), Some(device)) =
-            (fields.next(), fields.next(), fields.next())
-        else {
+        let (Some(_major), Some(_minor), Some(device)) = (fields.next(), fields.next(), fields.next()) else {
             continue;
         };
         if ignored(device) {
@@ -65,11 +61,7 @@ pub fn parse(text: &str, out: &mut Vec<Metric>) -> Result<(), CollectError> {
         for (name, scale, counter) in FIELDS {
             let value = Value::Int(num(fields.next(), "/proc/diskstats")? as i64);
             let key = SeriesKey::new(name).with("device", device);
-            let metric = if counter {
-                Metric::counter(key, value)
-            } else {
-                Metric::gauge(key, value)
-            };
+            let metric = if counter { Metric::counter(key, value) } else { Metric::gauge(key, value) };
             out.push(metric.scaled(scale));
         }
     }
@@ -82,29 +74,10 @@ mod tests {
 
     #[test]
     fn partitions_and_virtual_devices_are_skipped() {
-        for d in [
-            "sda1",
-            "vda2",
-            "xvdb3",
-            "nvme0n1p1",
-            "loop0",
-            "ram3",
-            "zram0",
-            "fd0",
-            "hdc7",
-        ] {
+        for d in ["sda1", "vda2", "xvdb3", "nvme0n1p1", "loop0", "ram3", "zram0", "fd0", "hdc7"] {
             assert!(ignored(d), "{d} should be ignored");
         }
-        for d in [
-            "sda",
-            "vda",
-            "nvme0n1",
-            "mmcblk0",
-            "mmcblk0p1",
-            "dm-0",
-            "md127",
-            "sr0",
-        ] {
+        for d in ["sda", "vda", "nvme0n1", "mmcblk0", "mmcblk0p1", "dm-0", "md127", "sr0"] {
             assert!(!ignored(d), "{d} should be kept");
         }
     }
@@ -115,20 +88,12 @@ mod tests {
         let mut out = Vec::new();
         parse(text, &mut out).unwrap();
         let get = |dev: &str, name: &str| {
-            out.iter()
-                .find(|m| m.key.label("device") == Some(dev) && m.key.name == name)
-                .map(|m| m.real())
+            out.iter().find(|m| m.key.label("device") == Some(dev) && m.key.name == name).map(|m| m.real())
         };
-        assert_eq!(
-            get("sda", "node_disk_read_bytes_total"),
-            Some(4000.0 * 512.0)
-        );
+        assert_eq!(get("sda", "node_disk_read_bytes_total"), Some(4000.0 * 512.0));
         assert_eq!(get("sda", "node_disk_write_time_seconds_total"), Some(0.7));
         assert_eq!(get("sda", "node_disk_io_now"), Some(1.0));
-        assert_eq!(
-            get("mmcblk0", "node_disk_io_time_weighted_seconds_total"),
-            Some(0.05)
-        );
+        assert_eq!(get("mmcblk0", "node_disk_io_time_weighted_seconds_total"), Some(0.05));
         assert_eq!(get("sda1", "node_disk_reads_completed_total"), None);
         assert_eq!(out.len(), 22);
     }

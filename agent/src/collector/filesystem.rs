@@ -49,9 +49,7 @@ fn unescape(field: &str) -> String {
     let mut rest = field;
     while let Some(at) = rest.find('\\') {
         out.push_str(&rest[..at]);
-        let code = rest
-            .get(at + 1..at + 4)
-            .and_then(|oct| u8::from_str_radix(oct, 8).ok());
+        let code = rest.get(at + 1..at + 4).and_then(|oct| u8::from_str_radix(oct, 8).ok());
         match code {
             Some(byte) => {
                 out.push(byte as char);
@@ -84,16 +82,12 @@ pub fn parse_mounts(text: &str) -> Vec<Mount> {
     let mut mounts = Vec::new();
     for line in text.lines() {
         let mut f = line.split_ascii_whitespace();
-        let (Some(device), Some(mountpoint), Some(fstype), Some(options)) =
-            (f.next(), f.next(), f.next(), f.next())
+        let (Some(device), Some(mountpoint), Some(fstype), Some(options)) = (f.next(), f.next(), f.next(), f.next())
         else {
             continue;
         };
         let mountpoint = unescape(mountpoint);
-        if PSEUDO_TYPES.contains(&fstype)
-            || excluded_mountpoint(&mountpoint)
-            || !seen.insert(mountpoint.clone())
-        {
+        if PSEUDO_TYPES.contains(&fstype) || excluded_mountpoint(&mountpoint) || !seen.insert(mountpoint.clone()) {
             continue;
         }
         mounts.push(Mount {
@@ -120,18 +114,9 @@ pub fn collect(mounts_text: &str, out: &mut Vec<Metric>) -> Result<(), CollectEr
                 .with("mountpoint", mount.mountpoint.as_str())
         };
         let gauge = |name: &str, v: i64| Metric::gauge(key(name), Value::Int(v));
-        out.push(gauge(
-            "node_filesystem_size_bytes",
-            st.blocks() as i64 * frsize,
-        ));
-        out.push(gauge(
-            "node_filesystem_free_bytes",
-            st.blocks_free() as i64 * frsize,
-        ));
-        out.push(gauge(
-            "node_filesystem_avail_bytes",
-            st.blocks_available() as i64 * frsize,
-        ));
+        out.push(gauge("node_filesystem_size_bytes", st.blocks() as i64 * frsize));
+        out.push(gauge("node_filesystem_free_bytes", st.blocks_free() as i64 * frsize));
+        out.push(gauge("node_filesystem_avail_bytes", st.blocks_available() as i64 * frsize));
         out.push(gauge("node_filesystem_files", st.files() as i64));
         out.push(gauge("node_filesystem_files_free", st.files_free() as i64));
         out.push(gauge("node_filesystem_readonly", mount.read_only as i64));
@@ -164,10 +149,7 @@ devtmpfs /dev devtmpfs rw 0 0
     fn the_root_filesystem_has_a_size() {
         let mut out = Vec::new();
         collect("/dev/root / ext4 rw 0 0\n", &mut out).unwrap();
-        let size = out
-            .iter()
-            .find(|m| m.key.name == "node_filesystem_size_bytes")
-            .unwrap();
+        let size = out.iter().find(|m| m.key.name == "node_filesystem_size_bytes").unwrap();
         assert!(size.value.as_f64() > 0.0);
     }
 }

@@ -30,16 +30,10 @@ pub fn parse(text: &str, out: &mut Vec<Metric>) -> Result<(), CollectError> {
         } else {
             value
         };
-        out.push(Metric::gauge(
-            SeriesKey::new(name),
-            Value::Int(value as i64),
-        ));
+        out.push(Metric::gauge(SeriesKey::new(name), Value::Int(value as i64)));
     }
     if out.len() == before {
-        return Err(CollectError::Parse {
-            what: "/proc/meminfo",
-            detail: "no fields".into(),
-        });
+        return Err(CollectError::Parse { what: "/proc/meminfo", detail: "no fields".into() });
     }
     Ok(())
 }

@@ -25,10 +25,7 @@ pub struct Roots {
 
 impl Default for Roots {
     fn default() -> Self {
-        Roots {
-            proc: PathBuf::from("/proc"),
-            sys: PathBuf::from("/sys"),
-        }
+        Roots { proc: PathBuf::from("/proc"), sys: PathBuf::from("/sys") }
     }
 }
 
@@ -36,10 +33,7 @@ impl Default for Roots {
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
     #[error("reading {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("parsing {what}: {detail}")]
     Parse { what: &'static str, detail: String },
 }
@@ -51,10 +45,7 @@ pub(crate) fn read_into(path: &Path, buf: &mut String) -> Result<(), CollectErro
     std::fs::File::open(path)
         .and_then(|mut f| f.read_to_string(buf))
         .map(|_| ())
-        .map_err(|source| CollectError::Read {
-            path: path.to_owned(),
-            source,
-        })
+        .map_err(|source| CollectError::Read { path: path.to_owned(), source })
 }
 
 /// The number of kernel clock ticks per second that /proc/stat counts in.
@@ -87,18 +78,9 @@ impl Collectors {
     pub fn new(roots: Roots) -> Self {
         let sources = ["cpu", "memory", "load", "network", "disk", "filesystem"]
             .into_iter()
-            .map(|name| Source {
-                name,
-                errors: 0,
-                last_error: None,
-            })
+            .map(|name| Source { name, errors: 0, last_error: None })
             .collect();
-        Collectors {
-            roots,
-            user_hz: user_hz(),
-            buf: String::with_capacity(16 * 1024),
-            sources,
-        }
+        Collectors { roots, user_hz: user_hz(), buf: String::with_capacity(16 * 1024), sources }
     }
 
     /// Appends every collector's metrics to `out`.
@@ -107,22 +89,17 @@ impl Collectors {
         let hz = self.user_hz;
         for i in 0..self.sources.len() {
             let buf = &mut self.buf;
-            let result =
-                match self.sources[i].name {
-                    "cpu" => read_into(&roots.proc.join("stat"), buf)
-                        .and_then(|_| cpu::parse(buf, hz, out)),
-                    "memory" => read_into(&roots.proc.join("meminfo"), buf)
-                        .and_then(|_| memory::parse(buf, out)),
-                    "load" => read_into(&roots.proc.join("loadavg"), buf)
-                        .and_then(|_| load::parse(buf, out)),
-                    "network" => read_into(&roots.proc.join("net/dev"), buf)
-                        .and_then(|_| network::parse(buf, out)),
-                    "disk" => read_into(&roots.proc.join("diskstats"), buf)
-                        .and_then(|_| disk::parse(buf, out)),
-                    "filesystem" => read_into(&roots.proc.join("self/mounts"), buf)
-                        .and_then(|_| filesystem::collect(buf, out)),
-                    _ => Ok(()),
-                };
+            let result = match self.sources[i].name {
+                "cpu" => read_into(&roots.proc.join("stat"), buf).and_then(|_| cpu::parse(buf, hz, out)),
+                "memory" => read_into(&roots.proc.join("meminfo"), buf).and_then(|_| memory::parse(buf, out)),
+                "load" => read_into(&roots.proc.join("loadavg"), buf).and_then(|_| load::parse(buf, out)),
+                "network" => read_into(&roots.proc.join("net/dev"), buf).and_then(|_| network::parse(buf, out)),
+                "disk" => read_into(&roots.proc.join("diskstats"), buf).and_then(|_| disk::parse(buf, out)),
+                "filesystem" => {
+                    read_into(&roots.proc.join("self/mounts"), buf).and_then(|_| filesystem::collect(buf, out))
+                }
+                _ => Ok(()),
+            };
             if let Err(e) = result {
                 let source = &mut self.sources[i];
                 source.errors += 1;
@@ -137,12 +114,6 @@ impl Collectors {
 
 /// Parses one whitespace-separated unsigned field, naming the source on failure.
 pub(crate) fn num(field: Option<&str>, what: &'static str) -> Result<u64, CollectError> {
-    let field = field.ok_or_else(|| CollectError::Parse {
-        what,
-        detail: "missing field".into(),
-    })?;
-    field.parse().map_err(|_| CollectError::Parse {
-        what,
-        detail: format!("not a number: {field:?}"),
-    })
+    let field = field.ok_or_else(|| CollectError::Parse { what, detail: "missing field".into() })?;
+    field.parse().map_err(|_| CollectError::Parse { what, detail: format!("not a number: {field:?}") })
 }

@@ -1,0 +1,269 @@
+//! Helpers for end-to-end tests: find the real binaries, start them on loopback ports in
+//! temporary directories, talk HTTP to the API, and clean up every process on drop.
+//!
+//! Every wait is a bounded poll that fails the test with what it last saw.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The directory holding this build's binaries (`target/<profile>`).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/spine-<hash>
+    exe.parent().and_then(Path::parent).expect("target directory").to_owned()
+}
+
+/// Path to a workspace binary, building the binaries once if they are not there yet.
+pub fn bin(name: &str) -> PathBuf {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    let path = target_dir().join(name);
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--bins", "-p", "twinwatch-agent", "-p", "twinwatch-aggregator"])
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "cargo build --bins failed");
+    });
+    assert!(path.exists(), "{} not built", path.display());
+    path
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("twinwatch-e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A loopback port free for both UDP and TCP right now.
+pub fn free_port() -> u16 {
+    for _ in 0..50 {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let port = udp.local_addr().expect("udp addr").port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port");
+}
+
+/// A child process killed (SIGKILL) when dropped; its stderr goes to a log file.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(exe: &Path, args: &[&str], log: PathBuf) -> Proc {
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(exe)
+            .args(args)
+            .env("TWINWATCH_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", exe.display()));
+        Proc { child, log }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait up to 10 s for a clean exit.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill9();
+        None
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 GET: `(status, body)`.
+pub fn http_get(port: u16, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    // The API answers with Content-Length, but tolerate chunked framing too.
+    let body = if response.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(&body) } else { body };
+    Ok((status, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// GET returning parsed JSON, or `None` if the request or parse failed or the status was not 200.
+pub fn get_json(port: u16, path: &str, token: &str) -> Option<Value> {
+    match http_get(port, path, Some(token)) {
+        Ok((200, body)) => serde_json::from_str(&body).ok(),
+        _ => None,
+    }
+}
+
+/// Polls `probe` every 100 ms until it returns `Some`, for at most `within`.
+pub fn wait_for<T>(what: &str, within: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// An aggregator with its own data directory, certificates and read token.
+pub struct Aggregator {
+    pub dir: PathBuf,
+    pub quic_port: u16,
+    pub http_port: u16,
+    pub token: String,
+    pub proc: Option<Proc>,
+    starts: u32,
+}
+
+impl Aggregator {
+    /// Prepares certificates and a token in `dir` and starts the aggregator.
+    pub fn start(dir: &Path) -> Aggregator {
+        std::fs::create_dir_all(dir).expect("aggregator dir");
+        let (quic_port, http_port) = (free_port(), free_port());
+        let config = dir.join("aggregator.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = \"{}\"\nquic_listen = \"127.0.0.1:{quic_port}\"\nhttp_listen = \"127.0.0.1:{http_port}\"\noffline_after = \"30s\"\n",
+                dir.display()
+            ),
+        )
+        .expect("aggregator config");
+        let exe = bin("twinwatch-aggregator");
+        let cfg = config.to_str().expect("utf-8 path");
+        let ok = Command::new(&exe).args(["--config", cfg, "certs", "init"]).status().expect("certs init");
+        assert!(ok.success(), "certs init failed");
+        let out =
+            Command::new(&exe).args(["--config", cfg, "tokens", "create", "--role", "read"]).output().expect("tokens");
+        assert!(out.status.success(), "tokens create failed");
+        let token = String::from_utf8(out.stdout).expect("utf-8 token").trim().to_owned();
+        let mut agg = Aggregator { dir: dir.to_owned(), quic_port, http_port, token, proc: None, starts: 0 };
+        agg.restart();
+        agg
+    }
+
+    /// Starts (again) on the same data directory and ports, and waits until ready.
+    pub fn restart(&mut self) {
+        self.starts += 1;
+        let config = self.dir.join("aggregator.toml");
+        let log = self.dir.join(format!("aggregator-{}.log", self.starts));
+        let proc =
+            Proc::spawn(&bin("twinwatch-aggregator"), &["--config", config.to_str().expect("utf-8"), "run"], log);
+        self.proc = Some(proc);
+        let port = self.http_port;
+        wait_for("aggregator ready", Duration::from_secs(20), || {
+            matches!(http_get(port, "/health/ready", None), Ok((200, _))).then_some(())
+        });
+    }
+
+    pub fn certs_dir(&self) -> PathBuf {
+        self.dir.join("certs")
+    }
+
+    pub fn get(&self, path: &str) -> Option<Value> {
+        get_json(self.http_port, path, &self.token)
+    }
+
+    /// Issues an agent certificate from this aggregator's CA into `out`.
+    pub fn issue(&self, agent: &str, dc: &str, out: &Path) {
+        let config = self.dir.join("aggregator.toml");
+        let ok = Command::new(bin("twinwatch-aggregator"))
+            .args([
+                "--config",
+                config.to_str().expect("utf-8"),
+                "certs",
+                "issue",
+                "--agent",
+                agent,
+                "--dc",
+                dc,
+                "--out",
+            ])
+            .arg(out)
+            .status()
+            .expect("certs issue");
+        assert!(ok.success(), "certs issue failed");
+    }
+}
+
+/// Writes an agent config in `dir` (certificates expected in `dir/certs`) and starts the agent.
+pub fn start_agent(dir: &Path, quic_port: u16, interval: &str) -> Proc {
+    std::fs::create_dir_all(dir).expect("agent dir");
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "aggregator = \"127.0.0.1:{quic_port}\"\nserver_name = \"localhost\"\nstate_dir = \"{}\"\ninterval = \"{interval}\"\n[buffer]\nflush_interval = \"100ms\"\n",
+            dir.display()
+        ),
+    )
+    .expect("agent config");
+    Proc::spawn(&bin("twinwatch-agent"), &["--config", config.to_str().expect("utf-8"), "run"], dir.join("agent.log"))
+}
