@@ -102,6 +102,13 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_example_parses() {
+        let c = Config::parse(Path::new("/etc/twinwatch/agent.toml"), include_str!("../../packaging/agent.toml")).unwrap();
+        assert_eq!(c.flush_interval, Duration::from_secs(1));
+        assert_eq!(c.buffer_max_bytes, 64 << 20);
+    }
+
+    #[test]
     fn unknown_keys_are_refused_with_their_line() {
         let err =
             Config::parse(Path::new("a.toml"), "aggregator = \"x:1\"\n[buffer]\nmax_byte = \"1MiB\"\n").unwrap_err();

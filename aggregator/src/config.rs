@@ -66,6 +66,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_packaged_example_parses() {
+        let text = include_str!("../../packaging/aggregator.toml");
+        let c = Config::parse(Path::new("/etc/twinwatch/aggregator.toml"), text).unwrap();
+        assert_eq!(c.offline_after, Duration::from_secs(60));
+    }
+
+    #[test]
     fn defaults_follow_the_data_dir() {
         let c = Config::parse(Path::new("/etc/twinwatch/aggregator.toml"), "data_dir = \"/srv/tw\"\n").unwrap();
         assert_eq!(c.certs_dir, Path::new("/srv/tw/certs"));

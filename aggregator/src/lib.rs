@@ -9,7 +9,7 @@
 //! - [`certs`], [`identity`], [`tls`]: the CA, identities from client certificates, QUIC TLS.
 //! - [`auth`]: hashed API tokens with read and admin roles.
 //! - [`endpoint`]: the QUIC endpoint and its restart-proof stateless-reset key.
-//! - [`config`]: `/etc/twinwatch/aggregator.toml`.
+//! - [`config`]: the configuration file, `/etc/twinwatch/aggregator.toml` by default.
 
 pub mod api;
 pub mod auth;
