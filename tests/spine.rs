@@ -140,3 +140,27 @@ fn aggregator_kill9_and_restart_loses_and_duplicates_nothing() {
     );
     assert!(agg.proc.as_ref().unwrap().log_text().contains("agent connected"));
 }
+
+#[test]
+fn a_bad_config_names_file_line_and_key() {
+    let tmp = TempDir::new("badconfig");
+    let path = tmp.path().join("agent.toml");
+    std::fs::write(&path, "aggregator = \"127.0.0.1:4433\"\n\n[buffer]\nmax_bytes = \"lots\"\n").unwrap();
+    let out = std::process::Command::new(twinwatch_tests::bin("twinwatch-agent"))
+        .args(["--config", path.to_str().unwrap(), "check"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("{}:4: key `max_bytes`", path.display())), "{stderr}");
+
+    let path = tmp.path().join("aggregator.toml");
+    std::fs::write(&path, "http_listen = \"127.0.0.1:8080\"\nofline_after = \"5s\"\n").unwrap();
+    let out = std::process::Command::new(twinwatch_tests::bin("twinwatch-aggregator"))
+        .args(["--config", path.to_str().unwrap(), "run"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("{}:2: key `ofline_after`", path.display())), "{stderr}");
+}

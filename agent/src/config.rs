@@ -103,7 +103,8 @@ mod tests {
 
     #[test]
     fn the_packaged_example_parses() {
-        let c = Config::parse(Path::new("/etc/twinwatch/agent.toml"), include_str!("../../packaging/agent.toml")).unwrap();
+        let c =
+            Config::parse(Path::new("/etc/twinwatch/agent.toml"), include_str!("../../packaging/agent.toml")).unwrap();
         assert_eq!(c.flush_interval, Duration::from_secs(1));
         assert_eq!(c.buffer_max_bytes, 64 << 20);
     }
