@@ -95,5 +95,38 @@ fn test(args: &[String]) -> Result<(), String> {
     run(build)?;
     let mut test = cargo();
     test.args(["test", "--workspace"]).args(args);
-    run(test)
+    run_counting(test)
+}
+
+/// Runs `cargo test`, passing its output through, and ends with one line totalling every
+/// harness's `test result:` line, so the run's last word is the whole suite's count.
+fn run_counting(mut cmd: Command) -> Result<(), String> {
+    use std::io::{BufRead, BufReader};
+    let shown = format!("{cmd:?}");
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().map_err(|e| format!("{shown}: {e}"))?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| {
+                rest.split(';')
+                    .find_map(|part| {
+                        part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(word)
+                    })
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            passed += count(" passed");
+            failed += count(" failed");
+            ignored += count(" ignored");
+        }
+    }
+    let status = child.wait().map_err(|e| format!("{shown}: {e}"))?;
+    println!("all tests: {passed} passed, {failed} failed, {ignored} skipped");
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{shown} failed: {status}"))
+    }
 }
