@@ -1,0 +1,117 @@
+//! Accuracy against a trusted peer: Debian's node_exporter and our agent read the same host at
+//! the same moment, and every series they both export must agree.
+//!
+//! Needs `prometheus-node-exporter` (`cargo xtask test` installs it). No expected value is written
+//! here: node_exporter is the reference.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use twinwatch_tests::{bin, free_port, http_get, wait_for, Proc, TempDir};
+
+const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
+
+/// `name{labels}` -> value, from Prometheus text exposition.
+fn parse(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            Some((key.replace("{}", ""), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Series families compared, by prefix. Memory is the fields an operator reads; the rest of
+/// meminfo (AnonPages, Mapped, ...) moves by the reading process's own footprint between two reads.
+const FAMILIES: &[&str] = &[
+    "node_memory_MemTotal_bytes",
+    "node_memory_MemAvailable_bytes",
+    "node_memory_MemFree_bytes",
+    "node_memory_Buffers_bytes",
+    "node_memory_Cached_bytes",
+    "node_memory_Shmem_bytes",
+    "node_memory_Slab_bytes",
+    "node_memory_SwapTotal_bytes",
+    "node_memory_SwapFree_bytes",
+    "node_memory_Dirty_bytes",
+    "node_memory_Writeback_bytes",
+    "node_filesystem_size_bytes",
+    "node_filesystem_avail_bytes",
+    "node_filesystem_free_bytes",
+    "node_filesystem_files{",
+    "node_filesystem_readonly",
+    "node_network_receive_",
+    "node_network_transmit_",
+    "node_disk_",
+    "node_cpu_seconds_total",
+    "node_load",
+    "node_boot_time_seconds",
+    "node_context_switches_total",
+    "node_forks_total",
+    "node_intr_total",
+];
+
+/// Within 1 %, or within a small absolute slack: 1 MiB for memory (a page cache flicker between
+/// the two reads), 2 for everything else (counters near zero).
+fn close(key: &str, ours: f64, theirs: f64) -> bool {
+    let diff = (ours - theirs).abs();
+    let slack = if key.starts_with("node_memory_") { 1024.0 * 1024.0 } else { 2.0 };
+    diff <= 0.01 * theirs.abs().max(ours.abs()) || diff <= slack
+}
+
+#[test]
+fn agent_agrees_with_node_exporter() {
+    assert!(
+        std::path::Path::new(NODE_EXPORTER).exists(),
+        "{NODE_EXPORTER} is missing: install prometheus-node-exporter (cargo xtask test does)"
+    );
+    let tmp = TempDir::new("node-exporter");
+    let port = free_port();
+    let _exporter = Proc::spawn(
+        std::path::Path::new(NODE_EXPORTER),
+        &[&format!("--web.listen-address=127.0.0.1:{port}")],
+        tmp.path().join("node_exporter.log"),
+    );
+    wait_for("node_exporter to answer", Duration::from_secs(20), || {
+        matches!(http_get(port, "/metrics", None), Ok((200, _))).then_some(())
+    });
+
+    // Read both back to back, several times, and keep the closest pass: a busy moment between
+    // the two reads should not fail the comparison.
+    let agent = bin("twinwatch-agent");
+    let mut best: Option<(usize, Vec<String>, usize)> = None;
+    for _ in 0..3 {
+        let theirs = parse(&http_get(port, "/metrics", None).expect("scrape").1);
+        let out = Command::new(&agent).arg("sample").output().expect("twinwatch-agent sample");
+        assert!(out.status.success());
+        let ours = parse(&String::from_utf8_lossy(&out.stdout));
+        let mut compared = 0;
+        let mut mismatches = Vec::new();
+        for (key, &value) in &ours {
+            if !FAMILIES.iter().any(|f| key.starts_with(f)) {
+                continue;
+            }
+            let Some(&reference) = theirs.get(key) else { continue };
+            compared += 1;
+            if !close(key, value, reference) {
+                mismatches.push(format!("{key}: ours {value} node_exporter {reference}"));
+            }
+        }
+        let missing = ours.keys().filter(|k| k.starts_with("node_") && !theirs.contains_key(*k)).count();
+        if best.as_ref().is_none_or(|(_, m, _)| mismatches.len() < m.len()) {
+            best = Some((compared, mismatches, missing));
+        }
+        if best.as_ref().is_some_and(|(_, m, _)| m.is_empty()) {
+            break;
+        }
+    }
+    let (compared, mismatches, missing) = best.unwrap();
+    assert!(mismatches.is_empty(), "{} of {compared} series disagree:\n{}", mismatches.len(), mismatches.join("\n"));
+    // Enough was compared for the agreement to mean something: every CPU mode of every core,
+    // the operator's meminfo fields, and at least one filesystem, interface and disk.
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert!(compared >= 8 * cores + 30, "only {compared} series compared");
+    eprintln!("{compared} series agree with node_exporter; {missing} of ours have no node_exporter counterpart");
+}
