@@ -46,6 +46,8 @@ pub enum AgentError {
     Tls(#[from] TlsError),
     #[error("QUIC endpoint: {0}")]
     Endpoint(std::io::Error),
+    #[error("starting the sampler thread: {0}")]
+    Spawn(std::io::Error),
 }
 
 /// Runs the agent until `shutdown` turns true, then makes the buffer durable and returns.
@@ -80,10 +82,8 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
         wake: wake.clone(),
         stop: stop.clone(),
     };
-    let sampling = std::thread::Builder::new()
-        .name("sampler".into())
-        .spawn(move || sampler.run())
-        .map_err(|source| AgentError::StateDir { path: config.state_dir.clone(), source })?;
+    let sampling =
+        std::thread::Builder::new().name("sampler".into()).spawn(move || sampler.run()).map_err(AgentError::Spawn)?;
 
     let bind: SocketAddr =
         if config.aggregator.starts_with('[') { "[::]:0" } else { "0.0.0.0:0" }.parse().expect("static address");

@@ -222,14 +222,11 @@ impl Twin {
     }
 }
 
-/// Applies every tick of a batch, or none: a failure part-way leaves the state as it was.
+/// Applies every tick of a batch in order. `DeltaState::apply` leaves the state untouched when a
+/// tick fails; ticks before it stay applied, and the caller then waits for a keyframe, which
+/// replaces the state whole.
 fn apply_all(state: &mut DeltaState, batch: &Batch) -> Result<(), DeltaError> {
-    let mut next = state.clone();
-    for tick in &batch.ticks {
-        next.apply(tick)?;
-    }
-    *state = next;
-    Ok(())
+    batch.ticks.iter().try_for_each(|tick| state.apply(tick))
 }
 
 #[cfg(test)]

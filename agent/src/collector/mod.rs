@@ -59,16 +59,20 @@ pub fn user_hz() -> f64 {
     }
 }
 
-/// One collector's name and its running count of failures.
+/// Parses one source's text, given the kernel's clock ticks per second.
+type Parser = fn(&str, f64, &mut Vec<Metric>) -> Result<(), CollectError>;
+
+/// One collector: the file it reads, its parser, and its running count of failures.
 pub struct Source {
     pub name: &'static str,
+    path: PathBuf,
+    parse: Parser,
     pub errors: u64,
     pub last_error: Option<String>,
 }
 
 /// Every host collector, run together once per sampling tick.
 pub struct Collectors {
-    roots: Roots,
     user_hz: f64,
     buf: String,
     pub sources: Vec<Source>,
@@ -76,32 +80,27 @@ pub struct Collectors {
 
 impl Collectors {
     pub fn new(roots: Roots) -> Self {
-        let sources = ["cpu", "memory", "load", "network", "disk", "filesystem"]
+        let table: [(&'static str, &str, Parser); 6] = [
+            ("cpu", "stat", cpu::parse),
+            ("memory", "meminfo", |t, _, out| memory::parse(t, out)),
+            ("load", "loadavg", |t, _, out| load::parse(t, out)),
+            ("network", "net/dev", |t, _, out| network::parse(t, out)),
+            ("disk", "diskstats", |t, _, out| disk::parse(t, out)),
+            ("filesystem", "self/mounts", |t, _, out| filesystem::collect(t, out)),
+        ];
+        let sources = table
             .into_iter()
-            .map(|name| Source { name, errors: 0, last_error: None })
+            .map(|(name, file, parse)| Source { name, path: roots.proc.join(file), parse, errors: 0, last_error: None })
             .collect();
-        Collectors { roots, user_hz: user_hz(), buf: String::with_capacity(16 * 1024), sources }
+        Collectors { user_hz: user_hz(), buf: String::with_capacity(16 * 1024), sources }
     }
 
     /// Appends every collector's metrics to `out`.
     pub fn collect(&mut self, out: &mut Vec<Metric>) {
-        let roots = self.roots.clone();
-        let hz = self.user_hz;
-        for i in 0..self.sources.len() {
-            let buf = &mut self.buf;
-            let result = match self.sources[i].name {
-                "cpu" => read_into(&roots.proc.join("stat"), buf).and_then(|_| cpu::parse(buf, hz, out)),
-                "memory" => read_into(&roots.proc.join("meminfo"), buf).and_then(|_| memory::parse(buf, out)),
-                "load" => read_into(&roots.proc.join("loadavg"), buf).and_then(|_| load::parse(buf, out)),
-                "network" => read_into(&roots.proc.join("net/dev"), buf).and_then(|_| network::parse(buf, out)),
-                "disk" => read_into(&roots.proc.join("diskstats"), buf).and_then(|_| disk::parse(buf, out)),
-                "filesystem" => {
-                    read_into(&roots.proc.join("self/mounts"), buf).and_then(|_| filesystem::collect(buf, out))
-                }
-                _ => Ok(()),
-            };
+        for source in &mut self.sources {
+            let result =
+                read_into(&source.path, &mut self.buf).and_then(|_| (source.parse)(&self.buf, self.user_hz, out));
             if let Err(e) = result {
-                let source = &mut self.sources[i];
                 source.errors += 1;
                 if source.errors == 1 || source.errors.is_power_of_two() {
                     tracing::warn!(collector = source.name, errors = source.errors, "{e}");
@@ -116,4 +115,25 @@ impl Collectors {
 pub(crate) fn num(field: Option<&str>, what: &'static str) -> Result<u64, CollectError> {
     let field = field.ok_or_else(|| CollectError::Parse { what, detail: "missing field".into() })?;
     field.parse().map_err(|_| CollectError::Parse { what, detail: format!("not a number: {field:?}") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_source_costs_only_its_own_metrics() {
+        let dir = std::env::temp_dir().join(format!("twinwatch-roots-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("net")).unwrap();
+        std::fs::write(dir.join("loadavg"), "0.5 0.25 0.125 1/80 1\n").unwrap();
+        std::fs::write(dir.join("meminfo"), "MemTotal: 1000 kB\n").unwrap();
+        let mut collectors = Collectors::new(Roots { proc: dir.clone(), sys: dir.join("sys") });
+        let mut out = Vec::new();
+        collectors.collect(&mut out);
+        let names: Vec<&str> = out.iter().map(|m| m.key.name.as_str()).collect();
+        assert_eq!(names, ["node_memory_MemTotal_bytes", "node_load1", "node_load5", "node_load15"]);
+        let failed: Vec<(&str, u64)> = collectors.sources.iter().map(|s| (s.name, s.errors)).collect();
+        assert_eq!(failed, [("cpu", 1), ("memory", 0), ("load", 0), ("network", 1), ("disk", 1), ("filesystem", 1)]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
