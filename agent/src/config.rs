@@ -6,8 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
-use twinwatch_common::config::{load_toml, parse_toml, Bytes, ConfigError, Span};
+use toml::Spanned;
+use twinwatch_common::config::{parse_toml, Bytes, ConfigError, Span};
+
+use crate::collector::{self, Settings};
 
 pub const DEFAULT_PATH: &str = "/etc/twinwatch/agent.toml";
 
@@ -24,6 +29,41 @@ struct File {
     keyframe_every: Option<u32>,
     #[serde(default)]
     buffer: BufferFile,
+    /// Interval per source by name, or "off".
+    #[serde(default)]
+    collectors: BTreeMap<Spanned<String>, Every>,
+    #[serde(default)]
+    processes: ProcessesFile,
+    #[serde(default)]
+    gpu: GpuFile,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProcessesFile {
+    top: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GpuFile {
+    nvidia_smi: Option<PathBuf>,
+}
+
+/// A source's interval: a duration, or `"off"`.
+#[derive(Debug, Clone, Copy)]
+struct Every(Option<Duration>);
+
+impl<'de> Deserialize<'de> for Every {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == "off" {
+            return Ok(Every(None));
+        }
+        text.parse::<Span>()
+            .map(|s| Every(Some(s.0.max(Duration::from_millis(100)))))
+            .map_err(|e| serde::de::Error::custom(format!("{e} (or \"off\")")))
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -52,16 +92,29 @@ pub struct Config {
     pub buffer_max_bytes: u64,
     /// How often buffered batches are made durable: what a kill -9 can lose at most.
     pub flush_interval: Duration,
+    /// Which host sources run, and how often.
+    pub collectors: Settings,
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let file: File = load_toml(path)?;
-        Ok(Self::resolve(file, path))
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(path, &text)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        Ok(Self::resolve(parse_toml(path, text)?, path))
+        let file: File = parse_toml(path, text)?;
+        let known: Vec<&str> = collector::source_names().collect();
+        if let Some(unknown) = file.collectors.keys().find(|k| !known.contains(&k.get_ref().as_str())) {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                line: Some(text[..unknown.span().start.min(text.len())].matches('\n').count() + 1),
+                key: unknown.get_ref().clone(),
+                message: format!("unknown collector; known ones are {}", known.join(", ")),
+            });
+        }
+        Ok(Self::resolve(file, path))
     }
 
     fn resolve(file: File, path: &Path) -> Config {
@@ -69,6 +122,14 @@ impl Config {
         let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
         let state_dir = abs(file.state_dir.unwrap_or_else(|| "/var/lib/twinwatch/agent".into()));
         let certs = state_dir.join("certs");
+        let interval = file.interval.map_or(Duration::from_secs(1), |s| s.0.max(Duration::from_millis(100)));
+        let defaults = Settings::default();
+        let collectors = Settings {
+            tick: interval,
+            intervals: file.collectors.into_iter().map(|(k, v)| (k.into_inner(), v.0)).collect(),
+            top_processes: file.processes.top.unwrap_or(defaults.top_processes),
+            nvidia_smi: file.gpu.nvidia_smi.or(defaults.nvidia_smi),
+        };
         Config {
             aggregator: file.aggregator.unwrap_or_else(|| "127.0.0.1:4433".into()),
             server_name: file.server_name.unwrap_or_else(|| "localhost".into()),
@@ -76,13 +137,14 @@ impl Config {
             cert: file.cert.map(abs).unwrap_or_else(|| certs.join("agent.crt")),
             key: file.key.map(abs).unwrap_or_else(|| certs.join("agent.key")),
             state_dir,
-            interval: file.interval.map_or(Duration::from_secs(1), |s| s.0.max(Duration::from_millis(100))),
+            interval,
             keyframe_every: file.keyframe_every.unwrap_or(300).max(1),
             buffer_max_bytes: file.buffer.max_bytes.map_or(64 << 20, |b| b.0.max(64 << 10)),
             flush_interval: file
                 .buffer
                 .flush_interval
                 .map_or(Duration::from_secs(1), |s| s.0.max(Duration::from_millis(10))),
+            collectors,
         }
     }
 }
@@ -107,6 +169,22 @@ mod tests {
             Config::parse(Path::new("/etc/twinwatch/agent.toml"), include_str!("../../packaging/agent.toml")).unwrap();
         assert_eq!(c.flush_interval, Duration::from_secs(1));
         assert_eq!(c.buffer_max_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn collector_intervals_and_switches() {
+        let text = "[collectors]\nprocesses = \"30s\"\ngpu = \"off\"\n[processes]\ntop = 3\n";
+        let c = Config::parse(Path::new("a.toml"), text).unwrap();
+        let i = &c.collectors.intervals;
+        assert!(i.contains(&("processes".into(), Some(Duration::from_secs(30)))) && i.contains(&("gpu".into(), None)));
+        assert_eq!(c.collectors.top_processes, 3);
+        for name in collector::source_names() {
+            Config::parse(Path::new("a.toml"), &format!("[collectors]\n{name} = \"5s\"\n")).unwrap();
+        }
+        let err = Config::parse(Path::new("a.toml"), "interval = \"1s\"\n[collectors]\nprocess = \"5s\"\n").unwrap_err();
+        assert!(err.to_string().starts_with("a.toml:3: key `process`: unknown collector"), "{err}");
+        let err = Config::parse(Path::new("a.toml"), "[collectors]\ncpu = \"never\"\n").unwrap_err();
+        assert!(err.to_string().starts_with("a.toml:2: key `cpu`"), "{err}");
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
     let keyframe_wanted = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = Sampler {
-        collectors: Collectors::new(Roots::default()),
+        collectors: Collectors::new(Roots::default(), &config.collectors),
         encoder: DeltaEncoder::new(config.keyframe_every),
         queue: queue.clone(),
         stats: stats.clone(),

@@ -42,7 +42,7 @@ fn main() -> anyhow::Result<()> {
         Command::Sample => {
             use std::io::Write;
             let mut out = Vec::new();
-            Collectors::new(Roots::default()).collect(&mut out);
+            Collectors::new(Roots::default(), &Default::default()).collect(&mut out, true);
             let mut stdout = std::io::stdout().lock();
             for m in out {
                 let labels: Vec<String> = m.key.labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();

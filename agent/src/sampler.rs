@@ -44,7 +44,12 @@ impl Sampler {
         let mut metrics: Vec<Metric> = Vec::with_capacity(512);
         while !self.stop.load(Relaxed) {
             metrics.clear();
-            self.collectors.collect(&mut metrics);
+            if self.keyframe_wanted.swap(false, Relaxed) {
+                self.encoder.request_keyframe();
+            }
+            // A keyframe carries every series, so every source is read for it.
+            let skipped = self.collectors.collect(&mut metrics, self.encoder.keyframe_due());
+            let own = metrics.len();
             for source in &self.collectors.sources {
                 let key = SeriesKey::new("twinwatch_agent_collector_errors_total").with("collector", source.name);
                 metrics.push(Metric::counter(key, Value::Int(source.errors as i64)));
@@ -59,11 +64,11 @@ impl Sampler {
                 Value::Int(self.queue.bytes() as i64),
             ));
             process_metrics(&mut metrics, hz);
-
-            if self.keyframe_wanted.swap(false, Relaxed) {
-                self.encoder.request_keyframe();
+            for m in &mut metrics[own..] {
+                m.group = Collectors::AGENT_GROUP;
             }
-            let sample = Sample { ts_ms: now_ms(), metrics: std::mem::take(&mut metrics) };
+
+            let sample = Sample { ts_ms: now_ms(), metrics: std::mem::take(&mut metrics), skipped };
             let tick = self.encoder.encode(&sample);
             metrics = sample.metrics;
             seq += 1;

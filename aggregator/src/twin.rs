@@ -256,7 +256,7 @@ mod tests {
         fn batch(&mut self, v: i64) -> Batch {
             self.seq += 1;
             let m = Metric::counter(SeriesKey::new("c"), Value::Int(v));
-            let tick = self.enc.encode(&Sample { ts_ms: v, metrics: vec![m] });
+            let tick = self.enc.encode(&Sample::new(v, vec![m]));
             Batch { incarnation: self.incarnation, seq: self.seq, ticks: vec![tick] }
         }
     }

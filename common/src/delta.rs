@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use bincode::{Decode, Encode};
 
-use crate::sample::{apply_scale, Kind, Sample, SeriesKey, Value};
+use crate::sample::{apply_scale, is_skipped, Kind, Sample, SeriesKey, Value};
 
 /// Most series one agent may define; ids are dense below this.
 pub const MAX_SERIES: u32 = 65_536;
@@ -25,6 +25,8 @@ pub struct SeriesDef {
     pub kind: Kind,
     pub scale: f64,
     pub float: bool,
+    /// The source group it belongs to; see [`Tick::skipped`].
+    pub group: u8,
 }
 
 /// What changed at one sampling instant.
@@ -34,6 +36,9 @@ pub struct Tick {
     pub ts_ms: i64,
     /// A keyframe resets all state before `defs` are read.
     pub keyframe: bool,
+    /// Groups not sampled at this instant: their series were not read, so they neither count as
+    /// removed nor get a new timestamp.
+    pub skipped: u64,
     pub defs: Vec<SeriesDef>,
     /// Ids of series that no longer exist.
     pub removed: Vec<u32>,
@@ -82,6 +87,7 @@ fn apply_change(previous: u64, change: u64, float: bool) -> u64 {
 struct EncoderSlot {
     bits: u64,
     float: bool,
+    group: u8,
     live: bool,
     seen: bool,
 }
@@ -116,10 +122,16 @@ impl DeltaEncoder {
         self.want_keyframe = true;
     }
 
+    /// Whether the next tick will be a keyframe: the sampler then reads every source, since a
+    /// keyframe must carry every series.
+    pub fn keyframe_due(&self) -> bool {
+        self.want_keyframe || self.since_keyframe >= self.keyframe_every
+    }
+
     /// Encodes `sample` against the previous one. Series absent from `sample` are reported as
     /// removed.
     pub fn encode(&mut self, sample: &Sample) -> Tick {
-        let keyframe = self.want_keyframe || self.since_keyframe >= self.keyframe_every;
+        let keyframe = self.keyframe_due();
         if keyframe {
             self.ids.clear();
             self.slots.clear();
@@ -144,7 +156,7 @@ impl DeltaEncoder {
                     }
                     let id = self.slots.len() as u32;
                     self.ids.insert(metric.key.clone(), id);
-                    self.slots.push(EncoderSlot { bits: 0, float, live: false, seen: false });
+                    self.slots.push(EncoderSlot { bits: 0, float, group: metric.group, live: false, seen: false });
                     id
                 }
             };
@@ -152,10 +164,12 @@ impl DeltaEncoder {
             if slot.seen {
                 continue; // a duplicate key within one sample: the first value wins
             }
-            if !slot.live || slot.float != float {
-                defs.push(SeriesDef { id, key: metric.key.clone(), kind: metric.kind, scale: metric.scale, float });
+            if !slot.live || slot.float != float || slot.group != metric.group {
+                let (kind, scale, group) = (metric.kind, metric.scale, metric.group);
+                defs.push(SeriesDef { id, key: metric.key.clone(), kind, scale, float, group });
                 slot.bits = 0;
                 slot.float = float;
+                slot.group = group;
                 slot.live = true;
             }
             slot.seen = true;
@@ -166,8 +180,9 @@ impl DeltaEncoder {
             }
         }
         let mut removed = Vec::new();
+        let skipped = if keyframe { 0 } else { sample.skipped };
         for (id, slot) in self.slots.iter_mut().enumerate() {
-            if slot.live && !slot.seen {
+            if slot.live && !slot.seen && !is_skipped(skipped, slot.group) {
                 slot.live = false;
                 removed.push(id as u32);
             }
@@ -182,7 +197,7 @@ impl DeltaEncoder {
             changes.push((id - next, change));
             next = id + 1;
         }
-        Tick { ts_ms: sample.ts_ms, keyframe, defs, removed, changes }
+        Tick { ts_ms: sample.ts_ms, keyframe, skipped, defs, removed, changes }
     }
 }
 
@@ -193,7 +208,9 @@ pub struct SeriesState {
     pub kind: Kind,
     pub scale: f64,
     pub float: bool,
+    pub group: u8,
     pub bits: u64,
+    /// Agent time this series was last read.
     pub ts_ms: i64,
     /// Value and time at the tick before, for rates.
     pub prev_bits: u64,
@@ -283,7 +300,7 @@ impl DeltaState {
             self.series.clear();
             self.keyframed = true;
         }
-        for series in self.series.iter_mut().flatten() {
+        for series in self.series.iter_mut().flatten().filter(|s| !is_skipped(tick.skipped, s.group)) {
             series.prev_bits = series.bits;
             series.prev_ts_ms = series.ts_ms;
             series.ts_ms = tick.ts_ms;
@@ -303,6 +320,7 @@ impl DeltaState {
                 kind: def.kind,
                 scale: def.scale,
                 float: def.float,
+                group: def.group,
                 bits: 0,
                 ts_ms: tick.ts_ms,
                 prev_bits: 0,
@@ -327,6 +345,7 @@ mod tests {
     fn sample(ts_ms: i64, values: &[(&str, Value)]) -> Sample {
         Sample {
             ts_ms,
+            skipped: 0,
             metrics: values
                 .iter()
                 .map(|(name, v)| Metric::counter(SeriesKey::new(*name).with("cpu", "0"), *v))
@@ -385,7 +404,7 @@ mod tests {
         let mut state = DeltaState::default();
         for (ts, v) in [(1000, 100), (2000, 300), (4000, 700)] {
             let m = Metric::counter(SeriesKey::new("ticks"), Value::Int(v)).scaled(0.01);
-            state.apply(&enc.encode(&Sample { ts_ms: ts, metrics: vec![m] })).unwrap();
+            state.apply(&enc.encode(&Sample::new(ts, vec![m]))).unwrap();
         }
         let s = state.series().next().unwrap();
         assert_eq!(s.value(), 7.0);
@@ -395,7 +414,7 @@ mod tests {
     #[test]
     fn delta_before_keyframe_is_refused_and_bad_ticks_change_nothing() {
         let mut state = DeltaState::default();
-        let delta = Tick { ts_ms: 1, keyframe: false, defs: vec![], removed: vec![], changes: vec![] };
+        let delta = Tick { ts_ms: 1, keyframe: false, skipped: 0, defs: vec![], removed: vec![], changes: vec![] };
         assert_eq!(state.apply(&delta), Err(DeltaError::NoKeyframe));
 
         let mut enc = DeltaEncoder::new(100);
@@ -406,6 +425,30 @@ mod tests {
         let far = Tick { changes: vec![(u32::MAX, 1), (u32::MAX, 1)], ..delta };
         assert!(matches!(state.apply(&far), Err(DeltaError::IdOutOfRange(_))));
         assert_eq!(state, before);
+    }
+
+    #[test]
+    fn a_skipped_group_keeps_its_series_and_their_times() {
+        let mut enc = DeltaEncoder::new(100);
+        let mut state = DeltaState::default();
+        let fast = |v| Metric::counter(SeriesKey::new("fast"), Value::Int(v));
+        let slow = |v| Metric { group: 1, ..Metric::counter(SeriesKey::new("slow"), Value::Int(v)) };
+        state.apply(&enc.encode(&Sample::new(1000, vec![fast(1), slow(10)]))).unwrap();
+        // The slow group is not read at t=2000: its series is absent but not gone.
+        let tick = enc.encode(&Sample { ts_ms: 2000, metrics: vec![fast(2)], skipped: 0b10 });
+        assert!(tick.removed.is_empty() && tick.defs.is_empty());
+        state.apply(&tick).unwrap();
+        let tick = enc.encode(&Sample { ts_ms: 3000, metrics: vec![fast(3), slow(40)], skipped: 0 });
+        assert!(tick.defs.is_empty());
+        state.apply(&tick).unwrap();
+        let slow_state = state.series().find(|s| s.key.name == "slow").unwrap();
+        // The rate spans the two reads of the slow source, not the last tick.
+        assert_eq!((slow_state.prev_ts_ms, slow_state.ts_ms, slow_state.rate()), (1000, 3000, Some(15.0)));
+        // Sampled and absent: removed.
+        let tick = enc.encode(&Sample { ts_ms: 4000, metrics: vec![fast(4)], skipped: 0 });
+        assert_eq!(tick.removed.len(), 1);
+        state.apply(&tick).unwrap();
+        assert_eq!(state.len(), 1);
     }
 
     #[test]

@@ -154,7 +154,7 @@ mod tests {
                 )
             })
             .collect();
-        let tick = enc.encode(&Sample { ts_ms: 1_700_000_000_000, metrics });
+        let tick = enc.encode(&Sample::new(1_700_000_000_000, metrics));
         Batch { incarnation: 7, seq: 42, ticks: vec![tick] }
     }
 

@@ -98,15 +98,17 @@ pub struct Metric {
     /// kernel ticks and named in seconds, so its scale is 1/USER_HZ.
     pub scale: f64,
     pub value: Value,
+    /// The source that produced it (a bit position in [`Sample::skipped`]).
+    pub group: u8,
 }
 
 impl Metric {
     pub fn gauge(key: SeriesKey, value: Value) -> Self {
-        Metric { key, kind: Kind::Gauge, scale: 1.0, value }
+        Metric { key, kind: Kind::Gauge, scale: 1.0, value, group: 0 }
     }
 
     pub fn counter(key: SeriesKey, value: Value) -> Self {
-        Metric { key, kind: Kind::Counter, scale: 1.0, value }
+        Metric { key, kind: Kind::Counter, scale: 1.0, value, group: 0 }
     }
 
     pub fn scaled(mut self, scale: f64) -> Self {
@@ -121,9 +123,26 @@ impl Metric {
 }
 
 /// Everything the collectors saw at one instant, stamped with the agent's clock.
+///
+/// Sources run at their own intervals: a group whose bit is set in `skipped` was not read this
+/// time, so its series keep their last values instead of being taken as gone.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Sample {
     /// Milliseconds since the Unix epoch, by the agent's clock.
     pub ts_ms: i64,
     pub metrics: Vec<Metric>,
+    /// Bit `g` set: group `g` was not sampled at this instant.
+    pub skipped: u64,
+}
+
+impl Sample {
+    /// A sample in which every group was read.
+    pub fn new(ts_ms: i64, metrics: Vec<Metric>) -> Self {
+        Sample { ts_ms, metrics, skipped: 0 }
+    }
+}
+
+/// Whether `group` is marked in a `skipped` mask (groups past 63 share the last bit).
+pub fn is_skipped(skipped: u64, group: u8) -> bool {
+    skipped & (1u64 << group.min(63)) != 0
 }

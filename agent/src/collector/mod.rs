@@ -1,18 +1,35 @@
 //! Host collectors: each reads one kernel source and appends metrics to a sample.
 //!
-//! Collectors know nothing of buffers or networks: they take text (or a path to read it from) and
-//! produce [`Metric`]s named as node_exporter names them. Each parser takes `&str`, so tests feed
-//! captured files. A source that cannot be read costs its own metrics and bumps that collector's
-//! error counter; the rest of the sample goes on.
-
+//! Collectors know nothing of buffers or networks: they read text (or a tree of small files under
+//! [`Roots`]) and produce [`Metric`]s named as node_exporter names them. Parsers take `&str`, so
+//! tests feed captured files. A source that cannot be read costs its own metrics and bumps that
+//! source's error counter; the rest of the sample goes on. A source the host simply does not have
+//! (no PSI, no conntrack, no sensors, no GPU) produces nothing and is not an error.
+//!
+//! Each source runs at its own interval, a whole number of sampling ticks. Its index in the table
+//! is its group: the sample marks the groups it skipped, so the delta codec keeps their series.
+pub mod conntrack;
 pub mod cpu;
 pub mod disk;
+pub mod filefd;
 pub mod filesystem;
+pub mod gpu;
+pub mod hwmon;
+pub mod identity;
 pub mod load;
 pub mod memory;
+pub mod netclass;
 pub mod network;
+pub mod power_supply;
+pub mod pressure;
+pub mod processes;
+pub mod sockstat;
+pub mod tcp;
+pub mod thermal;
+pub mod vmstat;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use twinwatch_common::sample::Metric;
 
@@ -38,6 +55,12 @@ pub enum CollectError {
     Parse { what: &'static str, detail: String },
 }
 
+/// One source of host metrics.
+pub trait Collector: Send {
+    /// Appends this source's metrics to `out`. On error, whatever it appended is kept.
+    fn collect(&mut self, out: &mut Vec<Metric>) -> Result<(), CollectError>;
+}
+
 /// Reads a whole file into `buf`, reusing its allocation.
 pub(crate) fn read_into(path: &Path, buf: &mut String) -> Result<(), CollectError> {
     use std::io::Read;
@@ -46,6 +69,15 @@ pub(crate) fn read_into(path: &Path, buf: &mut String) -> Result<(), CollectErro
         .and_then(|mut f| f.read_to_string(buf))
         .map(|_| ())
         .map_err(|source| CollectError::Read { path: path.to_owned(), source })
+}
+
+/// Reads a small sysfs attribute, trimmed; `None` if it is absent or unreadable (many attributes
+/// are optional, and some refuse reads while a link is down).
+pub(crate) fn read_attr(path: &Path, buf: &mut String) -> Option<()> {
+    read_into(path, buf).ok()?;
+    let trimmed = buf.trim_end().len();
+    buf.truncate(trimmed);
+    Some(())
 }
 
 /// The number of kernel clock ticks per second that /proc/stat counts in.
@@ -59,47 +91,147 @@ pub fn user_hz() -> f64 {
     }
 }
 
-/// Parses one source's text, given the kernel's clock ticks per second.
+/// Parses one file's text, given the kernel's clock ticks per second.
 type Parser = fn(&str, f64, &mut Vec<Metric>) -> Result<(), CollectError>;
 
-/// One collector: the file it reads, its parser, and its running count of failures.
-pub struct Source {
-    pub name: &'static str,
+/// A collector of one file: read it into a reused buffer, hand the text to a parser.
+struct FileCollector {
     path: PathBuf,
     parse: Parser,
+    user_hz: f64,
+    buf: String,
+}
+
+impl Collector for FileCollector {
+    fn collect(&mut self, out: &mut Vec<Metric>) -> Result<(), CollectError> {
+        read_into(&self.path, &mut self.buf)?;
+        (self.parse)(&self.buf, self.user_hz, out)
+    }
+}
+
+/// What the collectors need from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The sampling tick; every interval is rounded up to a whole number of ticks.
+    pub tick: Duration,
+    /// Per-source interval overrides by name; `None` turns a source off.
+    pub intervals: Vec<(String, Option<Duration>)>,
+    /// How many processes to report by CPU and by memory.
+    pub top_processes: usize,
+    /// `nvidia-smi`, if it should be asked for NVIDIA GPUs.
+    pub nvidia_smi: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            tick: Duration::from_secs(1),
+            intervals: Vec::new(),
+            top_processes: 5,
+            nvidia_smi: Some(PathBuf::from("nvidia-smi")),
+        }
+    }
+}
+
+/// How a source is built: roots, settings, kernel ticks per second.
+type Build = fn(&Roots, &Settings, f64) -> Box<dyn Collector>;
+
+fn file(roots: &Roots, proc_path: &str, parse: Parser, user_hz: f64) -> Box<dyn Collector> {
+    let path = roots.proc.join(proc_path);
+    Box::new(FileCollector { path, parse, user_hz, buf: String::with_capacity(4096) })
+}
+
+/// Every source: its name, default interval in seconds (`None`: every tick), and how it is
+/// built. The order is the group number on the wire: append, never reorder.
+pub const SOURCES: &[(&str, Option<u64>, Build)] = &[
+    ("cpu", None, |r, _, hz| file(r, "stat", cpu::parse, hz)),
+    ("pressure", None, |r, _, _| Box::new(pressure::Pressure::new(r))),
+    ("memory", None, |r, _, hz| file(r, "meminfo", |t, _, out| memory::parse(t, out), hz)),
+    ("vmstat", None, |r, _, hz| file(r, "vmstat", |t, _, out| vmstat::parse(t, out), hz)),
+    ("load", None, |r, _, hz| file(r, "loadavg", |t, _, out| load::parse(t, out), hz)),
+    ("network", None, |r, _, hz| file(r, "net/dev", |t, _, out| network::parse(t, out), hz)),
+    ("netclass", Some(5), |r, _, _| Box::new(netclass::NetClass::new(r))),
+    ("sockstat", None, |r, _, _| Box::new(sockstat::Sockstat::new(r))),
+    ("tcp", Some(5), |r, _, _| Box::new(tcp::TcpStates::new(r))),
+    ("conntrack", None, |r, _, _| Box::new(conntrack::Conntrack::new(r))),
+    ("disk", None, |r, _, hz| file(r, "diskstats", |t, _, out| disk::parse(t, out), hz)),
+    ("filesystem", Some(10), |r, _, _| Box::new(filesystem::Filesystems::new(r))),
+    ("hwmon", Some(5), |r, _, _| Box::new(hwmon::Hwmon::new(r))),
+    ("thermal", Some(5), |r, _, _| Box::new(thermal::Thermal::new(r))),
+    ("power_supply", Some(30), |r, _, _| Box::new(power_supply::PowerSupply::new(r))),
+    ("processes", Some(10), |r, s, hz| Box::new(processes::Processes::new(r, s.top_processes, hz))),
+    ("filefd", None, |r, _, hz| file(r, "sys/fs/file-nr", |t, _, out| filefd::parse(t, out), hz)),
+    ("gpu", Some(10), |r, s, _| Box::new(gpu::Gpu::new(r, s.nvidia_smi.clone()))),
+    ("identity", Some(60), |r, _, _| Box::new(identity::Identity::new(r))),
+];
+
+/// The names a configuration may give intervals for.
+pub fn source_names() -> impl Iterator<Item = &'static str> {
+    SOURCES.iter().map(|(name, _, _)| *name)
+}
+
+/// One collector with its schedule and its running count of failures.
+pub struct Source {
+    pub name: &'static str,
+    /// Its group: the bit the sample sets when this source is skipped.
+    pub group: u8,
+    /// Runs every this many ticks.
+    pub every: u64,
+    collector: Box<dyn Collector>,
     pub errors: u64,
     pub last_error: Option<String>,
 }
 
-/// Every host collector, run together once per sampling tick.
+/// Every host collector, each run when its interval comes round.
 pub struct Collectors {
-    user_hz: f64,
-    buf: String,
+    tick: u64,
     pub sources: Vec<Source>,
 }
 
 impl Collectors {
-    pub fn new(roots: Roots) -> Self {
-        let table: [(&'static str, &str, Parser); 6] = [
-            ("cpu", "stat", cpu::parse),
-            ("memory", "meminfo", |t, _, out| memory::parse(t, out)),
-            ("load", "loadavg", |t, _, out| load::parse(t, out)),
-            ("network", "net/dev", |t, _, out| network::parse(t, out)),
-            ("disk", "diskstats", |t, _, out| disk::parse(t, out)),
-            ("filesystem", "self/mounts", |t, _, out| filesystem::collect(t, out)),
-        ];
-        let sources = table
-            .into_iter()
-            .map(|(name, file, parse)| Source { name, path: roots.proc.join(file), parse, errors: 0, last_error: None })
-            .collect();
-        Collectors { user_hz: user_hz(), buf: String::with_capacity(16 * 1024), sources }
+    pub fn new(roots: Roots, settings: &Settings) -> Self {
+        let hz = user_hz();
+        let tick = settings.tick.max(Duration::from_millis(1));
+        let mut sources = Vec::with_capacity(SOURCES.len());
+        for (group, (name, default_secs, build)) in SOURCES.iter().enumerate() {
+            let configured = settings.intervals.iter().find(|(n, _)| n == name).map(|(_, every)| *every);
+            let every = match configured {
+                Some(None) => continue,
+                Some(Some(d)) => d,
+                None => default_secs.map_or(tick, Duration::from_secs),
+            };
+            let ticks = every.as_nanos().div_ceil(tick.as_nanos()).max(1) as u64;
+            sources.push(Source {
+                name,
+                group: group as u8,
+                every: ticks,
+                collector: build(&roots, settings, hz),
+                errors: 0,
+                last_error: None,
+            });
+        }
+        Collectors { tick: 0, sources }
     }
 
-    /// Appends every collector's metrics to `out`.
-    pub fn collect(&mut self, out: &mut Vec<Metric>) {
+    /// The group the agent's own metrics use: after every source, and never skipped.
+    pub const AGENT_GROUP: u8 = SOURCES.len() as u8;
+
+    /// Runs the sources due this tick (every source if `all`), appending their metrics to `out`.
+    /// Returns the mask of groups skipped.
+    pub fn collect(&mut self, out: &mut Vec<Metric>, all: bool) -> u64 {
+        let tick = self.tick;
+        self.tick += 1;
+        let mut skipped = 0u64;
         for source in &mut self.sources {
-            let result =
-                read_into(&source.path, &mut self.buf).and_then(|_| (source.parse)(&self.buf, self.user_hz, out));
+            if !all && tick % source.every != 0 {
+                skipped |= 1 << source.group;
+                continue;
+            }
+            let start = out.len();
+            let result = source.collector.collect(out);
+            for m in &mut out[start..] {
+                m.group = source.group;
+            }
             if let Err(e) = result {
                 source.errors += 1;
                 if source.errors == 1 || source.errors.is_power_of_two() {
@@ -108,6 +240,7 @@ impl Collectors {
                 source.last_error = Some(e.to_string());
             }
         }
+        skipped
     }
 }
 
@@ -127,12 +260,17 @@ mod tests {
         std::fs::create_dir_all(dir.join("net")).unwrap();
         std::fs::write(dir.join("loadavg"), "0.5 0.25 0.125 1/80 1\n").unwrap();
         std::fs::write(dir.join("meminfo"), "MemTotal: 1000 kB\n").unwrap();
-        let mut collectors = Collectors::new(Roots { proc: dir.clone(), sys: dir.join("sys") });
+        let mut collectors = Collectors::new(Roots { proc: dir.clone(), sys: dir.join("sys") }, &Settings::default());
         let mut out = Vec::new();
-        collectors.collect(&mut out);
+        collectors.collect(&mut out, true);
         let names: Vec<&str> = out.iter().map(|m| m.key.name.as_str()).collect();
         assert_eq!(names, ["node_memory_MemTotal_bytes", "node_load1", "node_load5", "node_load15"]);
-        let failed: Vec<(&str, u64)> = collectors.sources.iter().map(|s| (s.name, s.errors)).collect();
+        let failed: Vec<(&str, u64)> = collectors
+            .sources
+            .iter()
+            .filter(|s| ["cpu", "memory", "load", "network", "disk", "filesystem"].contains(&s.name))
+            .map(|s| (s.name, s.errors))
+            .collect();
         assert_eq!(failed, [("cpu", 1), ("memory", 0), ("load", 0), ("network", 1), ("disk", 1), ("filesystem", 1)]);
         let _ = std::fs::remove_dir_all(&dir);
     }
