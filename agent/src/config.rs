@@ -181,7 +181,8 @@ mod tests {
         for name in collector::source_names() {
             Config::parse(Path::new("a.toml"), &format!("[collectors]\n{name} = \"5s\"\n")).unwrap();
         }
-        let err = Config::parse(Path::new("a.toml"), "interval = \"1s\"\n[collectors]\nprocess = \"5s\"\n").unwrap_err();
+        let err =
+            Config::parse(Path::new("a.toml"), "interval = \"1s\"\n[collectors]\nprocess = \"5s\"\n").unwrap_err();
         assert!(err.to_string().starts_with("a.toml:3: key `process`: unknown collector"), "{err}");
         let err = Config::parse(Path::new("a.toml"), "[collectors]\ncpu = \"never\"\n").unwrap_err();
         assert!(err.to_string().starts_with("a.toml:2: key `cpu`"), "{err}");

@@ -15,10 +15,11 @@ pub mod filefd;
 pub mod filesystem;
 pub mod gpu;
 pub mod hwmon;
-pub mod identity;
+pub mod info;
 pub mod load;
 pub mod memory;
 pub mod netclass;
+pub mod netstat;
 pub mod network;
 pub mod power_supply;
 pub mod pressure;
@@ -152,6 +153,7 @@ pub const SOURCES: &[(&str, Option<u64>, Build)] = &[
     ("network", None, |r, _, hz| file(r, "net/dev", |t, _, out| network::parse(t, out), hz)),
     ("netclass", Some(5), |r, _, _| Box::new(netclass::NetClass::new(r))),
     ("sockstat", None, |r, _, _| Box::new(sockstat::Sockstat::new(r))),
+    ("netstat", None, |r, _, _| Box::new(netstat::Netstat::new(r))),
     ("tcp", Some(5), |r, _, _| Box::new(tcp::TcpStates::new(r))),
     ("conntrack", None, |r, _, _| Box::new(conntrack::Conntrack::new(r))),
     ("disk", None, |r, _, hz| file(r, "diskstats", |t, _, out| disk::parse(t, out), hz)),
@@ -162,7 +164,7 @@ pub const SOURCES: &[(&str, Option<u64>, Build)] = &[
     ("processes", Some(10), |r, s, hz| Box::new(processes::Processes::new(r, s.top_processes, hz))),
     ("filefd", None, |r, _, hz| file(r, "sys/fs/file-nr", |t, _, out| filefd::parse(t, out), hz)),
     ("gpu", Some(10), |r, s, _| Box::new(gpu::Gpu::new(r, s.nvidia_smi.clone()))),
-    ("identity", Some(60), |r, _, _| Box::new(identity::Identity::new(r))),
+    ("info", Some(60), |r, _, _| Box::new(info::Info::new(r))),
 ];
 
 /// The names a configuration may give intervals for.
@@ -263,7 +265,8 @@ mod tests {
         let mut collectors = Collectors::new(Roots { proc: dir.clone(), sys: dir.join("sys") }, &Settings::default());
         let mut out = Vec::new();
         collectors.collect(&mut out, true);
-        let names: Vec<&str> = out.iter().map(|m| m.key.name.as_str()).collect();
+        // The info series come from uname(2), not the fixture tree.
+        let names: Vec<&str> = out.iter().map(|m| m.key.name.as_str()).filter(|n| !n.ends_with("_info")).collect();
         assert_eq!(names, ["node_memory_MemTotal_bytes", "node_load1", "node_load5", "node_load15"]);
         let failed: Vec<(&str, u64)> = collectors
             .sources
