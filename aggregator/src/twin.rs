@@ -33,6 +33,8 @@ pub struct IngestCounters {
     pub unapplied: u64,
     pub keyframe_requests: u64,
     pub connects: u64,
+    /// Hellos that carried a boot id different from the one before.
+    pub reboots: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
@@ -155,6 +157,9 @@ impl Twin {
     pub fn handle_hello(&mut self, who: &AgentIdentity, hello: &Hello, now_ms: i64) -> u64 {
         let host = self.hosts.entry(who.id.clone()).or_insert_with(|| HostTwin::new(who));
         host.dc = who.dc.clone();
+        if !host.info.boot_id.is_empty() && host.info.boot_id != hello.host.boot_id {
+            host.counters.reboots += 1;
+        }
         host.info = hello.host.clone();
         host.agent_version = hello.agent_version.clone();
         host.interval_ms = hello.interval_ms.max(1);
@@ -319,6 +324,21 @@ mod tests {
         assert_eq!(twin.handle_batch("udm", &late, 0), Outcome::Duplicate);
         assert_eq!(value(&twin), 100.0);
         assert_eq!(twin.host("udm").unwrap().incarnation, 2);
+    }
+
+    #[test]
+    fn a_new_boot_id_counts_a_reboot_and_a_reconnect_does_not() {
+        let mut twin = Twin::default();
+        let booted = |incarnation, boot: &str| Hello {
+            host: HostInfo { boot_id: boot.into(), ..HostInfo::default() },
+            ..hello(incarnation)
+        };
+        twin.handle_hello(&who(), &booted(1, "b1"), 0);
+        twin.handle_hello(&who(), &booted(1, "b1"), 1);
+        twin.handle_hello(&who(), &booted(2, "b1"), 2);
+        assert_eq!(twin.host("udm").unwrap().counters.reboots, 0);
+        twin.handle_hello(&who(), &booted(3, "b2"), 3);
+        assert_eq!(twin.host("udm").unwrap().counters.reboots, 1);
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub struct HostInfo {
     pub os: String,
     pub arch: String,
     pub cpu_count: u32,
+    /// "Intel(R) Xeon(R) ...", or for ARM the core design ("ARM Cortex-A57").
+    pub cpu_model: String,
     pub machine_id: String,
     pub boot_id: String,
 }

@@ -217,6 +217,7 @@ pub fn detail(host: &HostTwin, now: i64, offline_after: i64) -> Value {
             "os": host.info.os,
             "arch": host.info.arch,
             "cpu_count": host.info.cpu_count,
+            "cpu_model": host.info.cpu_model,
             "machine_id": host.info.machine_id,
             "boot_id": host.info.boot_id,
         },
