@@ -18,6 +18,7 @@ struct File {
     certs_dir: Option<PathBuf>,
     tokens_file: Option<PathBuf>,
     offline_after: Option<Span>,
+    metrics_open: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -30,6 +31,8 @@ pub struct Config {
     pub tokens_file: PathBuf,
     /// A host silent this long is offline (before that, past three intervals, it is stale).
     pub offline_after: Duration,
+    /// Serve `/metrics` without a token (for a Prometheus on a trusted network).
+    pub metrics_open: bool,
 }
 
 impl Config {
@@ -56,6 +59,7 @@ impl Config {
             certs_dir: file.certs_dir.map(abs).unwrap_or_else(|| data_dir.join("certs")),
             tokens_file: file.tokens_file.map(abs).unwrap_or_else(|| data_dir.join("tokens")),
             offline_after: file.offline_after.map_or(Duration::from_secs(60), |s| s.0),
+            metrics_open: file.metrics_open.unwrap_or(false),
             data_dir,
         }
     }

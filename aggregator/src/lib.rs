@@ -6,6 +6,7 @@
 //! - [`twin`]: the sans-IO twin core: sequence reconciliation, delta state, host status.
 //! - [`store`]: sled persistence of batches and host state, flushed before any ack.
 //! - [`api`]: the axum REST API.
+//! - [`exposition`]: the twins as Prometheus text, for `/metrics`.
 //! - [`certs`], [`identity`], [`tls`]: the CA, identities from client certificates, QUIC TLS.
 //! - [`auth`]: hashed API tokens with read and admin roles.
 //! - [`endpoint`]: the QUIC endpoint and its restart-proof stateless-reset key.
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod certs;
 pub mod config;
 pub mod endpoint;
+pub mod exposition;
 pub mod identity;
 pub mod ingest;
 pub mod store;
@@ -89,6 +91,7 @@ pub async fn run(
         tokens: Arc::new(auth::Tokens::new(config.tokens_file.clone())),
         ready: ready.clone(),
         offline_after: config.offline_after,
+        metrics_open: config.metrics_open,
     };
     tracing::info!(quic = %listening.quic, http = %listening.http, "aggregator listening");
     on_listen(listening);

@@ -66,6 +66,16 @@ pub enum HostStatus {
     Offline,
 }
 
+impl HostStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostStatus::Online => "online",
+            HostStatus::Stale => "stale",
+            HostStatus::Offline => "offline",
+        }
+    }
+}
+
 impl HostTwin {
     fn new(who: &AgentIdentity) -> Self {
         HostTwin {

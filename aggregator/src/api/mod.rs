@@ -6,6 +6,7 @@
 mod error;
 mod health;
 mod hosts;
+mod metrics;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -33,6 +34,8 @@ pub struct AppState {
     /// Storage open and QUIC listening.
     pub ready: Arc<AtomicBool>,
     pub offline_after: Duration,
+    /// `/metrics` without a token.
+    pub metrics_open: bool,
 }
 
 impl AppState {
@@ -47,7 +50,14 @@ pub fn router(state: AppState) -> Router {
         .route("/hosts/{id}", get(hosts::one))
         .route("/hosts/{id}/batches", get(hosts::batches))
         .layer(axum::middleware::from_fn_with_state(state.clone(), require_read));
+    let metrics = Router::new().route("/metrics", get(metrics::metrics));
+    let metrics = if state.metrics_open {
+        metrics
+    } else {
+        metrics.layer(axum::middleware::from_fn_with_state(state.clone(), require_read))
+    };
     Router::new()
+        .merge(metrics)
         .route("/health", get(health::health))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
