@@ -24,10 +24,13 @@ pub fn bin(name: &str) -> PathBuf {
     let path = target_dir().join(name);
     BUILD.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--bins", "-p", "twinwatch-agent", "-p", "twinwatch-aggregator"])
-            .status()
-            .expect("running cargo build");
+        let mut build = Command::new(cargo);
+        build.args(["build", "--bins", "-p", "twinwatch-agent", "-p", "twinwatch-aggregator"]);
+        // Benchmarks run from target/release and measure release binaries.
+        if target_dir().ends_with("release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("running cargo build");
         assert!(status.success(), "cargo build --bins failed");
     });
     assert!(path.exists(), "{} not built", path.display());

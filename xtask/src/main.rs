@@ -3,6 +3,8 @@
 //! - `cargo xtask quickstart [ARGS]`: build release binaries and run
 //!   `twinwatch-aggregator quickstart ARGS` (an aggregator and a local agent).
 //! - `cargo xtask test`: install what the tests need, build the binaries, run every test.
+//! - `cargo xtask bench [--seconds N]`: release binaries next to their peers (node_exporter) in
+//!   the same run; prints medians and ratios, writes `target/bench/*.json`.
 
 use std::path::PathBuf;
 use std::process::{exit, Command};
@@ -12,9 +14,11 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("quickstart") => quickstart(&args[1..]),
         Some("test") => test(&args[1..]),
+        Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!("usage: cargo xtask quickstart [--data-dir DIR] [--http-port P] [--quic-port Q]");
             eprintln!("       cargo xtask test [extra cargo test args]");
+            eprintln!("       cargo xtask bench [--seconds N]");
             exit(2);
         }
     };
@@ -129,4 +133,14 @@ fn run_counting(mut cmd: Command) -> Result<(), String> {
     } else {
         Err(format!("{shown} failed: {status}"))
     }
+}
+
+fn bench(args: &[String]) -> Result<(), String> {
+    ensure_apt_packages()?;
+    let mut build = cargo();
+    build.args(["build", "--release", "--bins", "-p", "twinwatch-agent", "-p", "twinwatch-aggregator"]);
+    run(build)?;
+    let mut bench = cargo();
+    bench.args(["bench", "-p", "twinwatch-tests", "--bench", "host", "--"]).args(args);
+    run(bench)
 }
