@@ -262,19 +262,62 @@ mod tests {
         std::fs::create_dir_all(dir.join("net")).unwrap();
         std::fs::write(dir.join("loadavg"), "0.5 0.25 0.125 1/80 1\n").unwrap();
         std::fs::write(dir.join("meminfo"), "MemTotal: 1000 kB\n").unwrap();
-        let mut collectors = Collectors::new(Roots { proc: dir.clone(), sys: dir.join("sys") }, &Settings::default());
+        let settings = Settings { nvidia_smi: None, ..Settings::default() };
+        let mut collectors = Collectors::new(Roots { proc: dir.clone(), sys: dir.join("sys") }, &settings);
         let mut out = Vec::new();
         collectors.collect(&mut out, true);
         // The info series come from uname(2), not the fixture tree.
         let names: Vec<&str> = out.iter().map(|m| m.key.name.as_str()).filter(|n| !n.ends_with("_info")).collect();
-        assert_eq!(names, ["node_memory_MemTotal_bytes", "node_load1", "node_load5", "node_load15"]);
-        let failed: Vec<(&str, u64)> = collectors
-            .sources
-            .iter()
-            .filter(|s| ["cpu", "memory", "load", "network", "disk", "filesystem"].contains(&s.name))
-            .map(|s| (s.name, s.errors))
-            .collect();
-        assert_eq!(failed, [("cpu", 1), ("memory", 0), ("load", 0), ("network", 1), ("disk", 1), ("filesystem", 1)]);
+        assert_eq!(
+            names,
+            [
+                "node_memory_MemTotal_bytes",
+                "node_load1",
+                "node_load5",
+                "node_load15",
+                "node_processes_pids",
+                "node_processes_threads"
+            ]
+        );
+        let errors = |failed: bool| -> Vec<&str> {
+            collectors.sources.iter().filter(|s| (s.errors > 0) == failed).map(|s| s.name).collect()
+        };
+        let expected_failures = [
+            "cpu", "vmstat", "network", "netclass", "sockstat", "netstat", "tcp", "disk", "filesystem", "processes",
+            "filefd",
+        ];
+        assert_eq!(errors(true), expected_failures);
+        // Features this host lacks (PSI, conntrack, sensors, GPUs) are not errors.
+        let fine = ["pressure", "memory", "load", "conntrack", "hwmon", "thermal", "power_supply", "gpu", "info"];
+        assert_eq!(errors(false), fine);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn slow_sources_run_on_their_own_ticks_and_report_the_ones_skipped() {
+        let settings = Settings {
+            intervals: vec![("filesystem".into(), Some(Duration::from_millis(2500))), ("gpu".into(), None)],
+            ..Settings::default()
+        };
+        let mut collectors = Collectors::new(Roots::default(), &settings);
+        let group = |name: &str| collectors.sources.iter().find(|s| s.name == name).map(|s| (s.group, s.every));
+        let (fs, every) = group("filesystem").unwrap();
+        assert_eq!(every, 3, "2.5 s rounds up to three 1 s ticks");
+        assert!(group("gpu").is_none(), "turned off");
+        let (processes, _) = group("processes").unwrap();
+        let mut ran = Vec::new();
+        for _ in 0..6 {
+            let mut out = Vec::new();
+            let skipped = collectors.collect(&mut out, false);
+            let fs_metrics = out.iter().any(|m| m.key.name == "node_filesystem_size_bytes");
+            assert_eq!(fs_metrics, skipped & (1 << fs) == 0);
+            assert!(out.iter().filter(|m| m.key.name.starts_with("node_filesystem")).all(|m| m.group == fs));
+            ran.push(skipped & (1 << fs) == 0);
+            assert_eq!(skipped & 1, 0, "cpu runs every tick");
+        }
+        assert_eq!(ran, [true, false, false, true, false, false]);
+        // A keyframe reads everything.
+        let skipped = collectors.collect(&mut Vec::new(), true);
+        assert_eq!(skipped & (1 << processes), 0);
     }
 }
