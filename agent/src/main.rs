@@ -24,7 +24,11 @@ enum Command {
     /// Validate the configuration file and print the settings in force.
     Check,
     /// Take one sample of this host and print it, one series per line.
-    Sample,
+    Sample {
+        /// Instead, read every source this many times and print what each costs.
+        #[arg(long, value_name = "N")]
+        cost: Option<u32>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,7 +43,24 @@ fn main() -> anyhow::Result<()> {
             println!("{config:#?}");
             Ok(())
         }
-        Command::Sample => {
+        Command::Sample { cost: Some(rounds) } => {
+            let mut collectors = Collectors::new(Roots::default(), &Default::default());
+            let mut series = vec![0usize; collectors.sources.len()];
+            for _ in 0..rounds.max(1) {
+                let mut out = Vec::new();
+                collectors.collect(&mut out, true);
+                for (i, source) in collectors.sources.iter().enumerate() {
+                    series[i] = out.iter().filter(|m| m.group == source.group).count();
+                }
+            }
+            println!("{:<14} {:>10} {:>8} {:>7}", "source", "µs/read", "series", "errors");
+            for (source, n) in collectors.sources.iter().zip(series) {
+                let micros = source.busy.as_secs_f64() * 1e6 / rounds.max(1) as f64;
+                println!("{:<14} {micros:>10.1} {n:>8} {:>7}", source.name, source.errors);
+            }
+            Ok(())
+        }
+        Command::Sample { cost: None } => {
             use std::io::Write;
             let mut out = Vec::new();
             Collectors::new(Roots::default(), &Default::default()).collect(&mut out, true);

@@ -53,6 +53,8 @@ impl Sampler {
             for source in &self.collectors.sources {
                 let key = SeriesKey::new("twinwatch_agent_collector_errors_total").with("collector", source.name);
                 metrics.push(Metric::counter(key, Value::Int(source.errors as i64)));
+                let key = SeriesKey::new("twinwatch_agent_collector_seconds_total").with("collector", source.name);
+                metrics.push(Metric::counter(key, Value::Int(source.busy.as_micros() as i64)).scaled(1e-6));
             }
             self.stats.metrics(&mut metrics);
             metrics.push(Metric::gauge(

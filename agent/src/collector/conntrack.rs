@@ -1,29 +1,28 @@
 //! Connection-tracking table use on routers: `nf_conntrack_count` and `_max`, when present.
 
-use std::path::PathBuf;
-
 use twinwatch_common::sample::{Metric, SeriesKey, Value};
 
-use super::{num, read_into, CollectError, Collector, Roots};
+use super::procfile::ProcFile;
+use super::{num, CollectError, Collector, Roots};
 
 pub struct Conntrack {
-    dir: PathBuf,
+    files: [ProcFile; 2],
     buf: String,
 }
 
 impl Conntrack {
     pub fn new(roots: &Roots) -> Self {
-        Conntrack { dir: roots.proc.join("sys/net/netfilter"), buf: String::new() }
+        let dir = roots.proc.join("sys/net/netfilter");
+        let files = [ProcFile::new(dir.join("nf_conntrack_count")), ProcFile::new(dir.join("nf_conntrack_max"))];
+        Conntrack { files, buf: String::new() }
     }
 }
 
 impl Collector for Conntrack {
     fn collect(&mut self, out: &mut Vec<Metric>) -> Result<(), CollectError> {
-        for (file, name) in [
-            ("nf_conntrack_count", "node_nf_conntrack_entries"),
-            ("nf_conntrack_max", "node_nf_conntrack_entries_limit"),
-        ] {
-            match read_into(&self.dir.join(file), &mut self.buf) {
+        let names = ["node_nf_conntrack_entries", "node_nf_conntrack_entries_limit"];
+        for (file, name) in self.files.iter_mut().zip(names) {
+            match file.read(&mut self.buf) {
                 Ok(()) => {}
                 // No netfilter connection tracking loaded: a host, not a router.
                 Err(CollectError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {

@@ -24,6 +24,7 @@ pub mod network;
 pub mod power_supply;
 pub mod pressure;
 pub mod processes;
+pub mod procfile;
 pub mod sockstat;
 pub mod tcp;
 pub mod thermal;
@@ -97,7 +98,7 @@ type Parser = fn(&str, f64, &mut Vec<Metric>) -> Result<(), CollectError>;
 
 /// A collector of one file: read it into a reused buffer, hand the text to a parser.
 struct FileCollector {
-    path: PathBuf,
+    file: procfile::ProcFile,
     parse: Parser,
     user_hz: f64,
     buf: String,
@@ -105,7 +106,7 @@ struct FileCollector {
 
 impl Collector for FileCollector {
     fn collect(&mut self, out: &mut Vec<Metric>) -> Result<(), CollectError> {
-        read_into(&self.path, &mut self.buf)?;
+        self.file.read(&mut self.buf)?;
         (self.parse)(&self.buf, self.user_hz, out)
     }
 }
@@ -138,8 +139,8 @@ impl Default for Settings {
 type Build = fn(&Roots, &Settings, f64) -> Box<dyn Collector>;
 
 fn file(roots: &Roots, proc_path: &str, parse: Parser, user_hz: f64) -> Box<dyn Collector> {
-    let path = roots.proc.join(proc_path);
-    Box::new(FileCollector { path, parse, user_hz, buf: String::with_capacity(4096) })
+    let file = procfile::ProcFile::new(roots.proc.join(proc_path));
+    Box::new(FileCollector { file, parse, user_hz, buf: String::with_capacity(4096) })
 }
 
 /// Every source: its name, default interval in seconds (`None`: every tick), and how it is
@@ -148,13 +149,13 @@ pub const SOURCES: &[(&str, Option<u64>, Build)] = &[
     ("cpu", None, |r, _, hz| file(r, "stat", cpu::parse, hz)),
     ("pressure", None, |r, _, _| Box::new(pressure::Pressure::new(r))),
     ("memory", None, |r, _, hz| file(r, "meminfo", |t, _, out| memory::parse(t, out), hz)),
-    ("vmstat", None, |r, _, hz| file(r, "vmstat", |t, _, out| vmstat::parse(t, out), hz)),
+    ("vmstat", Some(5), |r, _, hz| file(r, "vmstat", |t, _, out| vmstat::parse(t, out), hz)),
     ("load", None, |r, _, hz| file(r, "loadavg", |t, _, out| load::parse(t, out), hz)),
     ("network", None, |r, _, hz| file(r, "net/dev", |t, _, out| network::parse(t, out), hz)),
     ("netclass", Some(5), |r, _, _| Box::new(netclass::NetClass::new(r))),
-    ("sockstat", None, |r, _, _| Box::new(sockstat::Sockstat::new(r))),
-    ("netstat", None, |r, _, _| Box::new(netstat::Netstat::new(r))),
-    ("tcp", Some(5), |r, _, _| Box::new(tcp::TcpStates::new(r))),
+    ("sockstat", Some(5), |r, _, _| Box::new(sockstat::Sockstat::new(r))),
+    ("netstat", Some(5), |r, _, _| Box::new(netstat::Netstat::new(r))),
+    ("tcp", Some(60), |r, _, _| Box::new(tcp::TcpStates::new(r))),
     ("conntrack", None, |r, _, _| Box::new(conntrack::Conntrack::new(r))),
     ("disk", None, |r, _, hz| file(r, "diskstats", |t, _, out| disk::parse(t, out), hz)),
     ("filesystem", Some(10), |r, _, _| Box::new(filesystem::Filesystems::new(r))),
@@ -162,7 +163,7 @@ pub const SOURCES: &[(&str, Option<u64>, Build)] = &[
     ("thermal", Some(5), |r, _, _| Box::new(thermal::Thermal::new(r))),
     ("power_supply", Some(30), |r, _, _| Box::new(power_supply::PowerSupply::new(r))),
     ("processes", Some(10), |r, s, hz| Box::new(processes::Processes::new(r, s.top_processes, hz))),
-    ("filefd", None, |r, _, hz| file(r, "sys/fs/file-nr", |t, _, out| filefd::parse(t, out), hz)),
+    ("filefd", Some(5), |r, _, hz| file(r, "sys/fs/file-nr", |t, _, out| filefd::parse(t, out), hz)),
     ("gpu", Some(10), |r, s, _| Box::new(gpu::Gpu::new(r, s.nvidia_smi.clone()))),
     ("info", Some(60), |r, _, _| Box::new(info::Info::new(r))),
 ];
@@ -182,6 +183,8 @@ pub struct Source {
     collector: Box<dyn Collector>,
     pub errors: u64,
     pub last_error: Option<String>,
+    /// Time spent in this source so far, for `twinwatch_agent_collector_seconds_total`.
+    pub busy: Duration,
 }
 
 /// Every host collector, each run when its interval comes round.
@@ -210,6 +213,7 @@ impl Collectors {
                 collector: build(&roots, settings, hz),
                 errors: 0,
                 last_error: None,
+                busy: Duration::ZERO,
             });
         }
         Collectors { tick: 0, sources }
@@ -230,7 +234,9 @@ impl Collectors {
                 continue;
             }
             let start = out.len();
+            let began = std::time::Instant::now();
             let result = source.collector.collect(out);
+            source.busy += began.elapsed();
             for m in &mut out[start..] {
                 m.group = source.group;
             }
@@ -283,7 +289,16 @@ mod tests {
             collectors.sources.iter().filter(|s| (s.errors > 0) == failed).map(|s| s.name).collect()
         };
         let expected_failures = [
-            "cpu", "vmstat", "network", "netclass", "sockstat", "netstat", "tcp", "disk", "filesystem", "processes",
+            "cpu",
+            "vmstat",
+            "network",
+            "netclass",
+            "sockstat",
+            "netstat",
+            "tcp",
+            "disk",
+            "filesystem",
+            "processes",
             "filefd",
         ];
         assert_eq!(errors(true), expected_failures);

@@ -4,65 +4,108 @@ use std::path::PathBuf;
 
 use twinwatch_common::sample::{Metric, SeriesKey, Value};
 
-use super::{read_attr, CollectError, Collector, Roots};
+use super::procfile::ProcFile;
+use super::{CollectError, Collector, Roots};
+
+/// The attributes read per interface, in the order of [`Link`]'s files.
+const ATTRS: [&str; 9] =
+    ["operstate", "address", "broadcast", "duplex", "ifalias", "carrier", "mtu", "speed", "tx_queue_len"];
+
+/// Interfaces are listed again every this many collections (or when one vanishes); in between,
+/// their attribute files stay open.
+const RELIST_EVERY: u32 = 12;
+
+struct Link {
+    device: String,
+    files: Vec<ProcFile>,
+}
 
 pub struct NetClass {
     dir: PathBuf,
+    links: Vec<Link>,
+    runs: u32,
     buf: String,
 }
 
 impl NetClass {
     pub fn new(roots: &Roots) -> Self {
-        NetClass { dir: roots.sys.join("class/net"), buf: String::new() }
+        NetClass { dir: roots.sys.join("class/net"), links: Vec::new(), runs: 0, buf: String::new() }
     }
 
-    /// One attribute as an integer; `None` when absent or refused (`speed` on a link that is down
-    /// reads as an error or -1).
-    fn int(&mut self, device: &str, attr: &str) -> Option<i64> {
-        read_attr(&self.dir.join(device).join(attr), &mut self.buf)?;
-        self.buf.parse().ok()
-    }
-
-    fn text(&mut self, device: &str, attr: &str) -> String {
-        match read_attr(&self.dir.join(device).join(attr), &mut self.buf) {
-            Some(()) => self.buf.clone(),
-            None => String::new(),
-        }
-    }
-}
-
-impl Collector for NetClass {
-    fn collect(&mut self, out: &mut Vec<Metric>) -> Result<(), CollectError> {
+    fn relist(&mut self) -> Result<(), CollectError> {
         let entries =
             std::fs::read_dir(&self.dir).map_err(|source| CollectError::Read { path: self.dir.clone(), source })?;
         let mut devices: Vec<String> =
             entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
         devices.sort_unstable();
+        let mut old = std::mem::take(&mut self.links);
         for device in devices {
-            let operstate = self.text(&device, "operstate");
-            if operstate.is_empty() {
-                continue; // not an interface (bonding_masters) or gone since the listing
+            let link = match old.iter().position(|l| l.device == device) {
+                Some(at) => old.swap_remove(at),
+                None => {
+                    let dir = self.dir.join(&device);
+                    Link { files: ATTRS.iter().map(|a| ProcFile::new(dir.join(a))).collect(), device }
+                }
+            };
+            self.links.push(link);
+        }
+        Ok(())
+    }
+}
+
+/// One attribute's text, trimmed; empty when absent or refused (`speed` on a link that is down
+/// reads as an error or -1).
+fn text(file: &mut ProcFile, buf: &mut String) -> String {
+    match file.read(buf) {
+        Ok(()) => buf.trim_end().to_owned(),
+        Err(_) => String::new(),
+    }
+}
+
+fn int(file: &mut ProcFile, buf: &mut String) -> Option<i64> {
+    file.read(buf).ok()?;
+    buf.trim_end().parse().ok()
+}
+
+impl Collector for NetClass {
+    fn collect(&mut self, out: &mut Vec<Metric>) -> Result<(), CollectError> {
+        if self.runs % RELIST_EVERY == 0 {
+            self.relist()?;
+        }
+        self.runs += 1;
+        let buf = &mut self.buf;
+        for link in &mut self.links {
+            let [operstate, address, broadcast, duplex, ifalias, carrier, mtu, speed, qlen] = &mut link.files[..]
+            else {
+                continue;
+            };
+            let state = text(operstate, buf);
+            if state.is_empty() {
+                // Not an interface (bonding_masters), or gone since the listing.
+                self.runs = 0;
+                continue;
             }
-            let key = |name: &str| SeriesKey::new(name).with("device", device.as_str());
+            let device = link.device.as_str();
+            let key = |name: &str| SeriesKey::new(name).with("device", device);
             let info = key("node_network_info")
-                .with("address", self.text(&device, "address"))
-                .with("broadcast", self.text(&device, "broadcast"))
-                .with("duplex", self.text(&device, "duplex"))
-                .with("ifalias", self.text(&device, "ifalias"))
-                .with("operstate", operstate.as_str());
+                .with("address", text(address, buf))
+                .with("broadcast", text(broadcast, buf))
+                .with("duplex", text(duplex, buf))
+                .with("ifalias", text(ifalias, buf))
+                .with("operstate", state.as_str());
             out.push(Metric::gauge(info, Value::Int(1)));
-            out.push(Metric::gauge(key("node_network_up"), Value::Int((operstate == "up") as i64)));
-            if let Some(carrier) = self.int(&device, "carrier") {
+            out.push(Metric::gauge(key("node_network_up"), Value::Int((state == "up") as i64)));
+            if let Some(carrier) = int(carrier, buf) {
                 out.push(Metric::gauge(key("node_network_carrier"), Value::Int(carrier)));
             }
-            if let Some(mtu) = self.int(&device, "mtu") {
+            if let Some(mtu) = int(mtu, buf) {
                 out.push(Metric::gauge(key("node_network_mtu_bytes"), Value::Int(mtu)));
             }
             // Mbit/s in sysfs, bytes per second in node_exporter.
-            if let Some(speed) = self.int(&device, "speed").filter(|s| *s >= 0) {
+            if let Some(speed) = int(speed, buf).filter(|s| *s >= 0) {
                 out.push(Metric::gauge(key("node_network_speed_bytes"), Value::Int(speed * 125_000)));
             }
-            if let Some(qlen) = self.int(&device, "tx_queue_len") {
+            if let Some(qlen) = int(qlen, buf) {
                 out.push(Metric::gauge(key("node_network_transmit_queue_length"), Value::Int(qlen)));
             }
         }

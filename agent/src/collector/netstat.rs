@@ -1,11 +1,10 @@
 //! Protocol counters (TCP opens, segments, retransmits, UDP datagrams and errors) from
 //! /proc/net/snmp, /proc/net/netstat and /proc/net/snmp6, filtered as node_exporter filters them.
 
-use std::path::PathBuf;
-
 use twinwatch_common::sample::{Metric, SeriesKey, Value};
 
-use super::{read_into, CollectError, Collector, Roots};
+use super::procfile::ProcFile;
+use super::{CollectError, Collector, Roots};
 
 /// node_exporter's default `--collector.netstat.fields`.
 pub fn wanted(proto: &str, field: &str) -> bool {
@@ -86,27 +85,28 @@ pub fn parse_snmp6(text: &str, out: &mut Vec<Metric>) -> Result<(), CollectError
 }
 
 pub struct Netstat {
-    snmp: PathBuf,
-    netstat: PathBuf,
-    snmp6: PathBuf,
+    snmp: ProcFile,
+    netstat: ProcFile,
+    snmp6: ProcFile,
     buf: String,
 }
 
 impl Netstat {
     pub fn new(roots: &Roots) -> Self {
         let net = roots.proc.join("net");
-        Netstat { snmp: net.join("snmp"), netstat: net.join("netstat"), snmp6: net.join("snmp6"), buf: String::new() }
+        let file = |name: &str| ProcFile::new(net.join(name));
+        Netstat { snmp: file("snmp"), netstat: file("netstat"), snmp6: file("snmp6"), buf: String::new() }
     }
 }
 
 impl Collector for Netstat {
     fn collect(&mut self, out: &mut Vec<Metric>) -> Result<(), CollectError> {
-        read_into(&self.snmp, &mut self.buf)?;
+        self.snmp.read(&mut self.buf)?;
         parse_pairs(&self.buf, out)?;
-        read_into(&self.netstat, &mut self.buf)?;
+        self.netstat.read(&mut self.buf)?;
         parse_pairs(&self.buf, out)?;
         // No snmp6 without IPv6.
-        if read_into(&self.snmp6, &mut self.buf).is_ok() {
+        if self.snmp6.read(&mut self.buf).is_ok() {
             parse_snmp6(&self.buf, out)?;
         }
         Ok(())

@@ -1,10 +1,9 @@
 //! Pressure stall information (PSI) from /proc/pressure/{cpu,io,memory}, where the kernel has it.
 
-use std::path::PathBuf;
-
 use twinwatch_common::sample::{Metric, SeriesKey, Value};
 
-use super::{read_into, CollectError, Collector, Roots};
+use super::procfile::ProcFile;
+use super::{CollectError, Collector, Roots};
 
 const RESOURCES: [&str; 3] = ["cpu", "io", "memory"];
 
@@ -33,20 +32,21 @@ pub fn parse(resource: &str, text: &str, out: &mut Vec<Metric>) -> Result<(), Co
 }
 
 pub struct Pressure {
-    dir: PathBuf,
+    files: Vec<ProcFile>,
     buf: String,
 }
 
 impl Pressure {
     pub fn new(roots: &Roots) -> Self {
-        Pressure { dir: roots.proc.join("pressure"), buf: String::new() }
+        let dir = roots.proc.join("pressure");
+        Pressure { files: RESOURCES.iter().map(|r| ProcFile::new(dir.join(r))).collect(), buf: String::new() }
     }
 }
 
 impl Collector for Pressure {
     fn collect(&mut self, out: &mut Vec<Metric>) -> Result<(), CollectError> {
-        for resource in RESOURCES {
-            match read_into(&self.dir.join(resource), &mut self.buf) {
+        for (resource, file) in RESOURCES.iter().zip(&mut self.files) {
+            match file.read(&mut self.buf) {
                 Ok(()) => parse(resource, &self.buf, out)?,
                 // Kernels before 4.20, or booted with psi=0, have no pressure files (or refuse
                 // reads of them): nothing to report, and nothing wrong.

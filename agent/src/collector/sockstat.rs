@@ -1,10 +1,9 @@
 //! Sockets in use per protocol, from /proc/net/sockstat and sockstat6.
 
-use std::path::PathBuf;
-
 use twinwatch_common::sample::{Metric, SeriesKey, Value};
 
-use super::{read_into, CollectError, Collector, Roots};
+use super::procfile::ProcFile;
+use super::{CollectError, Collector, Roots};
 
 /// Parses `TCP: inuse 9 orphan 0 tw 2 alloc 12 mem 1` lines into `node_sockstat_TCP_inuse` and
 /// friends. `mem` counts pages, so it is also given in bytes, as node_exporter does.
@@ -27,7 +26,7 @@ pub fn parse(text: &str, page_size: i64, out: &mut Vec<Metric>) -> Result<(), Co
 }
 
 pub struct Sockstat {
-    files: [PathBuf; 2],
+    files: [ProcFile; 2],
     page_size: i64,
     buf: String,
 }
@@ -36,17 +35,17 @@ impl Sockstat {
     pub fn new(roots: &Roots) -> Self {
         // SAFETY: sysconf has no preconditions.
         let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as i64;
-        let files = [roots.proc.join("net/sockstat"), roots.proc.join("net/sockstat6")];
+        let files = [ProcFile::new(roots.proc.join("net/sockstat")), ProcFile::new(roots.proc.join("net/sockstat6"))];
         Sockstat { files, page_size, buf: String::new() }
     }
 }
 
 impl Collector for Sockstat {
     fn collect(&mut self, out: &mut Vec<Metric>) -> Result<(), CollectError> {
-        read_into(&self.files[0], &mut self.buf)?;
+        self.files[0].read(&mut self.buf)?;
         parse(&self.buf, self.page_size, out)?;
         // No sockstat6 on a kernel without IPv6.
-        if read_into(&self.files[1], &mut self.buf).is_ok() {
+        if self.files[1].read(&mut self.buf).is_ok() {
             parse(&self.buf, self.page_size, out)?;
         }
         Ok(())

@@ -1,10 +1,9 @@
 //! TCP connections by state, counted from /proc/net/tcp and /proc/net/tcp6.
 
-use std::path::PathBuf;
-
 use twinwatch_common::sample::{Metric, SeriesKey, Value};
 
-use super::{read_into, CollectError, Collector, Roots};
+use super::procfile::ProcFile;
+use super::{CollectError, Collector, Roots};
 
 /// Kernel state numbers 1..=11 (`include/net/tcp_states.h`), named as node_exporter's tcpstat
 /// collector names them.
@@ -37,22 +36,23 @@ pub fn count(text: &str, counts: &mut [u64; 11]) -> Result<(), CollectError> {
 }
 
 pub struct TcpStates {
-    files: [PathBuf; 2],
+    files: [ProcFile; 2],
     buf: String,
 }
 
 impl TcpStates {
     pub fn new(roots: &Roots) -> Self {
-        TcpStates { files: [roots.proc.join("net/tcp"), roots.proc.join("net/tcp6")], buf: String::new() }
+        let files = [ProcFile::new(roots.proc.join("net/tcp")), ProcFile::new(roots.proc.join("net/tcp6"))];
+        TcpStates { files, buf: String::new() }
     }
 }
 
 impl Collector for TcpStates {
     fn collect(&mut self, out: &mut Vec<Metric>) -> Result<(), CollectError> {
         let mut counts = [0u64; 11];
-        read_into(&self.files[0], &mut self.buf)?;
+        self.files[0].read(&mut self.buf)?;
         count(&self.buf, &mut counts)?;
-        if read_into(&self.files[1], &mut self.buf).is_ok() {
+        if self.files[1].read(&mut self.buf).is_ok() {
             count(&self.buf, &mut counts)?;
         }
         // Every state, zeros included, so the set of series stays put.
