@@ -103,6 +103,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
     let _ = shutdown.wait_for(|stop| *stop).await;
 
     stop.store(true, Relaxed);
+    sampling.thread().unpark();
     let _ = tokio::task::spawn_blocking(move || sampling.join()).await;
     let _ = shipping.await;
     endpoint.close(0u32.into(), b"shutdown");

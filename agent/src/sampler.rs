@@ -119,8 +119,46 @@ impl Sampler {
                 if left.is_zero() {
                     break;
                 }
-                std::thread::sleep(left.min(Duration::from_millis(200)));
+                // One wake-up per tick: shutdown unparks this thread rather than it polling.
+                std::thread::park_timeout(left);
             }
         }
+    }
+}
+
+/// `cargo xtask dictionary` runs this to train the wire dictionary on this host's batches.
+#[cfg(test)]
+mod dictionary {
+    use super::*;
+    use crate::collector::{Collectors, Roots, Settings};
+
+    #[test]
+    #[ignore = "trains common/src/wire.dict; run by cargo xtask dictionary"]
+    fn train_wire_dictionary() {
+        let Some(out) = std::env::var_os("TWINWATCH_DICT_OUT") else { return };
+        let ticks: usize = std::env::var("TWINWATCH_DICT_TICKS").ok().and_then(|v| v.parse().ok()).unwrap_or(120);
+        let mut collectors = Collectors::new(Roots::default(), &Settings::default());
+        let mut encoder = DeltaEncoder::new(40);
+        let mut batches = Vec::new();
+        for seq in 1..=ticks as u64 {
+            let mut metrics = Vec::new();
+            let skipped = collectors.collect(&mut metrics, encoder.keyframe_due());
+            let tick = encoder.encode(&Sample { ts_ms: now_ms(), metrics, skipped });
+            let batch = Batch { incarnation: now_ms() as u64, seq, ticks: vec![tick] };
+            batches.push(bincode::encode_to_vec(&batch, bincode::config::standard()).expect("encodes"));
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        // Hold out every fourth batch to report what the dictionary buys on batches it never saw.
+        let (held, train): (Vec<_>, Vec<_>) = batches.iter().enumerate().partition(|(i, _)| i % 4 == 3);
+        let train: Vec<&Vec<u8>> = train.into_iter().map(|(_, b)| b).collect();
+        let dict = zstd::dict::from_samples(&train, 4096).expect("training");
+        let size = |c: &mut zstd::bulk::Compressor| -> usize {
+            held.iter().map(|(_, b)| c.compress(b).expect("compresses").len()).sum()
+        };
+        let plain = size(&mut zstd::bulk::Compressor::new(3).expect("zstd"));
+        let trained = size(&mut zstd::bulk::Compressor::with_dictionary(3, &dict).expect("zstd"));
+        let raw: usize = held.iter().map(|(_, b)| b.len()).sum();
+        eprintln!("held-out batches: {raw} bytes raw, {plain} zstd, {trained} zstd with the dictionary");
+        std::fs::write(out, dict).expect("writing the dictionary");
     }
 }

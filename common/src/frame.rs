@@ -5,7 +5,7 @@
 //!      0     4  magic "TWIN"
 //!      4     1  protocol version
 //!      5     1  message kind
-//!      6     1  flags (bit 0: payload is zstd-compressed)
+//!      6     1  flags (bit 0: payload is zstd-compressed; bit 1: with the built-in dictionary)
 //!      7     1  reserved, zero
 //!      8     4  payload length on the wire, little endian
 //!     12     4  payload length once decompressed, little endian
@@ -15,6 +15,11 @@
 //! Both lengths are checked against [`MAX_WIRE_LEN`] and [`MAX_RAW_LEN`] before anything is
 //! allocated, zstd output is capped at the declared size, and a body must consume its payload
 //! exactly. A bad frame is a [`FrameError`], never a panic.
+//!
+//! A batch of one tick is a few hundred bytes, too little for zstd to learn much from; most of
+//! what it would spend is its entropy tables. Frames are therefore compressed against
+//! [`DICTIONARY`], built into both ends and trained on real batches (`cargo xtask dictionary`
+//! trains a new one). It is part of the protocol: changing it means a new frame flag.
 
 use bincode::{Decode, Encode};
 
@@ -29,6 +34,10 @@ pub const MAX_RAW_LEN: usize = 16 << 20;
 /// Payloads smaller than this are sent uncompressed: zstd's own header would outweigh the gain.
 const COMPRESS_FROM: usize = 64;
 const FLAG_ZSTD: u8 = 1;
+const FLAG_DICTIONARY: u8 = 2;
+
+/// The zstd dictionary every frame with [`FLAG_DICTIONARY`] is compressed against.
+pub const DICTIONARY: &[u8] = include_bytes!("wire.dict");
 
 type Config = bincode::config::Configuration<
     bincode::config::LittleEndian,
@@ -70,6 +79,8 @@ pub enum FrameError {
 pub struct Header {
     pub kind: u8,
     pub compressed: bool,
+    /// Compressed against [`DICTIONARY`].
+    pub dictionary: bool,
     pub wire_len: usize,
     pub raw_len: usize,
 }
@@ -88,7 +99,7 @@ impl Header {
             return Err(FrameError::Version(h[4]));
         }
         let (kind, flags) = (h[5], h[6]);
-        if flags & !FLAG_ZSTD != 0 || h[7] != 0 {
+        if flags & !(FLAG_ZSTD | FLAG_DICTIONARY) != 0 || flags == FLAG_DICTIONARY || h[7] != 0 {
             return Err(FrameError::Flags(flags));
         }
         let wire_len = u32::from_le_bytes([h[8], h[9], h[10], h[11]]) as usize;
@@ -103,7 +114,8 @@ impl Header {
         if !compressed && raw_len != wire_len {
             return Err(FrameError::LengthMismatch { declared: raw_len, actual: wire_len });
         }
-        Ok(Some(Header { kind, compressed, wire_len, raw_len }))
+        let dictionary = flags & FLAG_DICTIONARY != 0;
+        Ok(Some(Header { kind, compressed, dictionary, wire_len, raw_len }))
     }
 
     /// Header plus payload length.
@@ -112,14 +124,19 @@ impl Header {
     }
 }
 
-/// Builds frames, reusing one zstd context.
+/// Builds frames, reusing one zstd context loaded with [`DICTIONARY`].
 pub struct FrameEncoder {
     zstd: zstd::bulk::Compressor<'static>,
 }
 
 impl FrameEncoder {
     pub fn new() -> Self {
-        FrameEncoder { zstd: zstd::bulk::Compressor::new(3).expect("zstd level 3 is valid") }
+        let mut zstd = zstd::bulk::Compressor::with_dictionary(3, DICTIONARY).expect("the built-in dictionary loads");
+        // The frame header already carries the decompressed size, and the dictionary is implied
+        // by the flag: zstd need not repeat either.
+        let _ = zstd.include_contentsize(false);
+        let _ = zstd.include_dictid(false);
+        FrameEncoder { zstd }
     }
 
     /// Encodes `body` as a frame of `kind`, appending to `out`.
@@ -134,7 +151,7 @@ impl FrameEncoder {
             None
         };
         let (flags, payload) = match &compressed {
-            Some(c) => (FLAG_ZSTD, c.as_slice()),
+            Some(c) => (FLAG_ZSTD | FLAG_DICTIONARY, c.as_slice()),
             None => (0, raw.as_slice()),
         };
         if payload.len() > MAX_WIRE_LEN {
@@ -156,14 +173,18 @@ impl Default for FrameEncoder {
     }
 }
 
-/// Reads frames, reusing one zstd context.
+/// Reads frames, reusing one zstd context per flavour (plain, and with [`DICTIONARY`]).
 pub struct FrameDecoder {
     zstd: zstd::bulk::Decompressor<'static>,
+    with_dictionary: zstd::bulk::Decompressor<'static>,
 }
 
 impl FrameDecoder {
     pub fn new() -> Self {
-        FrameDecoder { zstd: zstd::bulk::Decompressor::new().expect("zstd context") }
+        FrameDecoder {
+            zstd: zstd::bulk::Decompressor::new().expect("zstd context"),
+            with_dictionary: zstd::bulk::Decompressor::with_dictionary(DICTIONARY).expect("the built-in dictionary"),
+        }
     }
 
     /// Splits the first complete frame off `buf`: its header and decompressed payload, and how
@@ -178,8 +199,8 @@ impl FrameDecoder {
         let raw = if header.compressed {
             // Capacity is the declared size, already bounded: a zstd bomb fails here instead of
             // allocating what it claims.
-            let raw =
-                self.zstd.decompress(payload, header.raw_len).map_err(|e| FrameError::Decompress(e.to_string()))?;
+            let zstd = if header.dictionary { &mut self.with_dictionary } else { &mut self.zstd };
+            let raw = zstd.decompress(payload, header.raw_len).map_err(|e| FrameError::Decompress(e.to_string()))?;
             if raw.len() != header.raw_len {
                 return Err(FrameError::LengthMismatch { declared: header.raw_len, actual: raw.len() });
             }

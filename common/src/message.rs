@@ -209,13 +209,32 @@ mod tests {
         let b = batch(500);
         let frame = Message::Batch(b.clone()).to_frame(&mut enc).unwrap();
         let header = Header::parse(&frame).unwrap().unwrap();
-        assert!(header.compressed && header.wire_len < header.raw_len);
+        assert!(header.compressed && header.dictionary && header.wire_len < header.raw_len);
         let (Message::Batch(back), _) = Message::decode(&mut FrameDecoder::new(), &frame).unwrap().unwrap() else {
             panic!("not a batch")
         };
         let mut state = DeltaState::default();
         state.apply(&back.ticks[0]).unwrap();
         assert_eq!(state.len(), 500);
+
+        // Without the dictionary flag the same bytes do not decode: an error, not a panic.
+        let mut stripped = frame.clone();
+        stripped[6] = 1;
+        assert!(Message::decode(&mut FrameDecoder::new(), &stripped).is_err());
+        // The dictionary flag alone (no compression) is not a valid header.
+        stripped[6] = 2;
+        assert!(Message::decode(&mut FrameDecoder::new(), &stripped).is_err());
+    }
+
+    #[test]
+    fn plain_zstd_frames_still_decode() {
+        let body = bincode::encode_to_vec(batch(50), crate::frame::bincode_config()).unwrap();
+        let packed = zstd::bulk::compress(&body, 3).unwrap();
+        let frame = frame_with(KIND_BATCH, 1, &packed, body.len() as u32);
+        let (Message::Batch(back), _) = Message::decode(&mut FrameDecoder::new(), &frame).unwrap().unwrap() else {
+            panic!("not a batch")
+        };
+        assert_eq!(back, batch(50));
     }
 
     #[test]

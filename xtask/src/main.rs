@@ -5,6 +5,8 @@
 //! - `cargo xtask test`: install what the tests need, build the binaries, run every test.
 //! - `cargo xtask bench [--seconds N]`: release binaries next to their peers (node_exporter) in
 //!   the same run; prints medians and ratios, writes `target/bench/*.json`.
+//! - `cargo xtask dictionary`: sample this host for two minutes and train the wire's zstd
+//!   dictionary, `common/src/wire.dict` (a protocol change: see `common/src/frame.rs`).
 
 use std::path::PathBuf;
 use std::process::{exit, Command};
@@ -15,10 +17,12 @@ fn main() {
         Some("quickstart") => quickstart(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("dictionary") => dictionary(),
         _ => {
             eprintln!("usage: cargo xtask quickstart [--data-dir DIR] [--http-port P] [--quic-port Q]");
             eprintln!("       cargo xtask test [extra cargo test args]");
             eprintln!("       cargo xtask bench [--seconds N]");
+            eprintln!("       cargo xtask dictionary");
             exit(2);
         }
     };
@@ -143,4 +147,13 @@ fn bench(args: &[String]) -> Result<(), String> {
     let mut bench = cargo();
     bench.args(["bench", "-p", "twinwatch-tests", "--bench", "host", "--"]).args(args);
     run(bench)
+}
+
+fn dictionary() -> Result<(), String> {
+    let mut train = cargo();
+    train
+        .args(["test", "--release", "-p", "twinwatch-agent", "--lib", "train_wire_dictionary"])
+        .args(["--", "--ignored", "--nocapture"])
+        .env("TWINWATCH_DICT_OUT", workspace().join("common/src/wire.dict"));
+    run(train)
 }

@@ -103,9 +103,10 @@ pub fn parse_mounts(text: &str) -> Vec<Mount> {
     mounts
 }
 
-/// What statvfs says of one filesystem, in bytes and inodes.
+/// What statvfs says of one filesystem, in blocks of `block` bytes and inodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {
+    pub block: u64,
     pub size: u64,
     pub free: u64,
     pub avail: u64,
@@ -118,11 +119,11 @@ pub type StatFn = fn(&str) -> std::io::Result<Usage>;
 
 pub fn statvfs(mountpoint: &str) -> std::io::Result<Usage> {
     let st = nix::sys::statvfs::statvfs(mountpoint).map_err(std::io::Error::from)?;
-    let frsize = st.fragment_size() as u64;
     Ok(Usage {
-        size: st.blocks() as u64 * frsize,
-        free: st.blocks_free() as u64 * frsize,
-        avail: st.blocks_available() as u64 * frsize,
+        block: st.fragment_size() as u64,
+        size: st.blocks() as u64,
+        free: st.blocks_free() as u64,
+        avail: st.blocks_available() as u64,
         files: st.files() as u64,
         files_free: st.files_free() as u64,
     })
@@ -227,9 +228,11 @@ impl Collector for Filesystems {
                     .with("mountpoint", mount.mountpoint.as_str())
             };
             let gauge = |name: &str, v: u64| Metric::gauge(key(name), Value::Int(v as i64));
-            out.push(gauge("node_filesystem_size_bytes", u.size));
-            out.push(gauge("node_filesystem_free_bytes", u.free));
-            out.push(gauge("node_filesystem_avail_bytes", u.avail));
+            // Sizes travel in blocks, so a 4 kB write changes them by one.
+            let blocks = |name: &str, v: u64| gauge(name, v).scaled(u.block.max(1) as f64);
+            out.push(blocks("node_filesystem_size_bytes", u.size));
+            out.push(blocks("node_filesystem_free_bytes", u.free));
+            out.push(blocks("node_filesystem_avail_bytes", u.avail));
             out.push(gauge("node_filesystem_files", u.files));
             out.push(gauge("node_filesystem_files_free", u.files_free));
             out.push(gauge("node_filesystem_readonly", mount.read_only as u64));
@@ -273,7 +276,7 @@ devtmpfs /dev devtmpfs rw 0 0
     fn sizes(out: &[Metric]) -> Vec<(&str, f64)> {
         out.iter()
             .filter(|m| m.key.name == "node_filesystem_size_bytes")
-            .map(|m| (m.key.label("mountpoint").unwrap(), m.value.as_f64()))
+            .map(|m| (m.key.label("mountpoint").unwrap(), m.real()))
             .collect()
     }
 
@@ -290,7 +293,7 @@ devtmpfs /dev devtmpfs rw 0 0
         if mountpoint == "/hung" {
             std::thread::sleep(Duration::from_millis(1500));
         }
-        Ok(Usage { size: 4096, free: 2048, avail: 1024, files: 10, files_free: 5 })
+        Ok(Usage { block: 4096, size: 1, free: 0, avail: 0, files: 10, files_free: 5 })
     }
 
     #[test]

@@ -24,13 +24,13 @@ pub fn parse(text: &str, out: &mut Vec<Metric>) -> Result<(), CollectError> {
                 c => name.push(c),
             }
         }
-        let value = if kb {
+        if kb {
             name.push_str("_bytes");
-            value.saturating_mul(1024)
-        } else {
-            value
-        };
-        out.push(Metric::gauge(SeriesKey::new(name), Value::Int(value as i64)));
+        }
+        // Kept in kB with a scale: a page-cache change of 180 kB then travels as a delta of 180,
+        // one or two bytes, instead of 184320.
+        let metric = Metric::gauge(SeriesKey::new(name), Value::Int(value as i64));
+        out.push(if kb { metric.scaled(1024.0) } else { metric });
     }
     if out.len() == before {
         return Err(CollectError::Parse { what: "/proc/meminfo", detail: "no fields".into() });
@@ -47,14 +47,14 @@ mod tests {
         let text = "MemTotal:       16318208 kB\nMemAvailable:    9001000 kB\nActive(anon):     123 kB\nHugePages_Total:       0\n";
         let mut out = Vec::new();
         parse(text, &mut out).unwrap();
-        let names: Vec<_> = out.iter().map(|m| (m.key.name.as_str(), m.value)).collect();
+        let names: Vec<_> = out.iter().map(|m| (m.key.name.as_str(), m.real())).collect();
         assert_eq!(
             names,
             [
-                ("node_memory_MemTotal_bytes", Value::Int(16318208 * 1024)),
-                ("node_memory_MemAvailable_bytes", Value::Int(9001000 * 1024)),
-                ("node_memory_Active_anon_bytes", Value::Int(123 * 1024)),
-                ("node_memory_HugePages_Total", Value::Int(0)),
+                ("node_memory_MemTotal_bytes", 16318208.0 * 1024.0),
+                ("node_memory_MemAvailable_bytes", 9001000.0 * 1024.0),
+                ("node_memory_Active_anon_bytes", 123.0 * 1024.0),
+                ("node_memory_HugePages_Total", 0.0),
             ]
         );
     }
