@@ -2,8 +2,9 @@
 //!
 //! `cargo xtask bench` runs it (release binaries). For `--seconds` (default 120) the agent samples
 //! every second and ships to a local aggregator while node_exporter is scraped every second with
-//! gzip, as Prometheus would. Every second both processes' CPU time and resident memory are read
-//! from /proc; CPU is reported per 10 s window. Printed: medians, the ratio node_exporter / agent,
+//! gzip, as Prometheus would. Every second both processes' CPU time (summed over their threads'
+//! schedstat, in nanoseconds) and resident memory are read from /proc; CPU is reported per 10 s
+//! window. Printed: medians, the ratio node_exporter / agent,
 //! and bytes per sample on the wire (the agent's own counters, read back through the aggregator's
 //! API) against node_exporter's gzipped scrape. Results also go to `target/bench/host.json`.
 
@@ -18,12 +19,15 @@ use twinwatch_tests::{bin, free_port, http_get, wait_for, Aggregator, Proc, Temp
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 const WINDOW: usize = 10;
 
-/// utime + stime in kernel ticks, and resident bytes, of one process.
+/// CPU time in nanoseconds (the sum of every thread's schedstat, far finer than the 10 ms ticks
+/// of /proc/PID/stat), and resident bytes, of one process.
 fn usage(pid: i32) -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
-    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let mut cpu_ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let schedstat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        cpu_ns += schedstat.split_ascii_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    }
+    let ticks = cpu_ns;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let rss_kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches(" kB").trim();
     Some((ticks, rss_kb.parse::<u64>().ok()? * 1024))
@@ -88,8 +92,6 @@ fn main() {
         .unwrap_or(120)
         .max(WINDOW);
     assert!(Path::new(NODE_EXPORTER).exists(), "{NODE_EXPORTER} is missing: `cargo xtask bench` installs it");
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
 
     let tmp = TempDir::new("bench-host");
     let agg = Aggregator::start(&tmp.path().join("aggregator"));
@@ -142,7 +144,7 @@ fn main() {
             series[i].rss_bytes.push(rss as f64);
             if second % WINDOW == 0 {
                 let (t0, at) = window_start[i];
-                let cpu = (ticks - t0) as f64 / hz / at.elapsed().as_secs_f64() * 100.0;
+                let cpu = ticks.saturating_sub(t0) as f64 / 1e9 / at.elapsed().as_secs_f64() * 100.0;
                 series[i].cpu_percent.push(cpu);
                 window_start[i] = (ticks, Instant::now());
             }

@@ -26,6 +26,15 @@ pub fn bin(name: &str) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
         build.args(["build", "--bins", "-p", "twinwatch-agent", "-p", "twinwatch-aggregator"]);
+        // Cargo runs tests with its own variables set (package name, manifest dir, library
+        // path); passed on, some build scripts see a changed environment and rebuild everything.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            let ours = name.starts_with("CARGO_") && !matches!(&*name, "CARGO_HOME" | "CARGO_TARGET_DIR");
+            if ours || name == "LD_LIBRARY_PATH" || name == "OUT_DIR" {
+                build.env_remove(&*name);
+            }
+        }
         // Benchmarks run from target/release and measure release binaries.
         if target_dir().ends_with("release") {
             build.arg("--release");

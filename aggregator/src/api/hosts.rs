@@ -433,5 +433,16 @@ pub fn detail(host: &HostTwin, now: i64, offline_after: i64) -> Value {
     if let (Value::Object(base), Value::Object(more)) = (&mut v, extra) {
         base.extend(more);
     }
+    whole_numbers_as_integers(&mut v);
     v
+}
+
+/// Writes `502.0` as `502`: counts and byte sizes read as integers, as a person expects.
+fn whole_numbers_as_integers(v: &mut Value) {
+    match v {
+        Value::Number(n) if n.is_f64() => *v = number(n.as_f64().unwrap_or(f64::NAN)),
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_numbers_as_integers),
+        _ => {}
+    }
 }
