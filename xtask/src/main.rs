@@ -43,6 +43,14 @@ fn target_dir() -> PathBuf {
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(workspace());
+    // `cargo xtask` runs this program with cargo's package variables set; passed on to the
+    // builds below, some build scripts (ring's) would see a changed environment and rebuild.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_") && !matches!(&*name, "CARGO_HOME" | "CARGO_TARGET_DIR") {
+            c.env_remove(&*name);
+        }
+    }
     c
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use twinwatch_common::sample::{Metric, SeriesKey, Value};
 
 use super::hwmon::{clean, vanished, REDISCOVER_EVERY};
-use super::{read_attr, read_into, CollectError, Collector, Roots};
+use super::{list_dir, read_attr, read_into, CollectError, Collector, Roots};
 
 /// amdgpu's numeric files under `cardN/device` and node_exporter's names for them, all plain
 /// numbers (percent, bytes).
@@ -299,14 +299,8 @@ impl Gpu {
     /// Lists `cardN` (not the `cardN-DP-1` connectors) driven by amdgpu.
     fn discover(&mut self) -> Result<(), CollectError> {
         self.cards.clear();
-        let entries = match std::fs::read_dir(&self.drm) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => return Err(CollectError::Read { path: self.drm.clone(), source }),
-        };
-        let mut cards: Vec<(String, PathBuf)> = entries
-            .flatten()
-            .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
+        let mut cards: Vec<(String, PathBuf)> = list_dir(&self.drm)?
+            .into_iter()
             .filter(|(name, _)| {
                 name.strip_prefix("card").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
             })

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use twinwatch_common::sample::{Kind, Metric, SeriesKey, Value};
 
-use super::{read_attr, read_into, CollectError, Collector, Roots};
+use super::{list_dir, read_attr, read_into, CollectError, Collector, Roots};
 
 /// How many collections a discovered file list serves before the directories are listed again.
 pub(crate) const REDISCOVER_EVERY: u64 = 60;
@@ -274,14 +274,7 @@ impl Hwmon {
     fn discover(&mut self) -> Result<(), CollectError> {
         self.attrs.clear();
         self.annotations.clear();
-        let entries = match std::fs::read_dir(&self.class) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => return Err(CollectError::Read { path: self.class.clone(), source }),
-        };
-        let mut dirs: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
-        dirs.sort();
-        for dir in dirs {
+        for (_, dir) in list_dir(&self.class)?.into_iter().filter(|(_, p)| p.is_dir()) {
             // A chip that cannot be named is skipped; the others are still reported.
             discover_chip(&dir, &mut self.buf, &mut self.attrs, &mut self.annotations);
         }

@@ -82,6 +82,20 @@ pub(crate) fn read_attr(path: &Path, buf: &mut String) -> Option<()> {
     Some(())
 }
 
+/// The entries of a sysfs class directory as `(name, path)`, sorted by name. A directory that
+/// does not exist is a host without that kind of device: no entries, no error.
+pub(crate) fn list_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>, CollectError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(CollectError::Read { path: dir.to_owned(), source }),
+    };
+    let mut list: Vec<(String, PathBuf)> =
+        entries.flatten().filter_map(|e| Some((e.file_name().into_string().ok()?, e.path()))).collect();
+    list.sort();
+    Ok(list)
+}
+
 /// The number of kernel clock ticks per second that /proc/stat counts in.
 pub fn user_hz() -> f64 {
     // SAFETY: sysconf has no preconditions.

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use twinwatch_common::sample::{Metric, SeriesKey, Value};
 
 use super::hwmon::{vanished, REDISCOVER_EVERY};
-use super::{read_into, CollectError, Collector, Roots};
+use super::{list_dir, read_into, CollectError, Collector, Roots};
 
 const MICRO: f64 = 1e-6;
 const TENTH: f64 = 0.1;
@@ -113,15 +113,7 @@ impl PowerSupply {
 
     fn discover(&mut self) -> Result<(), CollectError> {
         self.supplies.clear();
-        let entries = match std::fs::read_dir(&self.class) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => return Err(CollectError::Read { path: self.class.clone(), source }),
-        };
-        let mut dirs: Vec<(String, PathBuf)> =
-            entries.flatten().filter_map(|e| Some((e.file_name().into_string().ok()?, e.path()))).collect();
-        dirs.sort();
-        for (name, dir) in dirs {
+        for (name, dir) in list_dir(&self.class)? {
             let Ok(files) = std::fs::read_dir(&dir) else { continue };
             let mut supply = Supply { name, numbers: Vec::new(), texts: Vec::new() };
             let mut present: Vec<String> = files

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use twinwatch_common::sample::{Metric, SeriesKey, Value};
 
 use super::hwmon::{vanished, REDISCOVER_EVERY};
-use super::{read_attr, read_into, CollectError, Collector, Roots};
+use super::{list_dir, read_attr, read_into, CollectError, Collector, Roots};
 
 /// One zone: where its files are and its finished series key.
 struct Zone {
@@ -63,14 +63,7 @@ impl Thermal {
     fn discover(&mut self) -> Result<(), CollectError> {
         self.zones.clear();
         self.cooling.clear();
-        let entries = match std::fs::read_dir(&self.class) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => return Err(CollectError::Read { path: self.class.clone(), source }),
-        };
-        let mut entries: Vec<(String, PathBuf)> =
-            entries.flatten().filter_map(|e| Some((e.file_name().into_string().ok()?, e.path()))).collect();
-        entries.sort();
+        let entries = list_dir(&self.class)?;
         for (zone, dir) in numbered(&entries, "thermal_zone") {
             // A zone without a type or temperature is one node_exporter skips too.
             if !dir.join("temp").is_file() || read_attr(&dir.join("type"), &mut self.buf).is_none() {
