@@ -159,9 +159,7 @@ fn bench(args: &[String]) -> Result<(), String> {
 
 fn dictionary() -> Result<(), String> {
     let mut train = cargo();
-    train
-        .args(["test", "--release", "-p", "twinwatch-agent", "--lib", "train_wire_dictionary"])
-        .args(["--", "--ignored", "--nocapture"])
-        .env("TWINWATCH_DICT_OUT", workspace().join("common/src/wire.dict"));
+    train.args(["run", "--release", "-p", "twinwatch-agent", "--example", "train_dictionary", "--"]);
+    train.arg(workspace().join("common/src/wire.dict"));
     run(train)
 }
