@@ -9,6 +9,7 @@
 //! - [`sample`]: what a collector produces, a timestamped set of named series values.
 //! - [`delta`]: the keyframe/delta encoder (agent side) and the state it rebuilds (aggregator side).
 //! - [`message`]: the protocol messages (`Hello`, `Welcome`, `Batch`, `Ack`, `KeyframeRequest`).
+//! - [`probe`]: the series names and labels endpoint probes report under.
 //! - [`reader`]: the sans-IO buffer that turns stream chunks back into messages.
 //! - [`time`]: RFC 3339 formatting and parsing.
 //! - [`frame`]: the versioned, length-prefixed, zstd-compressed envelope around one message.
@@ -17,6 +18,7 @@ pub mod config;
 pub mod delta;
 pub mod frame;
 pub mod message;
+pub mod probe;
 pub mod reader;
 pub mod sample;
 pub mod time;
