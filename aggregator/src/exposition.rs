@@ -139,6 +139,7 @@ mod tests {
     use crate::twin::Twin;
     use twinwatch_common::delta::DeltaEncoder;
     use twinwatch_common::message::{Batch, Hello};
+    use twinwatch_common::probe;
     use twinwatch_common::sample::{Metric, Sample, SeriesKey};
 
     fn twin_with(metrics: Vec<Metric>) -> Twin {
@@ -186,6 +187,42 @@ mod tests {
             assert!(out.contains(expected), "missing {expected:?} in\n{out}");
         }
         assert_eq!(out.matches("# TYPE").count(), out.lines().filter(|l| l.starts_with("# TYPE")).count());
+    }
+
+    #[test]
+    fn probe_series_come_out_as_blackbox_exporter_names_them() {
+        let mut metrics = crate::endpoints::tests::http_result("shop", 1_795_332_000_123, 200, 0.25);
+        let key = |name: &str| SeriesKey::new(name).with(probe::ENDPOINT, "shop");
+        metrics.push(Metric::counter(key(probe::RUNS), Value::Int(7)));
+        metrics.push(Metric::gauge(
+            key(probe::TLS_CHAIN_INFO)
+                .with("issuer", "CN=\"Test\" CA")
+                .with("subjectalternative", "a.example,b.example"),
+            Value::Int(1),
+        ));
+        let twin = twin_with(metrics);
+        let mut out = String::new();
+        render(twin.hosts(), 1000, 60_000, &mut out);
+        let labels = "dc=\"dc1\",endpoint=\"shop\",host=\"udm\",instance=\"udm\"";
+        for expected in [
+            format!("# TYPE probe_success gauge\nprobe_success{{{labels}}} 1\n"),
+            format!("# TYPE probe_duration_seconds gauge\nprobe_duration_seconds{{{labels}}} 0.25\n"),
+            format!("# TYPE probe_http_status_code gauge\nprobe_http_status_code{{{labels}}} 200\n"),
+            format!("probe_http_duration_seconds{{{labels},phase=\"connect\"}} {}\n", 0.25 * 2.0 / 15.0),
+            // Milliseconds at scale 1e-3 read as seconds, as Prometheus timestamps do.
+            format!("twinwatch_probe_timestamp_seconds{{{labels}}} 1795332000.123\n"),
+            format!("# TYPE twinwatch_probe_runs_total counter\ntwinwatch_probe_runs_total{{{labels}}} 7\n"),
+            format!("twinwatch_probe_info{{{labels},kind=\"http\",target=\"https://shop.example/\"}} 1\n"),
+            format!(
+                "probe_ssl_last_chain_info{{{labels},issuer=\"CN=\\\"Test\\\" CA\",subjectalternative=\"a.example,b.example\"}} 1\n"
+            ),
+            "twinwatch_probe_result_info{address=\"[::1]:443\",dc=\"dc1\",detail=\"\",endpoint=\"shop\",host=\"udm\",instance=\"udm\",outcome=\"success\"} 1\n".to_owned(),
+        ] {
+            assert!(out.contains(&expected), "missing {expected:?} in\n{out}");
+        }
+        for name in [probe::SUCCESS, probe::DURATION, probe::HTTP_DURATION, probe::INFO, probe::RESULT_INFO] {
+            assert!(out.contains(&format!("# TYPE {name} gauge\n")), "{name}");
+        }
     }
 
     #[test]

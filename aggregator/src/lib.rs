@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`ingest`]: the QUIC listener and per-agent sessions (hello, batches, acks).
 //! - [`twin`]: the sans-IO twin core: sequence reconciliation, delta state, host status.
+//! - [`endpoints`]: the service twin: recent probe results per endpoint and vantage, their
+//!   statistics and the views the API serves.
 //! - [`store`]: sled persistence of batches and host state, flushed before any ack.
 //! - [`api`]: the axum REST API.
 //! - [`exposition`]: the twins as Prometheus text, for `/metrics`.
@@ -17,6 +19,7 @@ pub mod auth;
 pub mod certs;
 pub mod config;
 pub mod endpoint;
+pub mod endpoints;
 pub mod exposition;
 pub mod identity;
 pub mod ingest;

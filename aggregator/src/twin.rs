@@ -4,6 +4,9 @@
 //! [`Twin::handle_batch`] with the aggregator's current time; the API reads [`Twin::hosts`] and
 //! asks [`HostTwin::status`] with its own `now`. Everything here is a plain `#[test]` away.
 //!
+//! Every applied tick is shown to [`Endpoints`], which keeps the recent probe results the host
+//! states alone would forget.
+//!
 //! Sequence rules, per agent: batches of one incarnation arrive in order on one stream. A batch
 //! at or below the applied sequence is a duplicate (a replay after a lost ack) and is not applied
 //! again; the next sequence is applied; a jump means batches were dropped at the agent, so a
@@ -12,9 +15,10 @@
 use std::collections::BTreeMap;
 
 use bincode::{Decode, Encode};
-use twinwatch_common::delta::{DeltaError, DeltaState};
+use twinwatch_common::delta::{DeltaError, DeltaState, Tick};
 use twinwatch_common::message::{Batch, Hello, HostInfo};
 
+use crate::endpoints::Endpoints;
 use crate::identity::AgentIdentity;
 
 /// Incarnations remembered per host, to recognise late replays of earlier ones.
@@ -139,12 +143,18 @@ pub enum Outcome {
 #[derive(Debug, Default)]
 pub struct Twin {
     hosts: BTreeMap<String, HostTwin>,
+    /// Recent probe results, taken from the ticks as they are applied; not persisted.
+    endpoints: Endpoints,
 }
 
 impl Twin {
     /// Rebuilds the twin from hosts loaded from the store.
     pub fn from_hosts(hosts: impl IntoIterator<Item = HostTwin>) -> Self {
-        Twin { hosts: hosts.into_iter().map(|h| (h.id.clone(), h)).collect() }
+        Twin { hosts: hosts.into_iter().map(|h| (h.id.clone(), h)).collect(), endpoints: Endpoints::default() }
+    }
+
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
     }
 
     pub fn hosts(&self) -> impl Iterator<Item = &HostTwin> {
@@ -157,10 +167,17 @@ impl Twin {
 
     /// Puts back a host as the store has it, after a failed commit.
     pub fn restore(&mut self, host: Option<HostTwin>, id: &str) {
+        // Results already taken from the undone batches stay: their replay finds the same
+        // timestamps and takes nothing twice.
         match host {
-            Some(h) => self.hosts.insert(id.to_owned(), h),
-            None => self.hosts.remove(id),
-        };
+            Some(h) => {
+                self.hosts.insert(id.to_owned(), h);
+            }
+            None => {
+                self.hosts.remove(id);
+                self.endpoints.forget_host(id);
+            }
+        }
     }
 
     /// An agent said hello: record what it is. Returns what is stored of its incarnation.
@@ -222,7 +239,8 @@ impl Twin {
             }
             host.awaiting_keyframe = false;
         }
-        match apply_all(&mut host.state, batch) {
+        let endpoints = &mut self.endpoints;
+        match apply_all(&mut host.state, batch, |state, tick| endpoints.observe(agent, state, tick)) {
             Ok(()) => {
                 host.counters.batches_applied += 1;
                 Outcome::Applied
@@ -237,16 +255,25 @@ impl Twin {
     }
 }
 
-/// Applies every tick of a batch in order. `DeltaState::apply` leaves the state untouched when a
-/// tick fails; ticks before it stay applied, and the caller then waits for a keyframe, which
-/// replaces the state whole.
-fn apply_all(state: &mut DeltaState, batch: &Batch) -> Result<(), DeltaError> {
-    batch.ticks.iter().try_for_each(|tick| state.apply(tick))
+/// Applies every tick of a batch in order, showing `applied` the state after each.
+/// `DeltaState::apply` leaves the state untouched when a tick fails; ticks before it stay applied,
+/// and the caller then waits for a keyframe, which replaces the state whole.
+fn apply_all(
+    state: &mut DeltaState,
+    batch: &Batch,
+    mut applied: impl FnMut(&DeltaState, &Tick),
+) -> Result<(), DeltaError> {
+    batch.ticks.iter().try_for_each(|tick| {
+        state.apply(tick)?;
+        applied(state, tick);
+        Ok(())
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::endpoints::tests::http_result;
     use twinwatch_common::delta::DeltaEncoder;
     use twinwatch_common::sample::{Metric, Sample, SeriesKey, Value};
 
@@ -349,6 +376,37 @@ mod tests {
         assert_eq!(twin.host("udm").unwrap().counters.reboots, 0);
         twin.handle_hello(&who(), &booted(3, "b2"), 3);
         assert_eq!(twin.host("udm").unwrap().counters.reboots, 1);
+    }
+
+    #[test]
+    fn probe_results_are_taken_once_through_replays_and_new_incarnations() {
+        let mut twin = Twin::default();
+        twin.handle_hello(&who(), &hello(1), 0);
+        let mut enc = DeltaEncoder::new(1000);
+        let mut tick = |ts: i64, probe_ts: i64| enc.encode(&Sample::new(ts, http_result("shop", probe_ts, 200, 0.1)));
+        let batches = [
+            Batch { incarnation: 1, seq: 1, ticks: vec![tick(1_000, 900)] },
+            Batch { incarnation: 1, seq: 2, ticks: vec![tick(2_000, 900), tick(3_000, 2_900)] },
+            Batch { incarnation: 1, seq: 3, ticks: vec![tick(4_000, 3_900), tick(5_000, 4_900)] },
+        ];
+        let results = |twin: &Twin| twin.endpoints().vantage("shop", "udm").map_or(0, |v| v.results().len());
+        for b in &batches {
+            assert_eq!(twin.handle_batch("udm", b, 1), Outcome::Applied);
+        }
+        assert_eq!(results(&twin), 4);
+        for b in &batches {
+            assert_eq!(twin.handle_batch("udm", b, 2), Outcome::Duplicate);
+        }
+        assert_eq!(results(&twin), 4);
+        // A restarted agent's keyframe carries the last result again: still not a new one.
+        let mut enc = DeltaEncoder::new(1000);
+        let again = enc.encode(&Sample::new(6_000, http_result("shop", 4_900, 200, 0.1)));
+        twin.handle_hello(&who(), &hello(2), 3);
+        assert_eq!(
+            twin.handle_batch("udm", &Batch { incarnation: 2, seq: 1, ticks: vec![again] }, 3),
+            Outcome::Applied
+        );
+        assert_eq!(results(&twin), 4);
     }
 
     #[test]

@@ -71,10 +71,8 @@ impl std::str::FromStr for Span {
             "d" => n * 86400.0,
             other => return Err(format!("unknown duration unit {other:?} in {s:?} (use ms, s, m, h or d)")),
         };
-        if !secs.is_finite() || secs < 0.0 {
-            return Err(format!("{s:?} is not a usable duration"));
-        }
-        Ok(Span(Duration::from_secs_f64(secs)))
+        // `try_from`: a duration past `Duration::MAX` ("1e300d") is an error, not a panic.
+        Duration::try_from_secs_f64(secs).map(Span).map_err(|_| format!("{s:?} is not a usable duration"))
     }
 }
 
@@ -153,6 +151,7 @@ mod tests {
         assert_eq!("1.5s".parse::<Span>().unwrap().0, Duration::from_millis(1500));
         assert_eq!("2h".parse::<Span>().unwrap().0, Duration::from_secs(7200));
         assert!("-1s".parse::<Span>().is_err() && "1y".parse::<Span>().is_err());
+        assert!("99999999999999999999999d".parse::<Span>().is_err() && "NaNs".parse::<Span>().is_err());
         assert_eq!("64MiB".parse::<Bytes>().unwrap().0, 64 << 20);
         assert_eq!("100".parse::<Bytes>().unwrap().0, 100);
         assert!("99999999999GiB".parse::<Bytes>().is_err());

@@ -260,6 +260,11 @@ impl DeltaState {
         self.series.iter().flatten()
     }
 
+    /// The series with wire id `id`, so a reader of a [`Tick`] can look up what it touched.
+    pub fn get(&self, id: u32) -> Option<&SeriesState> {
+        self.series.get(id as usize)?.as_ref()
+    }
+
     pub fn len(&self) -> usize {
         self.series().count()
     }
@@ -407,6 +412,8 @@ mod tests {
             state.apply(&enc.encode(&Sample::new(ts, vec![m]))).unwrap();
         }
         let s = state.series().next().unwrap();
+        assert_eq!(state.get(0), Some(s));
+        assert_eq!(state.get(1), None);
         assert_eq!(s.value(), 7.0);
         assert_eq!(s.rate(), Some(2.0)); // (700-300) ticks * 0.01 s / 2 s
     }

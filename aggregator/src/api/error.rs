@@ -16,6 +16,10 @@ impl ApiError {
         ApiError { status: StatusCode::NOT_FOUND, error: "not found", detail: detail.into().into() }
     }
 
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::BAD_REQUEST, error: "bad request", detail: detail.into().into() }
+    }
+
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         ApiError { status: StatusCode::UNAUTHORIZED, error: "unauthorized", detail: detail.into().into() }
     }

@@ -1,8 +1,10 @@
-//! The REST API (axum): health, hosts, and the errors and tokens around them.
+//! The REST API (axum): health, hosts, endpoints and services, and the errors and tokens around
+//! them.
 //!
 //! The API reads the twin and the store; it never calls back into ingest. [`router`] builds the
 //! whole app, so tests can drive it without a socket.
 
+mod endpoints;
 mod error;
 mod health;
 mod hosts;
@@ -49,6 +51,9 @@ pub fn router(state: AppState) -> Router {
         .route("/hosts", get(hosts::list))
         .route("/hosts/{id}", get(hosts::one))
         .route("/hosts/{id}/batches", get(hosts::batches))
+        .route("/endpoints", get(endpoints::list))
+        .route("/endpoints/{id}", get(endpoints::one))
+        .route("/services", get(endpoints::services))
         .layer(axum::middleware::from_fn_with_state(state.clone(), require_read));
     let metrics = Router::new().route("/metrics", get(metrics::metrics));
     let metrics = if state.metrics_open {
