@@ -13,6 +13,8 @@ use toml::Spanned;
 use twinwatch_common::config::{parse_toml, Bytes, ConfigError, Span};
 
 use crate::collector::{self, Settings};
+use crate::probe::config::{ProbeFile, ProbesFile, ServiceFile};
+use crate::probe::ProbeSettings;
 
 pub const DEFAULT_PATH: &str = "/etc/twinwatch/agent.toml";
 
@@ -36,6 +38,12 @@ struct File {
     processes: ProcessesFile,
     #[serde(default)]
     gpu: GpuFile,
+    #[serde(default)]
+    probes: ProbesFile,
+    #[serde(default)]
+    probe: Vec<Spanned<ProbeFile>>,
+    #[serde(default)]
+    service: Vec<Spanned<ServiceFile>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -94,6 +102,8 @@ pub struct Config {
     pub flush_interval: Duration,
     /// Which host sources run, and how often.
     pub collectors: Settings,
+    /// Endpoint probes and OpenAPI services.
+    pub probes: ProbeSettings,
 }
 
 impl Config {
@@ -114,10 +124,11 @@ impl Config {
                 message: format!("unknown collector; known ones are {}", known.join(", ")),
             });
         }
-        Ok(Self::resolve(file, path))
+        let probes = crate::probe::config::resolve(path, text, &file.probes, file.probe.clone(), file.service.clone())?;
+        Ok(Self::resolve(file, path, probes))
     }
 
-    fn resolve(file: File, path: &Path) -> Config {
+    fn resolve(file: File, path: &Path, probes: ProbeSettings) -> Config {
         let base = path.parent().unwrap_or(Path::new("/"));
         let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
         let state_dir = abs(file.state_dir.unwrap_or_else(|| "/var/lib/twinwatch/agent".into()));
@@ -145,6 +156,7 @@ impl Config {
                 .flush_interval
                 .map_or(Duration::from_secs(1), |s| s.0.max(Duration::from_millis(10))),
             collectors,
+            probes,
         }
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`collector`]: one file per kernel source, each a parser over text.
+//! - [`probe`]: endpoint probes (HTTP(S), TCP, DNS, TLS) and OpenAPI services; results join the samples.
 //! - [`sampler`]: the sampling thread: collectors → sample → delta tick → batch frame → queue.
 //! - [`queue`]: the durable, capped outbound buffer; batches leave it only when acknowledged.
 //! - [`shipper`]: the QUIC session: hello, replay the queue in order, apply acks, reconnect.
@@ -14,6 +15,7 @@ pub mod backoff;
 pub mod collector;
 pub mod config;
 pub mod identity;
+pub mod probe;
 pub mod queue;
 pub mod sampler;
 pub mod shipper;
@@ -71,7 +73,10 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
     let wake = Arc::new(Notify::new());
     let keyframe_wanted = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
+    let probes = (!config.probes.is_empty()).then(|| probe::start(&config.probes, &shutdown));
+    tracing::info!(probes = config.probes.probes.len(), services = config.probes.services.len(), "probes started");
     let sampler = Sampler {
+        probes,
         collectors: Collectors::new(Roots::default(), &config.collectors),
         encoder: DeltaEncoder::new(config.keyframe_every),
         queue: queue.clone(),

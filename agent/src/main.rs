@@ -29,6 +29,9 @@ enum Command {
         #[arg(long, value_name = "N")]
         cost: Option<u32>,
     },
+    /// Run every configured probe (and every service's generated probes) once and print the
+    /// results, one series per line.
+    Probe,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,17 +64,18 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sample { cost: None } => {
-            use std::io::Write;
             let mut out = Vec::new();
             Collectors::new(Roots::default(), &Default::default()).collect(&mut out, true);
-            let mut stdout = std::io::stdout().lock();
-            for m in out {
-                let labels: Vec<String> = m.key.labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-                // A closed pipe (`| head`) ends the listing quietly.
-                if writeln!(stdout, "{}{{{}}} {}", m.key.name, labels.join(","), m.real()).is_err() {
-                    break;
-                }
-            }
+            print_metrics(out);
+            Ok(())
+        }
+        Command::Probe => {
+            let config = Config::load(&cli.config)?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let table = runtime.block_on(twinwatch_agent::probe::run_all_once(&config.probes));
+            let mut out = Vec::new();
+            table.emit(&mut 0, true, &mut out);
+            print_metrics(out);
             Ok(())
         }
         Command::Run => {
@@ -85,6 +89,23 @@ fn main() -> anyhow::Result<()> {
                 });
                 twinwatch_agent::run(config, rx).await.context("agent failed")
             })
+        }
+    }
+}
+
+fn print_metrics(metrics: Vec<twinwatch_common::sample::Metric>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    for m in metrics {
+        let labels: Vec<String> = m
+            .key
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+            .collect();
+        // A closed pipe (`| head`) ends the listing quietly.
+        if writeln!(stdout, "{}{{{}}} {}", m.key.name, labels.join(","), m.real()).is_err() {
+            break;
         }
     }
 }

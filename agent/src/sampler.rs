@@ -13,6 +13,7 @@ use twinwatch_common::message::{Batch, Message};
 use twinwatch_common::sample::{Metric, Sample, SeriesKey, Value};
 
 use crate::collector::{user_hz, Collectors};
+use crate::probe::table::{self, Table};
 use crate::queue::Queue;
 use crate::stats::{process_metrics, Stats};
 
@@ -22,6 +23,8 @@ pub fn now_ms() -> i64 {
 
 pub struct Sampler {
     pub collectors: Collectors,
+    /// Probe results, when any probes are configured.
+    pub probes: Option<Arc<Table>>,
     pub encoder: DeltaEncoder,
     pub queue: Arc<Queue>,
     pub stats: Arc<Stats>,
@@ -42,13 +45,20 @@ impl Sampler {
         let mut seq = 0u64;
         let mut next = Instant::now();
         let mut metrics: Vec<Metric> = Vec::with_capacity(512);
+        let mut probes_seen = 0u64;
         while !self.stop.load(Relaxed) {
             metrics.clear();
             if self.keyframe_wanted.swap(false, Relaxed) {
                 self.encoder.request_keyframe();
             }
             // A keyframe carries every series, so every source is read for it.
-            let skipped = self.collectors.collect(&mut metrics, self.encoder.keyframe_due());
+            let all = self.encoder.keyframe_due();
+            let mut skipped = self.collectors.collect(&mut metrics, all);
+            // Probe results join the sample only when one has landed since the last tick.
+            let fresh = self.probes.as_ref().is_some_and(|t| t.emit(&mut probes_seen, all, &mut metrics));
+            if !fresh {
+                skipped |= 1 << table::GROUP;
+            }
             let own = metrics.len();
             for source in &self.collectors.sources {
                 let key = SeriesKey::new("twinwatch_agent_collector_errors_total").with("collector", source.name);

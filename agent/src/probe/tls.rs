@@ -1,0 +1,228 @@
+//! TLS for probes: a handshake that keeps the certificate chain it was shown, verified or not.
+//!
+//! The verifier wraps rustls' WebPKI verifier. It records the presented chain and the verdict
+//! before answering, so an expired or unknown certificate is reported (expiry, issuer, reason) as
+//! the probe's outcome rather than lost in a handshake error. Each run builds a fresh client
+//! configuration, so no session is resumed and every run measures a full handshake.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use crate::tls::TlsError;
+
+/// The system's trusted roots, read once.
+fn system_roots() -> &'static RootCertStore {
+    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let mut roots = RootCertStore::empty();
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            tracing::warn!("system trust store: {e}");
+        }
+        let (added, ignored) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            tracing::warn!(ignored, "no trusted roots found on this system; HTTPS probes trust only their ca_file");
+        }
+        roots
+    })
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())).clone()
+}
+
+/// How one probe verifies servers: the system roots plus its own CA file, or nothing at all.
+#[derive(Clone)]
+pub struct TlsContext {
+    verifier: Arc<WebPkiServerVerifier>,
+    /// Report the chain and whether it verified, but carry on when it does not.
+    insecure: bool,
+}
+
+impl TlsContext {
+    pub fn new(ca_file: Option<&Path>, insecure: bool) -> Result<TlsContext, TlsError> {
+        let mut roots = system_roots().clone();
+        if let Some(path) = ca_file {
+            for cert in crate::tls::certs(path)? {
+                roots.add(cert)?;
+            }
+        }
+        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| TlsError::Quic(format!("probe TLS verifier: {e}")))?;
+        Ok(TlsContext { verifier, insecure })
+    }
+
+    /// Completes a handshake on `tcp`. Whatever happens, the returned [`Seen`] has the chain the
+    /// server presented, if it got that far.
+    pub async fn handshake(&self, tcp: TcpStream, host: &str) -> (Result<TlsStream<TcpStream>, String>, Seen) {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let verifier = Capturing { inner: self.verifier.clone(), seen: seen.clone(), insecure: self.insecure };
+        let config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map(|b| b.dangerous().with_custom_certificate_verifier(Arc::new(verifier)).with_no_client_auth());
+        let result = match (config, ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))) {
+            (Ok(mut config), Ok(name)) => {
+                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+                connector.connect(name.to_owned(), tcp).await.map_err(|e| e.to_string())
+            }
+            (Err(e), _) => Err(e.to_string()),
+            (_, Err(e)) => Err(format!("server name {host:?}: {e}")),
+        };
+        let mut seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Ok(stream) = &result {
+            seen.version = stream.get_ref().1.protocol_version().map(|v| match v {
+                rustls::ProtocolVersion::TLSv1_2 => "TLS 1.2".to_owned(),
+                rustls::ProtocolVersion::TLSv1_3 => "TLS 1.3".to_owned(),
+                other => format!("{other:?}"),
+            });
+        }
+        (result, seen)
+    }
+}
+
+/// What a handshake showed.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    /// Leaf first, as presented.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// `Some(reason)` when the chain did not verify.
+    pub invalid: Option<String>,
+    pub version: Option<String>,
+}
+
+impl Seen {
+    /// The presented certificates, parsed; unparsable ones are skipped.
+    pub fn certificates(&self) -> Vec<CertInfo> {
+        self.chain.iter().filter_map(|der| CertInfo::parse(der)).collect()
+    }
+}
+
+#[derive(Debug)]
+struct Capturing {
+    inner: Arc<WebPkiServerVerifier>,
+    seen: Arc<Mutex<Seen>>,
+    insecure: bool,
+}
+
+impl ServerCertVerifier for Capturing {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verdict = self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            seen.chain = std::iter::once(end_entity).chain(intermediates).map(|c| c.clone().into_owned()).collect();
+            seen.invalid = verdict.as_ref().err().map(|e| e.to_string());
+        }
+        if self.insecure {
+            return Ok(ServerCertVerified::assertion());
+        }
+        verdict
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The parts of a certificate a probe reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertInfo {
+    /// `notAfter`, unix seconds.
+    pub not_after: i64,
+    pub subject: String,
+    pub issuer: String,
+    /// DNS names and IP addresses.
+    pub sans: Vec<String>,
+    /// Lower-case hex.
+    pub serial: String,
+    pub fingerprint_sha256: String,
+}
+
+impl CertInfo {
+    pub fn parse(der: &[u8]) -> Option<CertInfo> {
+        use x509_parser::extensions::GeneralName;
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let mut sans = Vec::new();
+        if let Ok(Some(ext)) = cert.subject_alternative_name() {
+            for name in &ext.value.general_names {
+                match name {
+                    GeneralName::DNSName(n) => sans.push((*n).to_owned()),
+                    GeneralName::IPAddress(b) => match b.len() {
+                        4 => sans.push(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).ok()?).to_string()),
+                        16 => sans.push(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).ok()?).to_string()),
+                        _ => {}
+                    },
+                    _ => {}
+                }
+            }
+        }
+        let digest = ring::digest::digest(&ring::digest::SHA256, der);
+        Some(CertInfo {
+            not_after: cert.validity().not_after.timestamp(),
+            subject: cert.subject().to_string(),
+            issuer: cert.issuer().to_string(),
+            sans,
+            serial: hex(cert.raw_serial()),
+            fingerprint_sha256: hex(digest.as_ref()),
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_certificate_reads_back_exactly() {
+        let mut params = rcgen::CertificateParams::new(vec!["app.test".into(), "10.0.0.1".into()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2031, 5, 17);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "app.test");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let info = CertInfo::parse(cert.der()).unwrap();
+        assert_eq!(info.not_after, 1_936_742_400, "2031-05-17T00:00:00Z");
+        assert_eq!(info.sans, ["app.test", "10.0.0.1"]);
+        assert_eq!(info.subject, "CN=app.test");
+        assert_eq!(info.fingerprint_sha256.len(), 64);
+        assert!(CertInfo::parse(b"not a certificate").is_none());
+    }
+}
