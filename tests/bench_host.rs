@@ -14,24 +14,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use twinwatch_tests::bench::{median, report_dir, usage};
 use twinwatch_tests::{bin, free_port, http_get, wait_for, Aggregator, Proc, TempDir};
 
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 const WINDOW: usize = 10;
-
-/// CPU time in nanoseconds (the sum of every thread's schedstat, far finer than the 10 ms ticks
-/// of /proc/PID/stat), and resident bytes, of one process.
-fn usage(pid: i32) -> Option<(u64, u64)> {
-    let mut cpu_ns = 0u64;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
-        let schedstat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
-        cpu_ns += schedstat.split_ascii_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    }
-    let ticks = cpu_ns;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches(" kB").trim();
-    Some((ticks, rss_kb.parse::<u64>().ok()? * 1024))
-}
 
 /// One scrape as Prometheus does it (gzip accepted): the compressed body length.
 fn scrape_gzip(port: u16) -> std::io::Result<usize> {
@@ -57,19 +44,6 @@ fn scrape_gzip(port: u16) -> std::io::Result<usize> {
         body = &body[(eol + 2 + size + 2).min(body.len())..];
     }
     Ok(total)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mid = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2.0
-    }
 }
 
 /// The agent's own counters as the aggregator has them.
@@ -198,10 +172,5 @@ fn main() {
                            "rss_bytes_median": exporter_rss, "gzip_bytes_per_sample": exporter_wire,
                            "samples_per_scrape": exporter_samples, "binary_bytes": exporter_size },
     });
-    let out = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.ancestors().nth(3).map(|t| t.join("bench")))
-        .unwrap_or_else(|| "bench".into());
-    let _ = std::fs::create_dir_all(&out);
-    let _ = std::fs::write(out.join("host.json"), serde_json::to_string_pretty(&report).unwrap_or_default());
+    let _ = std::fs::write(report_dir().join("host.json"), serde_json::to_string_pretty(&report).unwrap_or_default());
 }

@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod bench;
+pub mod web;
+
 /// The directory holding this build's binaries (`target/<profile>`).
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

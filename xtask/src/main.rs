@@ -3,7 +3,7 @@
 //! - `cargo xtask quickstart [ARGS]`: build release binaries and run
 //!   `twinwatch-aggregator quickstart ARGS` (an aggregator and a local agent).
 //! - `cargo xtask test`: install what the tests need, build the binaries, run every test.
-//! - `cargo xtask bench [--seconds N]`: release binaries next to their peers (node_exporter) in
+//! - `cargo xtask bench [--seconds N]`: release binaries next to their peers (node_exporter, blackbox_exporter) in
 //!   the same run; prints medians and ratios, writes `target/bench/*.json`.
 //! - `cargo xtask dictionary`: sample this host for two minutes and train the wire's zstd
 //!   dictionary, `common/src/wire.dict` (a protocol change: see `common/src/frame.rs`).
@@ -65,7 +65,7 @@ fn run(mut cmd: Command) -> Result<(), String> {
 }
 
 /// Debian packages the test suite needs, installed when missing (as root, with apt).
-const APT_PACKAGES: &[&str] = &["prometheus-node-exporter"];
+const APT_PACKAGES: &[&str] = &["prometheus-node-exporter", "prometheus-blackbox-exporter"];
 
 fn ensure_apt_packages() -> Result<(), String> {
     let missing: Vec<&str> = APT_PACKAGES
@@ -152,9 +152,12 @@ fn bench(args: &[String]) -> Result<(), String> {
     let mut build = cargo();
     build.args(["build", "--release", "--bins", "-p", "twinwatch-agent", "-p", "twinwatch-aggregator"]);
     run(build)?;
-    let mut bench = cargo();
-    bench.args(["bench", "-p", "twinwatch-tests", "--bench", "host", "--"]).args(args);
-    run(bench)
+    for name in ["host", "probes"] {
+        let mut bench = cargo();
+        bench.args(["bench", "-p", "twinwatch-tests", "--bench", name, "--"]).args(args);
+        run(bench)?;
+    }
+    Ok(())
 }
 
 fn dictionary() -> Result<(), String> {

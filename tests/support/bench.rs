@@ -1,0 +1,38 @@
+//! Measuring processes for the benchmarks: CPU from schedstat, resident memory, medians.
+
+/// CPU time in nanoseconds (the sum of every thread's schedstat, far finer than the 10 ms ticks
+/// of /proc/PID/stat), and resident bytes, of one process.
+pub fn usage(pid: i32) -> Option<(u64, u64)> {
+    let mut cpu_ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let schedstat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        cpu_ns += schedstat.split_ascii_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches(" kB").trim();
+    Some((cpu_ns, rss_kb.parse::<u64>().ok()? * 1024))
+}
+
+/// The median (the mean of the middle two for an even count); NaN for none.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
+}
+
+/// Where benchmark reports go: `target/bench/`.
+pub fn report_dir() -> std::path::PathBuf {
+    let out = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.ancestors().nth(3).map(|t| t.join("bench")))
+        .unwrap_or_else(|| "bench".into());
+    let _ = std::fs::create_dir_all(&out);
+    out
+}
