@@ -74,3 +74,84 @@ pub async fn run_forever(def: ProbeDef, table: Arc<Table>, permits: Arc<Semaphor
         table.put(&def.id, metrics);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::definition::IpPref;
+
+    /// A server that accepts connections and never answers: every HTTP probe of it runs until
+    /// its timeout.
+    async fn silent_server() -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        (format!("http://{addr}/"), task)
+    }
+
+    fn probe(id: &str, url: &str) -> ProbeDef {
+        let tls = crate::probe::tls::TlsContext::new(None, false).unwrap();
+        let check = crate::probe::definition::HttpCheck {
+            url: url.into(),
+            method: "GET".into(),
+            headers: Vec::new(),
+            body: None,
+            expect_status: Vec::new(),
+            follow_redirects: true,
+            max_redirects: 10,
+            ip: IpPref::Any,
+            body_matches: Vec::new(),
+            body_not_matches: Vec::new(),
+            json: Vec::new(),
+            body_limit: 1 << 20,
+            tls,
+            validator: None,
+            violations_fail: true,
+        };
+        ProbeDef {
+            id: id.into(),
+            interval: Duration::from_millis(400),
+            timeout: Duration::from_millis(400),
+            jitter: Duration::ZERO,
+            check: Check::Http(Box::new(check)),
+            info: Vec::new(),
+        }
+    }
+
+    fn counter(table: &Table, id: &str, name: &str) -> f64 {
+        let mut out = Vec::new();
+        table.emit(&mut 0, true, &mut out);
+        out.iter().find(|m| m.key.name == name && m.key.label("endpoint") == Some(id)).map_or(0.0, |m| m.real())
+    }
+
+    #[tokio::test]
+    async fn slow_probes_under_a_cap_of_one_skip_beats_instead_of_stacking() {
+        let (url, server) = silent_server().await;
+        let table = Arc::new(Table::default());
+        let permits = Arc::new(Semaphore::new(1));
+        let (stop_tx, stop) = watch::channel(false);
+        let ids = ["a", "b"];
+        for id in ids {
+            tokio::spawn(run_forever(probe(id, &url), table.clone(), permits.clone(), stop.clone()));
+        }
+        // Each run holds the only permit for its whole 400 ms timeout, and each probe wants one
+        // run per 400 ms: twice what the cap allows over 2 s.
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        let _ = stop_tx.send(true);
+        let runs: f64 = ids.iter().map(|id| counter(&table, id, "twinwatch_probe_runs_total")).sum();
+        let skipped: f64 = ids.iter().map(|id| counter(&table, id, "twinwatch_probe_skipped_total")).sum();
+        assert!(runs <= 5.0, "at most one 400 ms run at a time fits 2 s: {runs}");
+        assert!(runs >= 2.0 && skipped >= 1.0, "runs {runs}, skipped {skipped}");
+        let mut out = Vec::new();
+        table.emit(&mut 0, true, &mut out);
+        assert!(out
+            .iter()
+            .any(|m| m.key.name == "twinwatch_probe_result_info" && m.key.label("outcome") == Some("timeout")));
+        server.abort();
+    }
+}
