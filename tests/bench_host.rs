@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use twinwatch_tests::bench::{median, report_dir, usage};
+use twinwatch_tests::bench::{median, report_dir, seconds_arg, usage};
 use twinwatch_tests::{bin, free_port, http_get, wait_for, Aggregator, Proc, TempDir};
 
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
@@ -59,12 +59,7 @@ struct Series {
 }
 
 fn main() {
-    let seconds: usize = std::env::args()
-        .skip_while(|a| a != "--seconds")
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(120)
-        .max(WINDOW);
+    let seconds = seconds_arg(120, WINDOW);
     assert!(Path::new(NODE_EXPORTER).exists(), "{NODE_EXPORTER} is missing: `cargo xtask bench` installs it");
 
     let tmp = TempDir::new("bench-host");

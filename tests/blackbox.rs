@@ -6,21 +6,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use twinwatch_tests::prometheus::parse;
 use twinwatch_tests::web::{Web, INTERMEDIATE_EXPIRY, LEAF_EXPIRY, SLOW};
 use twinwatch_tests::{bin, free_port, http_get, wait_for, Proc, TempDir};
 
 const BLACKBOX: &str = "/usr/bin/prometheus-blackbox-exporter";
-
-/// `name{labels}` -> value, from Prometheus text (ours or blackbox_exporter's).
-fn parse(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            Some((key.to_owned(), value.parse().ok()?))
-        })
-        .collect()
-}
 
 /// One series of ours, for `endpoint`, with extra labels written as blackbox_exporter orders them.
 fn ours(all: &BTreeMap<String, f64>, endpoint: &str, name: &str, label: Option<(&str, &str)>) -> Option<f64> {

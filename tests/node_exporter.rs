@@ -4,24 +4,13 @@
 //! Needs `prometheus-node-exporter` (`cargo xtask test` installs it). No expected value is written
 //! here: node_exporter is the reference.
 
-use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
+use twinwatch_tests::prometheus::parse;
 use twinwatch_tests::{bin, free_port, http_get, wait_for, Proc, TempDir};
 
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
-
-/// `name{labels}` -> value, from Prometheus text exposition.
-fn parse(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            Some((key.replace("{}", ""), value.parse().ok()?))
-        })
-        .collect()
-}
 
 /// Series families compared, by prefix. Memory is the fields an operator reads; the rest of
 /// meminfo (AnonPages, Mapped, ...) moves by the reading process's own footprint between two reads.

@@ -36,3 +36,8 @@ pub fn report_dir() -> std::path::PathBuf {
     let _ = std::fs::create_dir_all(&out);
     out
 }
+
+/// The value of `--seconds N` on the command line, at least `min`; `default` without one.
+pub fn seconds_arg(default: usize, min: usize) -> usize {
+    std::env::args().skip_while(|a| a != "--seconds").nth(1).and_then(|s| s.parse().ok()).unwrap_or(default).max(min)
+}

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod bench;
+pub mod prometheus;
 pub mod web;
 
 /// The directory holding this build's binaries (`target/<profile>`).
