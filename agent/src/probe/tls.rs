@@ -50,16 +50,25 @@ pub struct TlsContext {
 
 impl TlsContext {
     pub fn new(ca_file: Option<&Path>, insecure: bool) -> Result<TlsContext, TlsError> {
+        let build = |roots: RootCertStore| {
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| TlsError::Quic(format!("probe TLS verifier: {e}")))
+        };
+        let Some(path) = ca_file else {
+            // Probes that trust only the system's roots share one copy of them.
+            static SHARED: OnceLock<Result<Arc<WebPkiServerVerifier>, String>> = OnceLock::new();
+            let shared = SHARED.get_or_init(|| build(system_roots().clone()).map_err(|e| e.to_string()));
+            let verifier = shared.clone().map_err(|e| {
+                TlsError::Quic(format!("{e} (the system has no trusted roots: give the probe a ca_file)"))
+            })?;
+            return Ok(TlsContext { verifier, insecure });
+        };
         let mut roots = system_roots().clone();
-        if let Some(path) = ca_file {
-            for cert in crate::tls::certs(path)? {
-                roots.add(cert)?;
-            }
+        for cert in crate::tls::certs(path)? {
+            roots.add(cert)?;
         }
-        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
-            .build()
-            .map_err(|e| TlsError::Quic(format!("probe TLS verifier: {e}")))?;
-        Ok(TlsContext { verifier, insecure })
+        Ok(TlsContext { verifier: build(roots)?, insecure })
     }
 
     /// Completes a handshake on `tcp`. Whatever happens, the returned [`Seen`] has the chain the
