@@ -13,6 +13,7 @@ use serde_json::Value;
 
 pub mod bench;
 pub mod prometheus;
+pub mod relay;
 pub mod web;
 
 /// The directory holding this build's binaries (`target/<profile>`).
