@@ -4,7 +4,7 @@
 //! Every wait is a bounded poll that fails the test with what it last saw.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod bench;
+pub mod netns;
 pub mod prometheus;
 pub mod relay;
 pub mod web;
@@ -141,9 +142,14 @@ impl Drop for Proc {
     }
 }
 
-/// A minimal HTTP/1.1 GET: `(status, body)`.
+/// A minimal HTTP/1.1 GET to loopback: `(status, body)`.
 pub fn http_get(port: u16, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    http_get_at(SocketAddr::from(([127, 0, 0, 1], port)), path, token)
+}
+
+/// A minimal HTTP/1.1 GET: `(status, body)`.
+pub fn http_get_at(addr: SocketAddr, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n")?;
@@ -171,7 +177,12 @@ fn dechunk(mut body: &str) -> String {
 
 /// GET returning parsed JSON, or `None` if the request or parse failed or the status was not 200.
 pub fn get_json(port: u16, path: &str, token: &str) -> Option<Value> {
-    match http_get(port, path, Some(token)) {
+    get_json_at(SocketAddr::from(([127, 0, 0, 1], port)), path, token)
+}
+
+/// [`get_json`] to any address.
+pub fn get_json_at(addr: SocketAddr, path: &str, token: &str) -> Option<Value> {
+    match http_get_at(addr, path, Some(token)) {
         Ok((200, body)) => serde_json::from_str(&body).ok(),
         _ => None,
     }
@@ -192,6 +203,10 @@ pub fn wait_for<T>(what: &str, within: Duration, mut probe: impl FnMut() -> Opti
 /// An aggregator with its own data directory, certificates and read token.
 pub struct Aggregator {
     pub dir: PathBuf,
+    /// The address it listens on: loopback, or its namespace's.
+    pub ip: IpAddr,
+    /// The network namespace it runs in, if not the test's own.
+    pub netns: Option<String>,
     pub quic_port: u16,
     pub http_port: u16,
     pub token: String,
@@ -200,15 +215,25 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
-    /// Prepares certificates and a token in `dir` and starts the aggregator.
+    /// Prepares certificates and a token in `dir` and starts the aggregator on loopback.
     pub fn start(dir: &Path) -> Aggregator {
+        Self::start_at(dir, IpAddr::from([127, 0, 0, 1]), None)
+    }
+
+    /// The same, inside a network namespace of a [`netns::Testbed`], on its address there.
+    pub fn start_in(dir: &Path, ns: &netns::Ns) -> Aggregator {
+        Self::start_at(dir, IpAddr::V4(ns.addr), Some(ns.name.clone()))
+    }
+
+    fn start_at(dir: &Path, ip: IpAddr, netns: Option<String>) -> Aggregator {
         std::fs::create_dir_all(dir).expect("aggregator dir");
-        let (quic_port, http_port) = (free_port(), free_port());
+        // In a namespace of its own, any port is free.
+        let (quic_port, http_port) = if netns.is_some() { (4433, 8080) } else { (free_port(), free_port()) };
         let config = dir.join("aggregator.toml");
         std::fs::write(
             &config,
             format!(
-                "data_dir = \"{}\"\nquic_listen = \"127.0.0.1:{quic_port}\"\nhttp_listen = \"127.0.0.1:{http_port}\"\noffline_after = \"30s\"\n",
+                "data_dir = \"{}\"\nquic_listen = \"{ip}:{quic_port}\"\nhttp_listen = \"{ip}:{http_port}\"\noffline_after = \"30s\"\n",
                 dir.display()
             ),
         )
@@ -221,7 +246,7 @@ impl Aggregator {
             Command::new(&exe).args(["--config", cfg, "tokens", "create", "--role", "read"]).output().expect("tokens");
         assert!(out.status.success(), "tokens create failed");
         let token = String::from_utf8(out.stdout).expect("utf-8 token").trim().to_owned();
-        let mut agg = Aggregator { dir: dir.to_owned(), quic_port, http_port, token, proc: None, starts: 0 };
+        let mut agg = Aggregator { dir: dir.to_owned(), ip, netns, quic_port, http_port, token, proc: None, starts: 0 };
         agg.restart();
         agg
     }
@@ -231,12 +256,12 @@ impl Aggregator {
         self.starts += 1;
         let config = self.dir.join("aggregator.toml");
         let log = self.dir.join(format!("aggregator-{}.log", self.starts));
-        let proc =
-            Proc::spawn(&bin("twinwatch-aggregator"), &["--config", config.to_str().expect("utf-8"), "run"], log);
+        let args = ["--config", config.to_str().expect("utf-8"), "run"];
+        let proc = netns::spawn_in(self.netns.as_deref(), &bin("twinwatch-aggregator"), &args, log);
         self.proc = Some(proc);
-        let port = self.http_port;
+        let addr = self.http_addr();
         wait_for("aggregator ready", Duration::from_secs(20), || {
-            matches!(http_get(port, "/health/ready", None), Ok((200, _))).then_some(())
+            matches!(http_get_at(addr, "/health/ready", None), Ok((200, _))).then_some(())
         });
     }
 
@@ -244,8 +269,16 @@ impl Aggregator {
         self.dir.join("certs")
     }
 
+    pub fn http_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.http_port)
+    }
+
+    pub fn quic_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.quic_port)
+    }
+
     pub fn get(&self, path: &str) -> Option<Value> {
-        get_json(self.http_port, path, &self.token)
+        get_json_at(self.http_addr(), path, &self.token)
     }
 
     /// Issues an agent certificate from this aggregator's CA into `out`.
