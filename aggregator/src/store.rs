@@ -173,7 +173,17 @@ mod tests {
             store.commit(host, &[(9, 1, vec![1]), (9, 2, vec![2]), (9, 4, vec![4]), (10, 1, vec![5])]).unwrap();
             store.flush().await.unwrap();
         }
-        let store = Store::open(&dir).unwrap();
+        // sled's flusher thread lets go of the file lock a moment after the last handle is
+        // dropped; a reopen in the same process waits for it, as a restarted process would not.
+        let mut reopened = Store::open(&dir);
+        for _ in 0..100 {
+            if reopened.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            reopened = Store::open(&dir);
+        }
+        let store = reopened.unwrap();
         assert_eq!(store.hosts().unwrap(), vec![twin.host("a-1").unwrap().clone()]);
         let runs = store.stored_runs("a-1").unwrap();
         assert_eq!(
