@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use twinwatch_tests::{http_get, start_agent, wait_for, Aggregator, TempDir};
+use twinwatch_tests::{bin, http_get, start_agent, wait_for, Aggregator, TempDir};
 
 fn mem_total_bytes() -> f64 {
     let text = std::fs::read_to_string("/proc/meminfo").unwrap();
@@ -164,4 +164,47 @@ fn a_bad_config_names_file_line_and_key() {
     assert_config_error(&tmp, "twinwatch-agent", agent, &["check"], 4, "max_bytes");
     let aggregator = "http_listen = \"127.0.0.1:8080\"\nofline_after = \"5s\"\n";
     assert_config_error(&tmp, "twinwatch-aggregator", aggregator, &["run"], 2, "ofline_after");
+}
+
+#[test]
+fn an_expired_certificate_is_refused_and_a_dc_cannot_be_claimed_in_config() {
+    let tmp = TempDir::new("expired");
+    let agg = Aggregator::start(&tmp.path().join("agg"));
+    // A certificate from the right CA, for the right kind of agent, that expired in 2021.
+    let dir = tmp.path().join("stale");
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let ca_pem = std::fs::read_to_string(agg.certs_dir().join("ca.crt")).unwrap();
+    let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(agg.certs_dir().join("ca.key")).unwrap()).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name.push(rcgen::DnType::CommonName, "stale");
+    p.distinguished_name.push(rcgen::DnType::OrganizationalUnitName, "dc1");
+    p.not_before = time::OffsetDateTime::from_unix_timestamp(1_577_836_800).unwrap();
+    p.not_after = time::OffsetDateTime::from_unix_timestamp(1_609_459_200).unwrap();
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, &issuer).unwrap();
+    std::fs::write(certs.join("agent.crt"), cert.pem()).unwrap();
+    std::fs::write(certs.join("agent.key"), key.serialize_pem()).unwrap();
+    std::fs::write(certs.join("ca.crt"), ca_pem).unwrap();
+    let stale = start_agent(&dir, agg.quic_port, "200ms");
+
+    let log = agg.proc.as_ref().unwrap();
+    let refusal = wait_for("the refusal in the aggregator's log", Duration::from_secs(15), || {
+        log.log_text().lines().find(|l| l.contains("agent refused")).map(str::to_owned)
+    });
+    assert!(refusal.to_lowercase().contains("expired"), "the log says why: {refusal}");
+    assert!(agg.get("/api/v1/hosts/stale").is_none(), "an expired agent never reaches the twin");
+    assert!(!stale.log_text().contains("connected to aggregator"), "{}", stale.log_text());
+
+    // The DC comes from the certificate alone: a config that names one is refused, with its line.
+    let config = tmp.path().join("claim.toml");
+    std::fs::write(&config, "aggregator = \"127.0.0.1:4433\"\ndc = \"dc1\"\n").unwrap();
+    let out = std::process::Command::new(bin("twinwatch-agent"))
+        .args(["--config", config.to_str().unwrap(), "check"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("claim.toml:2") && err.contains("`dc`"), "{err}");
 }
