@@ -164,6 +164,16 @@ fn tls(at: &At, base: &Path, ca_file: Option<&Path>, insecure: bool) -> Result<T
     TlsContext::new(ca.as_deref(), insecure).map_err(|e| at.err("ca_file", e.to_string()))
 }
 
+fn headers(at: &At, map: &BTreeMap<String, String>) -> Result<Vec<(String, String)>, ConfigError> {
+    for (name, value) in map {
+        hyper::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| at.err("headers", format!("{name:?} is not a header name")))?;
+        hyper::header::HeaderValue::from_str(value)
+            .map_err(|_| at.err("headers", format!("the value of {name:?} is not a header value")))?;
+    }
+    Ok(map.clone().into_iter().collect())
+}
+
 fn regexes(at: &At, key: &str, list: &[String]) -> Result<Vec<regex::Regex>, ConfigError> {
     list.iter().map(|r| regex::Regex::new(r).map_err(|e| at.err(key, e.to_string()))).collect()
 }
@@ -235,7 +245,7 @@ pub fn resolve(
                 Check::Http(Box::new(HttpCheck {
                     url,
                     method,
-                    headers: p.headers.clone().into_iter().collect(),
+                    headers: headers(&at, &p.headers)?,
                     body: p.body.clone(),
                     expect_status,
                     follow_redirects: p.follow_redirects.unwrap_or(true),
@@ -290,7 +300,7 @@ pub fn resolve(
             timeout,
             jitter,
             refresh: s.refresh.map_or(Duration::from_secs(600), |r| r.0.max(Duration::from_secs(1))),
-            headers: s.headers.into_iter().collect(),
+            headers: headers(&at, &s.headers)?,
             violations_fail: s.violations_fail.unwrap_or(true),
         });
     }
@@ -401,6 +411,14 @@ headers = { Authorization = "Bearer x" }
             ),
             ("[[probe]]\nname = \"a\"\nurl = \"http://x/\"\nurls = \"http://x/\"\n", "a.toml:4: key `urls`"),
             ("[[service]]\nname = \"p\"\nbase_url = \"pets\"\n", "a.toml:1: key `service.base_url`"),
+            (
+                "[[probe]]\nname = \"a\"\nurl = \"http://x/\"\nheaders = { \"a b\" = \"1\" }\n",
+                "a.toml:1: key `probe.headers`",
+            ),
+            (
+                "[[service]]\nname = \"p\"\nbase_url = \"http://x\"\nheaders = { A = \"\\n\" }\n",
+                "a.toml:1: key `service.headers`",
+            ),
         ];
         for (text, want) in cases {
             let err = parse(text).unwrap_err();

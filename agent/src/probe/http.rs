@@ -125,26 +125,17 @@ async fn hop(
     phases(result)[0] += resolved;
     let addrs = addrs?;
 
+    let request = match request(check, uri, &host, method, body) {
+        Ok(r) => r,
+        Err(e) => {
+            result.fail(Outcome::HttpError, format!("{uri}: {e}"));
+            return None;
+        }
+    };
     let began = Instant::now();
     let stream = net::connect(&addrs, result).await;
     phases(result)[1] += began.elapsed();
     let stream = stream?;
-
-    let authority = uri.authority().map_or(host.clone(), |a| a.as_str().to_owned());
-    let mut request = Request::builder()
-        .method(method.clone())
-        .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .body(Full::new(Bytes::from(body.unwrap_or_default().to_owned())))
-        .ok()?;
-    let headers = request.headers_mut();
-    headers.insert(HOST, HeaderValue::from_str(&authority).ok()?);
-    headers.insert(USER_AGENT, HeaderValue::from_static(AGENT));
-    headers.insert(CONNECTION, HeaderValue::from_static("close"));
-    for (name, value) in &check.headers {
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
-            headers.insert(name, value);
-        }
-    }
 
     if let Some(h) = result.http.as_mut() {
         h.ssl = https;
@@ -167,6 +158,33 @@ async fn hop(
             None
         }
     }
+}
+
+/// The request for one hop. Header names and values were checked when the config was read.
+fn request(
+    check: &HttpCheck,
+    uri: &Uri,
+    host: &str,
+    method: &Method,
+    body: Option<&str>,
+) -> Result<Request<Full<Bytes>>, hyper::http::Error> {
+    let authority = uri.authority().map_or(host, |a| a.as_str());
+    let mut builder = Request::builder()
+        .method(method.clone())
+        .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header(HOST, authority)
+        .header(USER_AGENT, AGENT)
+        .header(CONNECTION, "close");
+    for (name, value) in &check.headers {
+        // `header` appends; a configured header replaces the default of the same name.
+        if let Some(headers) = builder.headers_mut() {
+            if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+                headers.remove(&name);
+            }
+        }
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    builder.body(Full::new(Bytes::from(body.unwrap_or_default().to_owned())))
 }
 
 fn phases(result: &mut ProbeResult) -> &mut super::result::Phases {
@@ -313,6 +331,23 @@ fn assertions(check: &HttpCheck, body: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn configured_headers_replace_the_defaults_once() {
+        let tls = crate::probe::tls::TlsContext::new(None, false).unwrap();
+        let mut check = HttpCheck::get("http://app.test:8080/x?y=1".into(), tls);
+        check.headers = vec![("User-Agent".into(), "probe/1".into()), ("X-Env".into(), "dev".into())];
+        let uri: Uri = check.url.parse().unwrap();
+        let r = request(&check, &uri, "app.test", &Method::GET, None).unwrap();
+        let all =
+            |name: &str| r.headers().get_all(name).iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>();
+        assert_eq!(all("user-agent"), ["probe/1"]);
+        assert_eq!(
+            (all("host"), all("x-env"), all("connection")),
+            (vec!["app.test:8080".to_owned()], vec!["dev".to_owned()], vec!["close".to_owned()])
+        );
+        assert_eq!(r.uri(), "/x?y=1");
+    }
 
     #[test]
     fn locations_resolve_against_their_base() {
