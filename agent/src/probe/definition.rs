@@ -146,6 +146,27 @@ pub struct HttpCheck {
 }
 
 impl HttpCheck {
+    /// A plain GET of `url` expecting 2xx, following redirects, with no assertions.
+    pub fn get(url: String, tls: TlsContext) -> Self {
+        HttpCheck {
+            url,
+            method: "GET".into(),
+            headers: Vec::new(),
+            body: None,
+            expect_status: Vec::new(),
+            follow_redirects: true,
+            max_redirects: 10,
+            ip: IpPref::Any,
+            body_matches: Vec::new(),
+            body_not_matches: Vec::new(),
+            json: Vec::new(),
+            body_limit: 10 << 20,
+            tls,
+            validator: None,
+            violations_fail: true,
+        }
+    }
+
     /// Whether the body must be kept in memory after it is read.
     pub fn needs_body(&self) -> bool {
         !self.body_matches.is_empty()

@@ -58,7 +58,7 @@ pub async fn run_all_once(settings: &ProbeSettings) -> Table {
         match service::fetch(svc).await {
             Ok((_, spec)) => {
                 let (probes, coverage) = service::plan(svc, &spec);
-                table.put(&format!("service:{}", svc.name), coverage);
+                table.put(&svc.key(), coverage);
                 defs.extend(probes);
             }
             Err(e) => tracing::warn!(service = %svc.name, "spec: {e}"),

@@ -78,7 +78,6 @@ pub async fn run_forever(def: ProbeDef, table: Arc<Table>, permits: Arc<Semaphor
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::definition::IpPref;
 
     /// A server that accepts connections and never answers: every HTTP probe of it runs until
     /// its timeout.
@@ -96,23 +95,7 @@ mod tests {
 
     fn probe(id: &str, url: &str) -> ProbeDef {
         let tls = crate::probe::tls::TlsContext::new(None, false).unwrap();
-        let check = crate::probe::definition::HttpCheck {
-            url: url.into(),
-            method: "GET".into(),
-            headers: Vec::new(),
-            body: None,
-            expect_status: Vec::new(),
-            follow_redirects: true,
-            max_redirects: 10,
-            ip: IpPref::Any,
-            body_matches: Vec::new(),
-            body_not_matches: Vec::new(),
-            json: Vec::new(),
-            body_limit: 1 << 20,
-            tls,
-            validator: None,
-            violations_fail: true,
-        };
+        let check = crate::probe::definition::HttpCheck::get(url.into(), tls);
         ProbeDef {
             id: id.into(),
             interval: Duration::from_millis(400),

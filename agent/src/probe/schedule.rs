@@ -30,9 +30,13 @@ pub struct Slot {
 impl Schedule {
     pub fn new(id: &str, interval_ms: u64, jitter_ms: u64) -> Self {
         let interval_ms = interval_ms.max(1);
-        // FNV-1a: stable across runs and hosts, so the same probe keeps the same place.
-        let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-        Schedule { interval_ms, offset_ms: hash % interval_ms, jitter_ms: jitter_ms.min(interval_ms / 2), last: None }
+        // Stable across runs and hosts, so the same probe keeps the same place.
+        Schedule {
+            interval_ms,
+            offset_ms: fnv1a(id.as_bytes()) % interval_ms,
+            jitter_ms: jitter_ms.min(interval_ms / 2),
+            last: None,
+        }
     }
 
     /// The next slot to run in, at or after `now_ms`. `random` is any random number.
@@ -45,6 +49,11 @@ impl Schedule {
         let jitter = if self.jitter_ms == 0 { 0 } else { random % self.jitter_ms };
         Slot { at_ms: start + jitter, until_ms: start + self.interval_ms, skipped: slot - first_open }
     }
+}
+
+/// FNV-1a: a fast, stable 64-bit hash of bytes (not for anything adversarial).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
 /// A small xorshift generator for jitter; no need for anything stronger.

@@ -14,6 +14,7 @@ use super::http;
 use super::openapi::{PlanOptions, Spec};
 use super::result::ProbeResult;
 use super::runner;
+use super::schedule::fnv1a;
 use super::table::Table;
 use super::tls::TlsContext;
 
@@ -42,25 +43,16 @@ pub struct ServiceDef {
 impl ServiceDef {
     fn get(&self, url: String) -> HttpCheck {
         HttpCheck {
-            url,
-            method: "GET".into(),
             headers: self.headers.clone(),
-            body: None,
-            expect_status: Vec::new(),
-            follow_redirects: true,
-            max_redirects: 10,
             ip: self.ip,
-            body_matches: Vec::new(),
-            body_not_matches: Vec::new(),
-            json: Vec::new(),
             body_limit: SPEC_LIMIT,
-            tls: self.tls.clone(),
-            validator: None,
             violations_fail: self.violations_fail,
+            ..HttpCheck::get(url, self.tls.clone())
         }
     }
 
-    fn key(&self) -> String {
+    /// Its entry in the result table.
+    pub fn key(&self) -> String {
         format!("service:{}", self.name)
     }
 }
@@ -146,8 +138,7 @@ pub async fn fetch(svc: &ServiceDef) -> Result<(u64, Spec), String> {
     if !(200..300).contains(&response.status) {
         return Err(format!("{}: status {}", svc.spec_url, response.status));
     }
-    let hash =
-        response.body.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100_0000_01b3));
+    let hash = fnv1a(&response.body);
     // Headers in the service entry are its credentials: secured operations are probed with them.
     let options = PlanOptions { authenticated: !svc.headers.is_empty() };
     let spec = Spec::parse_with(&response.body, options).map_err(|e| format!("{}: {e}", svc.spec_url))?;
