@@ -9,39 +9,65 @@ use twinwatch_tests::netns::{Ns, Testbed};
 use twinwatch_tests::relay::{Impairment, Relay};
 use twinwatch_tests::{bin, wait_for, Aggregator, Proc, TempDir};
 
-/// Starts an agent in `ns`, shipping through `relay`, sampling every 250 ms.
-fn agent(bed: &Testbed, ns: &Ns, agg: &Aggregator, relay: &Relay, dir: &std::path::Path, id: &str, dc: &str) -> Proc {
-    agg.issue(id, dc, &dir.join("certs"));
+/// An agent's settings for the bed: `interval`, and anything more for the file's end.
+struct AgentSetup<'a> {
+    id: &'a str,
+    dc: &'a str,
+    interval: &'a str,
+    extra: &'a str,
+}
+
+const FAST: AgentSetup =
+    AgentSetup { id: "udm", dc: "dc1", interval: "250ms", extra: "[buffer]\nflush_interval = \"100ms\"\n" };
+
+/// Starts an agent in `ns`, shipping through `relay`.
+fn agent(bed: &Testbed, ns: &Ns, agg: &Aggregator, relay: &Relay, dir: &std::path::Path, setup: &AgentSetup) -> Proc {
+    if !dir.join("certs").join("agent.crt").exists() {
+        agg.issue(setup.id, setup.dc, &dir.join("certs"));
+    }
     let config = format!(
-        "aggregator = \"{}\"\nserver_name = \"localhost\"\nstate_dir = \"{}\"\ninterval = \"250ms\"\n[buffer]\nflush_interval = \"100ms\"\n",
+        "aggregator = \"{}\"\nserver_name = \"localhost\"\nstate_dir = \"{}\"\ninterval = \"{}\"\n{}",
         relay.listen,
-        dir.display()
+        dir.display(),
+        setup.interval,
+        setup.extra
     );
     std::fs::write(dir.join("agent.toml"), config).expect("agent config");
     let cfg = dir.join("agent.toml");
     bed.spawn(ns, &bin("twinwatch-agent"), &["--config", cfg.to_str().expect("utf-8"), "run"], dir.join("agent.log"))
 }
 
-/// What the aggregator holds of `id`, once every batch up to the last one applied is stored
-/// exactly once: `(batches stored, host twin, batches report)`.
-fn complete(agg: &Aggregator, id: &str) -> Option<(u64, Value, Value)> {
+/// The ledger of `incarnation` (the current one if `None`) in the host's twin.
+fn ledger(host: &Value, incarnation: Option<u64>) -> Option<Value> {
+    let want = incarnation.or(host["ingest"]["incarnation"].as_u64())?;
+    host["ingest"]["incarnations"].as_array()?.iter().find(|l| l["incarnation"].as_u64() == Some(want)).cloned()
+}
+
+/// The runs of a ledger's `stored` or `dropped` side.
+fn runs(ledger: &Value, side: &str) -> Vec<(u64, u64)> {
+    ledger[side]
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| Some((r[0].as_u64()?, r[1].as_u64()?))).collect())
+        .unwrap_or_default()
+}
+
+/// The host's twin once its current incarnation is whole: every batch from 1 to the live one is
+/// stored exactly once, nothing dropped, nothing undecoded, and the agent's own count of the
+/// samples (ticks) it produced before the live one agrees. Returns `(batches, host twin)`.
+fn complete(agg: &Aggregator, id: &str) -> Option<(u64, Value)> {
     let host = agg.get(&format!("/api/v1/hosts/{id}"))?;
-    let report = agg.get(&format!("/api/v1/hosts/{id}/batches"))?;
-    // The batch carrying a sample reports the batches pushed before it.
-    let produced_before_last_applied = host["agent"]["batches_total"].as_u64()?;
-    let stored = report["stored"].as_array()?;
-    let current = stored.iter().find(|s| s["incarnation"] == report["incarnation"])?;
-    let runs = current["runs"].as_array()?;
-    let count = current["count"].as_u64()?;
-    let c = &report["counters"];
-    let whole = runs.len() == 1
-        && runs[0][0] == 1
-        && runs[0][1].as_u64() == Some(count)
-        && count > produced_before_last_applied
-        && c["missing_batches"] == 0
+    let l = ledger(&host, None)?;
+    let live = host["ingest"]["live_through"].as_u64()?;
+    // The sample carried by batch `live` counts the ticks produced before it.
+    let produced = host["agent"]["ticks_total"].as_u64()? + 1;
+    let c = &host["ingest"]["counters"];
+    let whole = runs(&l, "stored") == [(1, live)]
+        && l["ticks_stored"].as_u64() == Some(live)
+        && produced == live
+        && l["ticks_dropped"] == 0
         && c["unapplied"] == 0
-        && c["batches_applied"].as_u64() == Some(count);
-    whole.then_some((count, host, report))
+        && c["missing_batches"] == 0;
+    whole.then_some((live, host))
 }
 
 #[test]
@@ -53,8 +79,8 @@ fn thirty_percent_loss_with_delay_and_reordering_loses_nothing() {
     let agg = Aggregator::start_in(&tmp.path().join("agg"), &agg_ns);
     let lossy = Relay::start((dc1.host_addr, 0).into(), agg.quic_addr(), 30);
     let clean = Relay::start((dc2.host_addr, 0).into(), agg.quic_addr(), 2);
-    let _a = agent(&bed, &dc1, &agg, &lossy, &tmp.path().join("dc1"), "udm", "dc1");
-    let _b = agent(&bed, &dc2, &agg, &clean, &tmp.path().join("dc2"), "box", "dc2");
+    let _a = agent(&bed, &dc1, &agg, &lossy, &tmp.path().join("dc1"), &FAST);
+    let _b = agent(&bed, &dc2, &agg, &clean, &tmp.path().join("dc2"), &AgentSetup { id: "box", dc: "dc2", ..FAST });
     wait_for("both hosts in the twin", Duration::from_secs(30), || {
         (complete(&agg, "udm").is_some() && complete(&agg, "box").is_some()).then_some(())
     });
@@ -81,12 +107,15 @@ fn thirty_percent_loss_with_delay_and_reordering_loses_nothing() {
     assert!(dropped as f64 > 0.2 * seen as f64, "the path really lost datagrams: {dropped} of {seen}");
 
     for id in ["udm", "box"] {
-        let (count, host, report) =
+        let (count, host) =
             wait_for(&format!("every batch of {id} stored once"), Duration::from_secs(60), || complete(&agg, id));
         // 250 ms sampling: about four batches a second for the whole run, none dropped by the agent.
-        assert!(count as f64 >= impaired.as_secs_f64() * 3.0, "{id}: only {count} batches: {report}");
+        assert!(count as f64 >= impaired.as_secs_f64() * 3.0, "{id}: only {count} batches: {host}");
         assert_eq!(host["agent"]["dropped_batches_total"].as_u64(), Some(0), "{id}: {host}");
-        println!("{id}: {count} batches stored, each once; duplicates ignored: {}", report["counters"]["duplicates"]);
+        println!(
+            "{id}: {count} samples produced, {count} stored, each once; duplicates ignored: {}",
+            host["ingest"]["counters"]["duplicates"]
+        );
     }
     println!("impaired path: {dropped} of {seen} datagrams dropped");
 }
@@ -99,8 +128,8 @@ fn an_aggregator_killed_mid_ingest_and_restarted_loses_nothing() {
     let dc1 = bed.add("dc1");
     let mut agg = Aggregator::start_in(&tmp.path().join("agg"), &agg_ns);
     let relay = Relay::start((dc1.host_addr, 0).into(), agg.quic_addr(), 3);
-    let _agent = agent(&bed, &dc1, &agg, &relay, &tmp.path().join("dc1"), "udm", "dc1");
-    let (before, _, first) = wait_for("the host in the twin", Duration::from_secs(30), || complete(&agg, "udm"));
+    let _agent = agent(&bed, &dc1, &agg, &relay, &tmp.path().join("dc1"), &FAST);
+    let (before, first) = wait_for("the host in the twin", Duration::from_secs(30), || complete(&agg, "udm"));
 
     // Three times: kill -9 while batches stream in (four a second), stay down a moment so the
     // agent buffers, and start again on the same data directory.
@@ -111,12 +140,13 @@ fn an_aggregator_killed_mid_ingest_and_restarted_loses_nothing() {
         agg.restart();
     }
     std::thread::sleep(Duration::from_secs(3));
-    let (count, _, report) = wait_for("every batch stored once after the restarts", Duration::from_secs(60), || {
-        complete(&agg, "udm").filter(|(count, _, _)| *count > before + 20)
+    let (count, host) = wait_for("every batch stored once after the restarts", Duration::from_secs(60), || {
+        complete(&agg, "udm").filter(|(count, _)| *count > before + 20)
     });
-    assert_eq!(report["incarnation"], first["incarnation"], "the agent itself never restarted");
+    assert_eq!(host["ingest"]["incarnation"], first["ingest"]["incarnation"], "the agent itself never restarted");
     println!(
-        "{count} batches stored, each once, across three aggregator kills; duplicates ignored: {}",
-        report["counters"]["duplicates"]
+        "{count} samples produced and stored, each once, across three aggregator kills; duplicates ignored: {}, backfilled: {}",
+        host["ingest"]["counters"]["duplicates"],
+        host["ingest"]["counters"]["batches_backfilled"]
     );
 }

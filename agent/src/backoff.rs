@@ -1,7 +1,66 @@
-//! Reconnect delays: exponential with full jitter, so hundreds of agents that lost the same
-//! aggregator come back spread out instead of in a storm.
+//! Reconnect delays, chosen by how the last attempt ended.
+//!
+//! - **The aggregator answered and refused or failed** (it is busy, restarting, or rejects us):
+//!   exponential backoff with jitter, so hundreds of agents that lost the same aggregator come
+//!   back spread out instead of in a storm. The aggregator also refuses handshakes past its
+//!   admission limit, which lands here.
+//! - **Nobody answered** (the path is down: an uplink outage, a blackhole): nothing is loading the
+//!   aggregator, so the agent keeps probing: a new attempt right after the last timed out, with a
+//!   little jitter. Each attempt costs a few ~1.2 KB Initial packets. Once the outage has lasted
+//!   [`FAST_PROBING_FOR`], attempts slow to every few seconds.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long an unanswered agent keeps probing quickly.
+pub const FAST_PROBING_FOR: Duration = Duration::from_secs(600);
+
+/// How an attempt (or a session) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// No answer: the handshake timed out, or an established path stopped answering.
+    Unanswered,
+    /// The aggregator answered: refused, closed, or failed the session.
+    Answered,
+}
+
+/// The reconnect policy across attempts.
+#[derive(Debug, Clone)]
+pub struct Reconnect {
+    backoff: Backoff,
+    unanswered_since: Option<Instant>,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Reconnect { backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)), unanswered_since: None }
+    }
+}
+
+impl Reconnect {
+    /// A session was established.
+    pub fn connected(&mut self) {
+        self.backoff.reset();
+        self.unanswered_since = None;
+    }
+
+    /// The delay before the next attempt, given a uniform random number in `[0, 1)`.
+    pub fn delay(&mut self, ended: Ended, now: Instant, unit_random: f64) -> Duration {
+        match ended {
+            Ended::Unanswered => {
+                let since = *self.unanswered_since.get_or_insert(now);
+                if now.saturating_duration_since(since) < FAST_PROBING_FOR {
+                    Duration::from_millis(250).mul_f64(unit_random.clamp(0.0, 1.0))
+                } else {
+                    Duration::from_millis(2500).mul_f64(1.0 + unit_random.clamp(0.0, 1.0))
+                }
+            }
+            Ended::Answered => {
+                self.unanswered_since = None;
+                self.backoff.next_delay(unit_random)
+            }
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Backoff {
@@ -52,6 +111,21 @@ mod tests {
         b.next_delay(0.0);
         b.reset();
         assert_eq!(b.next_delay(0.0), Duration::from_millis(50));
+    }
+
+    #[test]
+    fn unanswered_probes_quickly_then_slows_and_answers_back_off() {
+        let t0 = Instant::now();
+        let mut r = Reconnect::default();
+        assert!(r.delay(Ended::Unanswered, t0, 0.99) <= Duration::from_millis(250));
+        let late = t0 + FAST_PROBING_FOR + Duration::from_secs(1);
+        assert!(r.delay(Ended::Unanswered, late, 0.0) >= Duration::from_millis(2500));
+        // A refusal backs off exponentially, and a refused attempt resets the outage clock.
+        let refused: Vec<_> = (0..4).map(|_| r.delay(Ended::Answered, late, 1.0).as_millis()).collect();
+        assert_eq!(refused, [500, 1000, 2000, 4000]);
+        assert!(r.delay(Ended::Unanswered, late, 0.99) <= Duration::from_millis(250));
+        r.connected();
+        assert_eq!(r.delay(Ended::Answered, late, 1.0), Duration::from_millis(500));
     }
 
     #[test]

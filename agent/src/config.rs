@@ -79,6 +79,7 @@ impl<'de> Deserialize<'de> for Every {
 struct BufferFile {
     max_bytes: Option<Bytes>,
     flush_interval: Option<Span>,
+    replay_rate: Option<Bytes>,
 }
 
 /// The agent's settings, with defaults applied and paths resolved.
@@ -98,8 +99,11 @@ pub struct Config {
     pub keyframe_every: u32,
     /// The on-disk buffer's cap; past it the oldest batches are dropped and counted.
     pub buffer_max_bytes: u64,
-    /// How often buffered batches are made durable: what a kill -9 can lose at most.
+    /// How long an unacknowledged batch stays in memory before a group commit writes it to disk:
+    /// with one sample interval, what a kill -9 can lose at most.
     pub flush_interval: Duration,
+    /// Backlog bytes per second sent behind live data after an outage; 0 is unlimited.
+    pub replay_rate: u64,
     /// Which host sources run, and how often.
     pub collectors: Settings,
     /// Endpoint probes and OpenAPI services.
@@ -155,6 +159,7 @@ impl Config {
                 .buffer
                 .flush_interval
                 .map_or(Duration::from_secs(1), |s| s.0.max(Duration::from_millis(10))),
+            replay_rate: file.buffer.replay_rate.map_or(1 << 20, |b| b.0),
             collectors,
             probes,
         }

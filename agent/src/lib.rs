@@ -4,22 +4,25 @@
 //! # Layout
 //! - [`collector`]: one file per kernel source, each a parser over text.
 //! - [`probe`]: endpoint probes (HTTP(S), TCP, DNS, TLS) and OpenAPI services; results join the samples.
-//! - [`sampler`]: the sampling thread: collectors → sample → delta tick → batch frame → queue.
-//! - [`queue`]: the durable, capped outbound buffer; batches leave it only when acknowledged.
-//! - [`shipper`]: the QUIC session: hello, replay the queue in order, apply acks, reconnect.
-//! - [`backoff`]: reconnect delays with jitter.
+//! - [`sampler`]: the sampling thread: collectors → sample → delta tick → batch frame → buffer.
+//! - [`buffer`]: the outbound buffer: memory first, group commits to sled for what waits, a live
+//!   and a backlog lane, a cap with drop-oldest; batches leave it only when acknowledged.
+//! - [`shipper`]: the QUIC session: hello, live lane first, backlog behind it at the rate
+//!   [`throttle`] allows, acks, clock echoes.
+//! - [`backoff`]: reconnect delays by how the last attempt ended.
 //! - [`tls`]: the rustls/quinn client configuration.
 //! - [`config`], [`identity`], [`stats`]: settings, host identity, the agent's own counters.
 
 pub mod backoff;
+pub mod buffer;
 pub mod collector;
 pub mod config;
 pub mod identity;
 pub mod probe;
-pub mod queue;
 pub mod sampler;
 pub mod shipper;
 pub mod stats;
+pub mod throttle;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -29,9 +32,9 @@ use std::sync::Arc;
 use tokio::sync::{watch, Notify};
 use twinwatch_common::delta::DeltaEncoder;
 
+use crate::buffer::{Buffer, BufferError};
 use crate::collector::{Collectors, Roots};
 use crate::config::Config;
-use crate::queue::{Queue, QueueError};
 use crate::sampler::Sampler;
 use crate::shipper::Shipper;
 use crate::stats::Stats;
@@ -43,7 +46,7 @@ pub enum AgentError {
     #[error("state directory {}: {source}", path.display())]
     StateDir { path: std::path::PathBuf, source: std::io::Error },
     #[error(transparent)]
-    Queue(#[from] QueueError),
+    Buffer(#[from] BufferError),
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("QUIC endpoint: {0}")]
@@ -57,13 +60,13 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
     std::fs::create_dir_all(&config.state_dir)
         .map_err(|source| AgentError::StateDir { path: config.state_dir.clone(), source })?;
     let client = tls::client_config(&config.ca, &config.cert, &config.key)?;
-    let queue =
-        Arc::new(Queue::open(&config.state_dir.join("buffer"), config.buffer_max_bytes, config.flush_interval)?);
-    let incarnation = queue.next_incarnation(sampler::now_ms() as u64)?;
+    let buffer =
+        Arc::new(Buffer::open(&config.state_dir.join("buffer"), config.buffer_max_bytes, config.flush_interval)?);
+    let incarnation = buffer.next_incarnation(sampler::now_ms() as u64)?;
     let host = identity::host_info(&Roots::default().proc);
     tracing::info!(
         incarnation,
-        backlog_batches = queue.len(),
+        backlog_batches = buffer.len(),
         aggregator = %config.aggregator,
         hostname = %host.hostname,
         "agent starting"
@@ -79,7 +82,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
         probes,
         collectors: Collectors::new(Roots::default(), &config.collectors),
         encoder: DeltaEncoder::new(config.keyframe_every),
-        queue: queue.clone(),
+        buffer: buffer.clone(),
         stats: stats.clone(),
         incarnation,
         interval: config.interval,
@@ -98,11 +101,12 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
         client,
         aggregator: config.aggregator.clone(),
         server_name: config.server_name.clone(),
-        queue: queue.clone(),
+        buffer: buffer.clone(),
         stats,
         wake,
         keyframe_wanted,
         hello: shipper::hello(incarnation, config.interval, host),
+        replay_rate: config.replay_rate,
     };
     let shipping = tokio::spawn(shipper.run(shutdown.clone()));
     let _ = shutdown.wait_for(|stop| *stop).await;
@@ -113,7 +117,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
     let _ = shipping.await;
     endpoint.close(0u32.into(), b"shutdown");
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), endpoint.wait_idle()).await;
-    queue.flush()?;
-    tracing::info!(backlog_batches = queue.len(), "agent stopped; buffer flushed");
+    buffer.flush()?;
+    tracing::info!(backlog_batches = buffer.len(), "agent stopped; buffer flushed");
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! The sampling loop: collectors -> sample -> delta tick -> batch frame -> queue.
+//! The sampling loop: collectors -> sample -> delta tick -> batch frame -> buffer.
 //!
 //! Runs on its own thread so a slow kernel read (a stuck mount) never stalls the network side.
 
@@ -12,9 +12,9 @@ use twinwatch_common::frame::FrameEncoder;
 use twinwatch_common::message::{Batch, Message};
 use twinwatch_common::sample::{Metric, Sample, SeriesKey, Value};
 
+use crate::buffer::{Buffer, Meta};
 use crate::collector::{user_hz, Collectors};
 use crate::probe::table::{self, Table};
-use crate::queue::Queue;
 use crate::stats::{process_metrics, Stats};
 
 pub fn now_ms() -> i64 {
@@ -26,7 +26,7 @@ pub struct Sampler {
     /// Probe results, when any probes are configured.
     pub probes: Option<Arc<Table>>,
     pub encoder: DeltaEncoder,
-    pub queue: Arc<Queue>,
+    pub buffer: Arc<Buffer>,
     pub stats: Arc<Stats>,
     pub incarnation: u64,
     pub interval: Duration,
@@ -48,7 +48,7 @@ impl Sampler {
         let mut probes_seen = 0u64;
         while !self.stop.load(Relaxed) {
             metrics.clear();
-            if self.keyframe_wanted.swap(false, Relaxed) {
+            if self.keyframe_wanted.swap(false, Relaxed) | self.buffer.take_keyframe_wish() {
                 self.encoder.request_keyframe();
             }
             // A keyframe carries every series, so every source is read for it.
@@ -68,12 +68,12 @@ impl Sampler {
             }
             self.stats.metrics(&mut metrics);
             metrics.push(Metric::gauge(
-                SeriesKey::new("twinwatch_agent_queue_batches"),
-                Value::Int(self.queue.len() as i64),
+                SeriesKey::new("twinwatch_agent_buffer_batches"),
+                Value::Int(self.buffer.len() as i64),
             ));
             metrics.push(Metric::gauge(
-                SeriesKey::new("twinwatch_agent_queue_bytes"),
-                Value::Int(self.queue.bytes() as i64),
+                SeriesKey::new("twinwatch_agent_buffer_bytes"),
+                Value::Int(self.buffer.bytes() as i64),
             ));
             process_metrics(&mut metrics, hz);
             for m in &mut metrics[own..] {
@@ -84,23 +84,19 @@ impl Sampler {
             let tick = self.encoder.encode(&sample);
             metrics = sample.metrics;
             seq += 1;
+            let meta = Meta { ticks: 1, ts_ms: sample.ts_ms, keyframe: tick.keyframe };
             let batch = Message::Batch(Batch { incarnation: self.incarnation, seq, ticks: vec![tick] });
             match batch.to_frame(&mut frames) {
                 Ok(frame) => {
-                    match self.queue.push(self.incarnation, seq, metrics.len() as u32, &frame) {
-                        Ok(dropped) => {
+                    match self.buffer.push(self.incarnation, seq, meta, frame, Instant::now()) {
+                        Ok(done) => {
                             self.stats.samples.fetch_add(metrics.len() as u64, Relaxed);
                             self.stats.ticks.fetch_add(1, Relaxed);
                             self.stats.batches.fetch_add(1, Relaxed);
-                            if dropped.batches > 0 {
-                                self.stats.dropped_batches.fetch_add(dropped.batches, Relaxed);
-                                self.stats.dropped_samples.fetch_add(dropped.samples, Relaxed);
-                                tracing::warn!(
-                                    batches = dropped.batches,
-                                    samples = dropped.samples,
-                                    "buffer full: dropped the oldest batches"
-                                );
-                            }
+                            self.stats.dropped_batches.fetch_add(done.dropped_batches, Relaxed);
+                            self.stats.dropped_ticks.fetch_add(done.dropped_ticks, Relaxed);
+                            self.stats.spills.fetch_add(done.spills, Relaxed);
+                            self.stats.spilled_bytes.fetch_add(done.spilled_bytes, Relaxed);
                             self.wake.notify_one();
                         }
                         Err(e) => {

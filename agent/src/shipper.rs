@@ -1,30 +1,38 @@
-//! The QUIC shipper: connects to the aggregator, replays the queue in order, deletes what is
-//! acknowledged, and reconnects with backoff when anything goes wrong.
+//! The QUIC shipper: connects to the aggregator, sends the buffer's live lane first and its
+//! backlog behind it at a bounded rate, forgets what is acknowledged, and reconnects by the
+//! policy in [`crate::backoff`] when anything goes wrong.
 //!
-//! One bidirectional stream per connection: `Hello` → `Welcome`, then batch frames straight from
-//! the queue, up to [`WINDOW`] unacknowledged at a time, answered by cumulative `Ack`s.
+//! One bidirectional stream per connection: `Hello` → `Welcome` (whose clock is echoed at once),
+//! then batch frames straight from the buffer, up to [`WINDOW`] unacknowledged at a time, and any
+//! `Dropped` reports. `Ack`s come back as ranges; each carries the aggregator's clock, echoed at
+//! most once per [`ECHO_EVERY`].
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 use twinwatch_common::frame::{FrameEncoder, FrameError};
-use twinwatch_common::message::{Hello, HostInfo, Message};
+use twinwatch_common::message::{close, Hello, HostInfo, Message, TimeEcho};
 use twinwatch_common::reader::MessageReader;
 
-use crate::backoff::{unit_random, Backoff};
-use crate::queue::{key, Key, Queue, QueueError};
+use crate::backoff::{unit_random, Ended, Reconnect};
+use crate::buffer::{Buffer, BufferError, Lane};
 use crate::sampler::now_ms;
 use crate::stats::Stats;
+use crate::throttle::Throttle;
 
 /// Most batches sent and not yet acknowledged.
 pub const WINDOW: usize = 64;
+/// An unanswered handshake is given up after this long and tried again.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Batches in flight with no ack for this long mean the aggregator is gone, whatever QUIC thinks.
 const ACK_TIMEOUT: Duration = Duration::from_secs(15);
+/// Clock echoes are sent at most this often.
+pub const ECHO_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShipError {
@@ -32,6 +40,8 @@ pub enum ShipError {
     Resolve(String),
     #[error("connect: {0}")]
     Connect(#[from] quinn::ConnectError),
+    #[error("no answer within {CONNECT_TIMEOUT:?}")]
+    ConnectTimeout,
     #[error("connection: {0}")]
     Connection(#[from] quinn::ConnectionError),
     #[error("write: {0}")]
@@ -49,7 +59,45 @@ pub enum ShipError {
     #[error("no ack within {ACK_TIMEOUT:?}")]
     AckTimeout,
     #[error(transparent)]
-    Queue(#[from] QueueError),
+    Buffer(#[from] BufferError),
+}
+
+impl ShipError {
+    /// Whether the aggregator answered at all, for the reconnect policy.
+    pub fn ended(&self) -> Ended {
+        let connection = match self {
+            ShipError::Connection(e) => Some(e),
+            ShipError::Write(quinn::WriteError::ConnectionLost(e)) => Some(e),
+            ShipError::Read(quinn::ReadError::ConnectionLost(e)) => Some(e),
+            ShipError::Resolve(_) | ShipError::ConnectTimeout | ShipError::HandshakeTimeout | ShipError::AckTimeout => {
+                return Ended::Unanswered
+            }
+            _ => None,
+        };
+        match connection {
+            Some(quinn::ConnectionError::TimedOut) => Ended::Unanswered,
+            _ => Ended::Answered,
+        }
+    }
+
+    /// The aggregator's reason, when it closed the connection on purpose.
+    fn refusal(&self) -> Option<String> {
+        let e = match self {
+            ShipError::Connection(e) => e,
+            ShipError::Write(quinn::WriteError::ConnectionLost(e)) => e,
+            ShipError::Read(quinn::ReadError::ConnectionLost(e)) => e,
+            _ => return None,
+        };
+        match e {
+            quinn::ConnectionError::ApplicationClosed(c)
+                if [close::IDENTITY_IN_USE, close::SUPERSEDED, close::BUSY]
+                    .contains(&(c.error_code.into_inner() as u32)) =>
+            {
+                Some(String::from_utf8_lossy(&c.reason).into_owned())
+            }
+            _ => None,
+        }
+    }
 }
 
 pub struct Shipper {
@@ -57,27 +105,36 @@ pub struct Shipper {
     pub client: quinn::ClientConfig,
     pub aggregator: String,
     pub server_name: String,
-    pub queue: Arc<Queue>,
+    pub buffer: Arc<Buffer>,
     pub stats: Arc<Stats>,
     pub wake: Arc<Notify>,
     pub keyframe_wanted: Arc<AtomicBool>,
     pub hello: Hello,
+    /// Backlog bytes per second; 0 is unlimited.
+    pub replay_rate: u64,
 }
 
 impl Shipper {
     /// Ships until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+        let mut reconnect = Reconnect::default();
         loop {
-            tokio::select! {
-                result = self.session(&mut backoff) => match result {
+            let ended = tokio::select! {
+                result = self.session(&mut reconnect) => match result {
                     Ok(()) => return,
-                    Err(e) => tracing::warn!(aggregator = %self.aggregator, "shipping interrupted: {e}"),
+                    Err(e) => {
+                        match e.refusal() {
+                            Some(reason) => tracing::error!(aggregator = %self.aggregator, "aggregator refused this agent: {reason}"),
+                            None => tracing::warn!(aggregator = %self.aggregator, "shipping interrupted: {e}"),
+                        }
+                        e.ended()
+                    }
                 },
                 _ = shutdown.changed() => return,
-            }
-            let delay = backoff.next_delay(unit_random());
-            tracing::debug!(?delay, "reconnecting after backoff");
+            };
+            self.buffer.end_session();
+            let delay = reconnect.delay(ended, std::time::Instant::now(), unit_random());
+            tracing::debug!(?delay, ?ended, "reconnecting");
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.changed() => return,
@@ -93,16 +150,17 @@ impl Shipper {
             .ok_or_else(|| ShipError::Resolve(self.aggregator.clone()))
     }
 
-    async fn session(&self, backoff: &mut Backoff) -> Result<(), ShipError> {
+    async fn session(&self, reconnect: &mut Reconnect) -> Result<(), ShipError> {
         let addr = self.resolve().await?;
-        let conn = self.endpoint.connect_with(self.client.clone(), addr, &self.server_name)?.await?;
-        let result = self.converse(&conn, backoff).await;
+        let connecting = self.endpoint.connect_with(self.client.clone(), addr, &self.server_name)?;
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.map_err(|_| ShipError::ConnectTimeout)??;
+        let result = self.converse(&conn, reconnect).await;
         self.stats.udp_tx_bytes.fetch_add(conn.stats().udp_tx.bytes, Relaxed);
         conn.close(0u32.into(), b"bye");
         result
     }
 
-    async fn converse(&self, conn: &quinn::Connection, backoff: &mut Backoff) -> Result<(), ShipError> {
+    async fn converse(&self, conn: &quinn::Connection, reconnect: &mut Reconnect) -> Result<(), ShipError> {
         let (mut send, mut recv) = conn.open_bi().await?;
         let mut frames = FrameEncoder::new();
         let mut reader = MessageReader::new();
@@ -125,47 +183,73 @@ impl Shipper {
         let Message::Welcome(welcome) = welcome else {
             return Err(ShipError::Unexpected(welcome.name()));
         };
-        tracing::info!(agent = %welcome.agent_id, dc = %welcome.dc, stored_through = welcome.stored_through, "connected to aggregator");
+        let echo = TimeEcho { server_time_ms: welcome.server_time_ms, agent_time_ms: now_ms() };
+        send.write_all(&Message::TimeEcho(echo).to_frame(&mut frames)?).await?;
+        let mut last_echo = Instant::now();
+        tracing::info!(
+            agent = %welcome.agent_id,
+            dc = %welcome.dc,
+            backlog_batches = self.buffer.len(),
+            "connected to aggregator"
+        );
         self.stats.connects.fetch_add(1, Relaxed);
-        backoff.reset();
+        reconnect.connected();
+        // The live lane opens with a keyframe, so the aggregator is current without the backlog.
+        self.buffer.begin_session();
+        self.keyframe_wanted.store(true, Relaxed);
+        self.wake.notify_one();
 
-        let mut cursor: Option<Key> = None;
-        let mut in_flight: VecDeque<Key> = VecDeque::new();
+        let mut throttle = Throttle::new(self.replay_rate, std::time::Instant::now());
         let mut udp_reported = 0;
-        let mut last_progress = tokio::time::Instant::now();
+        let mut last_progress = Instant::now();
+        let mut out = Vec::new();
         loop {
-            while in_flight.len() < WINDOW {
-                let Some((k, frame)) = self.queue.next_after(cursor)? else {
+            out.clear();
+            for d in self.buffer.unsent_drops() {
+                Message::Dropped(d).encode(&mut frames, &mut out)?;
+            }
+            if !out.is_empty() {
+                send.write_all(&out).await?;
+            }
+            let mut throttled = false;
+            while self.buffer.in_flight() < WINDOW {
+                let backlog_allowed = throttle.ready(std::time::Instant::now());
+                let Some((_, frame, lane)) = self.buffer.next(backlog_allowed)? else {
+                    throttled = !backlog_allowed;
                     break;
                 };
-                if in_flight.is_empty() {
-                    last_progress = tokio::time::Instant::now();
+                if self.buffer.in_flight() == 1 {
+                    last_progress = Instant::now();
                 }
                 send.write_all(&frame).await?;
+                if lane == Lane::Backlog {
+                    throttle.spend(frame.len(), std::time::Instant::now());
+                    self.stats.backlog_batches.fetch_add(1, Relaxed);
+                }
                 self.stats.sent_bytes.fetch_add(frame.len() as u64, Relaxed);
-                cursor = Some(k);
-                in_flight.push_back(k);
             }
             let udp = conn.stats().udp_tx.bytes;
             self.stats.udp_tx_bytes.fetch_add(udp - udp_reported, Relaxed);
             udp_reported = udp;
             let ack_deadline = last_progress + ACK_TIMEOUT;
+            let throttle_wait = throttle.wait().max(Duration::from_millis(5));
+            let waiting = self.buffer.in_flight() > 0;
+            let replay_waits = throttled && self.buffer.backlog_pending()?;
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep_until(ack_deadline), if !in_flight.is_empty() => return Err(ShipError::AckTimeout),
+                _ = tokio::time::sleep(throttle_wait), if replay_waits => {}
+                _ = tokio::time::sleep_until(ack_deadline), if waiting => return Err(ShipError::AckTimeout),
                 chunk = recv.read_chunk(64 * 1024, true) => {
                     let Some(chunk) = chunk? else { return Err(ShipError::Closed) };
                     reader.push(&chunk.bytes);
+                    let mut server_time = None;
                     while let Some(message) = reader.next_message()? {
                         match message {
                             Message::Ack(ack) => {
-                                let removed = self.queue.ack(ack.incarnation, ack.through_seq)?;
+                                let removed = self.buffer.ack(ack.incarnation, ack.first_seq, ack.last_seq)?;
                                 self.stats.acked_batches.fetch_add(removed, Relaxed);
-                                let acked = key(ack.incarnation, ack.through_seq);
-                                while in_flight.front().is_some_and(|k| *k <= acked) {
-                                    in_flight.pop_front();
-                                }
-                                last_progress = tokio::time::Instant::now();
+                                last_progress = Instant::now();
+                                server_time = Some(ack.server_time_ms);
                             }
                             Message::KeyframeRequest(r) => {
                                 tracing::info!(incarnation = r.incarnation, after = r.after_seq, "aggregator asked for a keyframe");
@@ -174,6 +258,11 @@ impl Shipper {
                             }
                             other => return Err(ShipError::Unexpected(other.name())),
                         }
+                    }
+                    if let Some(server_time_ms) = server_time.filter(|_| last_echo.elapsed() >= ECHO_EVERY) {
+                        let echo = TimeEcho { server_time_ms, agent_time_ms: now_ms() };
+                        send.write_all(&Message::TimeEcho(echo).to_frame(&mut frames)?).await?;
+                        last_echo = Instant::now();
                     }
                 }
             }

@@ -15,8 +15,13 @@ pub struct Stats {
     /// UDP payload bytes the QUIC connections sent, headers and retransmissions included.
     pub udp_tx_bytes: AtomicU64,
     pub acked_batches: AtomicU64,
+    /// Backlog batches sent (first sends and resends).
+    pub backlog_batches: AtomicU64,
     pub dropped_batches: AtomicU64,
-    pub dropped_samples: AtomicU64,
+    pub dropped_ticks: AtomicU64,
+    /// Buffer group commits, and the batch bytes they wrote to disk.
+    pub spills: AtomicU64,
+    pub spilled_bytes: AtomicU64,
     pub connects: AtomicU64,
     pub keyframe_requests: AtomicU64,
 }
@@ -26,12 +31,16 @@ impl Stats {
         let counter =
             |name: &str, v: &AtomicU64| Metric::counter(SeriesKey::new(name), Value::Int(v.load(Relaxed) as i64));
         out.push(counter("twinwatch_agent_samples_total", &self.samples));
+        out.push(counter("twinwatch_agent_ticks_total", &self.ticks));
         out.push(counter("twinwatch_agent_batches_total", &self.batches));
         out.push(counter("twinwatch_agent_sent_bytes_total", &self.sent_bytes));
         out.push(counter("twinwatch_agent_udp_tx_bytes_total", &self.udp_tx_bytes));
         out.push(counter("twinwatch_agent_acked_batches_total", &self.acked_batches));
+        out.push(counter("twinwatch_agent_backlog_batches_total", &self.backlog_batches));
         out.push(counter("twinwatch_agent_dropped_batches_total", &self.dropped_batches));
-        out.push(counter("twinwatch_agent_dropped_samples_total", &self.dropped_samples));
+        out.push(counter("twinwatch_agent_dropped_ticks_total", &self.dropped_ticks));
+        out.push(counter("twinwatch_agent_buffer_spills_total", &self.spills));
+        out.push(counter("twinwatch_agent_buffer_spilled_bytes_total", &self.spilled_bytes));
         out.push(counter("twinwatch_agent_connects_total", &self.connects));
         out.push(counter("twinwatch_agent_keyframe_requests_total", &self.keyframe_requests));
     }

@@ -31,9 +31,11 @@ pub(crate) fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsErro
 }
 
 /// Keep-alive and idle timeout suited to home NAT: a binding is refreshed every 10 s and a dead
-/// path is given up after 60 s.
+/// path is given up after 60 s. A low initial RTT estimate makes an unanswered handshake resend
+/// its Initial after ~0.3 s and ~0.9 s, so a returning path is noticed quickly.
 pub fn transport() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
+    t.initial_rtt(Duration::from_millis(100));
     t.keep_alive_interval(Some(Duration::from_secs(10)));
     t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(60_000))));
     t

@@ -92,11 +92,18 @@ impl Vantage {
         self.last_ts_ms == ts_ms || self.results.iter().rev().any(|r| r.ts_ms == ts_ms)
     }
 
+    /// Inserts in start-time order: results from a backfill land among the ones already taken.
     fn push(&mut self, result: ProbeResult) {
+        let at = self.results.partition_point(|r| r.ts_ms <= result.ts_ms);
         if self.results.len() >= RING_CAPACITY {
+            if at == 0 {
+                return; // older than everything kept
+            }
             self.results.pop_front();
+            self.results.insert(at - 1, result);
+        } else {
+            self.results.insert(at, result);
         }
-        self.results.push_back(result);
     }
 }
 
@@ -113,8 +120,9 @@ impl Endpoints {
     }
 
     /// Called after `tick` was applied to `host`'s `state`: takes the new probe results it
-    /// carries, and drops the rings of endpoints the host no longer probes.
-    pub fn observe(&mut self, host: &str, state: &DeltaState, tick: &Tick) {
+    /// carries, and, when `live` (the host's current state rather than a backfill behind it),
+    /// drops the rings of endpoints the host no longer probes.
+    pub fn observe(&mut self, host: &str, state: &DeltaState, tick: &Tick, live: bool) {
         let mut fresh: Vec<(&str, ProbeResult)> = Vec::new();
         for id in touched(tick) {
             let Some(series) = state.get(id).filter(|s| s.key.name == probe::TIMESTAMP) else {
@@ -125,7 +133,7 @@ impl Endpoints {
             };
             let vantage = self.vantage_mut(endpoint, host);
             if !vantage.has(ts_ms) {
-                vantage.last_ts_ms = ts_ms;
+                vantage.last_ts_ms = vantage.last_ts_ms.max(ts_ms);
                 fresh.push((endpoint, ProbeResult::at(ts_ms)));
             }
         }
@@ -135,7 +143,7 @@ impl Endpoints {
                 self.vantage_mut(endpoint, host).push(result);
             }
         }
-        if tick.keyframe || !tick.removed.is_empty() {
+        if live && (tick.keyframe || !tick.removed.is_empty()) {
             self.prune(host, state);
         }
     }
@@ -281,7 +289,7 @@ pub(crate) mod tests {
 
         fn apply(&mut self, tick: &Tick) {
             self.state.apply(tick).unwrap();
-            self.endpoints.observe("h1", &self.state, tick);
+            self.endpoints.observe("h1", &self.state, tick, true);
         }
 
         fn results(&self, endpoint: &str) -> Vec<ProbeResult> {

@@ -103,7 +103,10 @@ pub fn render<'a>(hosts: impl Iterator<Item = &'a HostTwin>, now_ms: i64, offlin
         let c = &host.counters;
         for (name, v) in [
             ("twinwatch_ingest_batches_applied_total", c.batches_applied),
+            ("twinwatch_ingest_batches_backfilled_total", c.batches_backfilled),
             ("twinwatch_ingest_duplicate_batches_total", c.duplicates),
+            ("twinwatch_ingest_dropped_ticks_total", c.dropped_ticks),
+            ("twinwatch_ingest_refused_connections_total", c.refused),
             ("twinwatch_ingest_missing_batches_total", c.missing_batches),
             ("twinwatch_ingest_keyframe_requests_total", c.keyframe_requests),
             ("twinwatch_ingest_connects_total", c.connects),
@@ -152,9 +155,9 @@ mod tests {
             interval_ms: 1000,
             host: Default::default(),
         };
-        twin.handle_hello(&who, &hello, 1000);
+        twin.handle_hello(&who, 1, &hello, 1000);
         let tick = DeltaEncoder::new(10).encode(&Sample::new(1000, metrics));
-        twin.handle_batch("udm", &Batch { incarnation: 1, seq: 1, ticks: vec![tick] }, 1000);
+        twin.handle_batch("udm", 1, &Batch { incarnation: 1, seq: 1, ticks: vec![tick] }, 1000);
         twin
     }
 

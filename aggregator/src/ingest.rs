@@ -1,23 +1,35 @@
-//! QUIC ingest: accept agents, verify who they are, reconcile their batches into the twin,
+//! QUIC ingest: accept agents, verify who they are, reconcile their messages into the twin,
 //! store them, and acknowledge only what is durable.
 //!
 //! Per connection: the TLS layer has already refused any client certificate our CA did not sign;
-//! the identity comes from that certificate. Then `Hello` → `Welcome`, and a loop that takes every
-//! batch frame available, reconciles each ([`crate::twin`]), commits the accepted ones with the
-//! host's new state in one sled batch, flushes, and only then sends the cumulative `Ack`.
+//! the identity comes from that certificate. Then `Hello` → [`Twin::handle_hello`] decides
+//! whether this connection speaks for the identity (another may hold it) → `Welcome`, and a loop
+//! that takes every message available, reconciles each, commits the stored batches with the
+//! host's new state in one sled batch, flushes, and only then sends `Ack`s for the ranges it
+//! took. Each ack carries the aggregator's clock, which the agent echoes for the skew estimate.
+//!
+//! Admission: at most [`MAX_HANDSHAKES`] connections may be between accept and `Welcome` at a
+//! time. Past that, new ones are refused before any cryptography, and the agents back off: an
+//! aggregator restarting under hundreds of agents serves them in waves instead of drowning.
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use twinwatch_common::frame::{FrameEncoder, FrameError};
-use twinwatch_common::message::{Ack, KeyframeRequest, Message, Welcome};
+use twinwatch_common::message::{close, Ack, KeyframeRequest, Message, Welcome};
 use twinwatch_common::reader::MessageReader;
 
+use crate::claims::Claim;
 use crate::identity::{self, AgentIdentity, IdentityError};
+use crate::runs::Runs;
 use crate::store::{Store, StoreError};
 use crate::twin::{Outcome, Twin};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections allowed between accept and `Welcome` at once.
+pub const MAX_HANDSHAKES: usize = 64;
 
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -41,6 +53,10 @@ pub enum IngestError {
     HelloTimeout,
     #[error("stream closed")]
     Closed,
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("a newer connection of this agent took over")]
+    Superseded,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -50,20 +66,48 @@ pub struct Ingest {
     /// A std mutex: it is never held across an await.
     pub twin: Arc<Mutex<Twin>>,
     pub store: Arc<Store>,
+    next_conn: AtomicU64,
+    /// Open connections by id, so one superseded by another can be closed.
+    connections: Mutex<HashMap<u64, quinn::Connection>>,
+    handshakes: Arc<tokio::sync::Semaphore>,
+    /// Connections refused at admission.
+    pub refused_busy: AtomicU64,
 }
 
 impl Ingest {
+    pub fn new(twin: Arc<Mutex<Twin>>, store: Arc<Store>) -> Self {
+        Ingest {
+            twin,
+            store,
+            next_conn: AtomicU64::new(1),
+            connections: Mutex::new(HashMap::new()),
+            handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES)),
+            refused_busy: AtomicU64::new(0),
+        }
+    }
+
     fn twin(&self) -> std::sync::MutexGuard<'_, Twin> {
         self.twin.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn connections(&self) -> std::sync::MutexGuard<'_, HashMap<u64, quinn::Connection>> {
+        self.connections.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Accepts connections until the endpoint is closed.
     pub async fn serve(self: Arc<Self>, endpoint: quinn::Endpoint) {
         while let Some(incoming) = endpoint.accept().await {
-            let ingest = self.clone();
             let remote = incoming.remote_address();
+            let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
+                self.refused_busy.fetch_add(1, Relaxed);
+                tracing::debug!(%remote, "too many handshakes at once; refused");
+                incoming.refuse();
+                continue;
+            };
+            let ingest = self.clone();
             tokio::spawn(async move {
-                match ingest.connection(incoming).await {
+                let conn_id = ingest.next_conn.fetch_add(1, Relaxed);
+                match ingest.connection(incoming, conn_id, permit).await {
                     Ok(who) => tracing::info!(%remote, agent = %who, "agent disconnected"),
                     Err((who, e)) => match who {
                         Some(who) => tracing::warn!(%remote, agent = %who, "agent connection ended: {e}"),
@@ -77,23 +121,41 @@ impl Ingest {
     async fn connection(
         &self,
         incoming: quinn::Incoming,
+        conn_id: u64,
+        permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<AgentIdentity, (Option<AgentIdentity>, IngestError)> {
         let conn = incoming.await.map_err(|e| (None, e.into()))?;
         let who = identity::from_connection(&conn).map_err(|e| (None, e.into()))?;
-        let result = self.session(&conn, &who).await;
+        let result = self.session(&conn, conn_id, &who, permit).await;
+        self.twin().handle_disconnect(&who.id, conn_id);
+        self.connections().remove(&conn_id);
         match result {
             Ok(()) | Err(IngestError::Closed) => Ok(who),
             Err(IngestError::Read(quinn::ReadError::ConnectionLost(quinn::ConnectionError::ApplicationClosed(_)))) => {
                 Ok(who)
             }
+            Err(IngestError::Refused(reason)) => {
+                conn.close(close::IDENTITY_IN_USE.into(), reason.as_bytes());
+                Err((Some(who), IngestError::Refused(reason)))
+            }
+            Err(IngestError::Superseded) => {
+                conn.close(close::SUPERSEDED.into(), b"a newer connection of this agent took over");
+                Err((Some(who), IngestError::Superseded))
+            }
             Err(e) => {
-                conn.close(1u32.into(), e.to_string().as_bytes());
+                conn.close(close::ERROR.into(), e.to_string().as_bytes());
                 Err((Some(who), e))
             }
         }
     }
 
-    async fn session(&self, conn: &quinn::Connection, who: &AgentIdentity) -> Result<(), IngestError> {
+    async fn session(
+        &self,
+        conn: &quinn::Connection,
+        conn_id: u64,
+        who: &AgentIdentity,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<(), IngestError> {
         let (mut send, mut recv) =
             tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await.map_err(|_| IngestError::HelloTimeout)??;
         let mut reader = MessageReader::new();
@@ -115,14 +177,28 @@ impl Ingest {
             return Err(IngestError::Unexpected { expected: "hello", got: hello.name() });
         };
 
-        let (stored_through, snapshot) = {
+        let (claim, stored_through, snapshot) = {
             let mut twin = self.twin();
-            let stored = twin.handle_hello(who, &hello, now_ms());
-            (stored, twin.host(&who.id).cloned())
+            let claim = twin.handle_hello(who, conn_id, &hello, now_ms());
+            let host = twin.host(&who.id);
+            (claim, host.map_or(0, |h| h.accounted_through(hello.incarnation)), host.cloned())
         };
         if let Some(host) = &snapshot {
             self.store.commit(host, &[])?;
         }
+        match claim {
+            Claim::Refuse { reason } => {
+                tracing::warn!(agent = %who, hostname = %hello.host.hostname, machine = %hello.host.machine_id, "identity conflict: {reason}");
+                return Err(IngestError::Refused(reason));
+            }
+            Claim::Accept { supersedes } => {
+                if let Some(old) = supersedes.and_then(|old| self.connections().remove(&old)) {
+                    tracing::info!(agent = %who, "a newer connection takes over; closing the old one");
+                    old.close(close::SUPERSEDED.into(), b"a newer connection of this agent took over");
+                }
+            }
+        }
+        self.connections().insert(conn_id, conn.clone());
         tracing::info!(
             agent = %who,
             hostname = %hello.host.hostname,
@@ -134,34 +210,54 @@ impl Ingest {
         let welcome =
             Welcome { server_time_ms: now_ms(), agent_id: who.id.clone(), dc: who.dc.clone(), stored_through };
         send.write_all(&Message::Welcome(welcome).to_frame(&mut frames)?).await?;
+        drop(permit);
 
         let mut out = Vec::new();
         loop {
             let mut accepted: Vec<(u64, u64, Vec<u8>)> = Vec::new();
-            let mut ack: Option<Ack> = None;
+            let mut acks: BTreeMap<u64, Runs> = BTreeMap::new();
+            let mut changed = false;
             let mut keyframe: Option<KeyframeRequest> = None;
             {
                 let mut twin = self.twin();
                 while let Some(message) = reader.next_message()? {
-                    let Message::Batch(batch) = message else {
-                        return Err(IngestError::Unexpected { expected: "batch", got: message.name() });
-                    };
-                    match twin.handle_batch(&who.id, &batch, now_ms()) {
-                        Outcome::Applied => accepted.push((batch.incarnation, batch.seq, reader.last_frame().to_vec())),
-                        Outcome::Duplicate => {}
-                        Outcome::Unapplied { keyframe_wanted, reason } => {
-                            tracing::debug!(agent = %who, seq = batch.seq, "batch stored unapplied: {reason}");
-                            accepted.push((batch.incarnation, batch.seq, reader.last_frame().to_vec()));
-                            if keyframe_wanted {
-                                keyframe =
-                                    Some(KeyframeRequest { incarnation: batch.incarnation, after_seq: batch.seq });
+                    let now = now_ms();
+                    match message {
+                        Message::Batch(batch) => match twin.handle_batch(&who.id, conn_id, &batch, now) {
+                            Outcome::NotHolder => return Err(IngestError::Superseded),
+                            outcome => {
+                                if let Outcome::Unapplied { keyframe_wanted, reason } = &outcome {
+                                    tracing::debug!(agent = %who, seq = batch.seq, "batch stored undecoded: {reason}");
+                                    if *keyframe_wanted {
+                                        keyframe = Some(KeyframeRequest {
+                                            incarnation: batch.incarnation,
+                                            after_seq: batch.seq,
+                                        });
+                                    }
+                                }
+                                if outcome.stores() {
+                                    accepted.push((batch.incarnation, batch.seq, reader.last_frame().to_vec()));
+                                }
+                                acks.entry(batch.incarnation).or_default().insert(batch.seq, batch.seq);
                             }
+                        },
+                        Message::Dropped(d) => {
+                            match twin.handle_dropped(&who.id, conn_id, &d, now) {
+                                Err(_) => return Err(IngestError::Superseded),
+                                Ok(new) => {
+                                    if new {
+                                        tracing::warn!(agent = %who, incarnation = d.incarnation, first = d.first_seq, last = d.last_seq, ticks = d.ticks, "agent dropped samples to stay under its buffer cap");
+                                    }
+                                    changed |= new;
+                                }
+                            }
+                            acks.entry(d.incarnation).or_default().insert(d.first_seq, d.last_seq);
                         }
+                        Message::TimeEcho(echo) => twin.handle_echo(&who.id, conn_id, &echo, now),
+                        other => return Err(IngestError::Unexpected { expected: "batch", got: other.name() }),
                     }
-                    let through = twin.host(&who.id).map_or(batch.seq, |h| h.stored_through(batch.incarnation));
-                    ack = Some(Ack { incarnation: batch.incarnation, through_seq: through });
                 }
-                if ack.is_some() {
+                if !accepted.is_empty() || changed {
                     if let Some(host) = twin.host(&who.id) {
                         if let Err(e) = self.store.commit(host, &accepted) {
                             // Memory ran ahead of disk: put the host back as stored and let the
@@ -173,10 +269,18 @@ impl Ingest {
                     }
                 }
             }
-            if let Some(ack) = ack {
-                self.store.flush().await?;
+            if !acks.is_empty() {
+                if !accepted.is_empty() || changed {
+                    self.store.flush().await?;
+                }
                 out.clear();
-                Message::Ack(ack).encode(&mut frames, &mut out)?;
+                let server_time_ms = now_ms();
+                for (incarnation, runs) in &acks {
+                    for (first_seq, last_seq) in runs.iter() {
+                        Message::Ack(Ack { incarnation: *incarnation, first_seq, last_seq, server_time_ms })
+                            .encode(&mut frames, &mut out)?;
+                    }
+                }
                 if let Some(request) = keyframe {
                     Message::KeyframeRequest(request).encode(&mut frames, &mut out)?;
                 }

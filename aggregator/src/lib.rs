@@ -3,7 +3,9 @@
 //!
 //! # Layout
 //! - [`ingest`]: the QUIC listener and per-agent sessions (hello, batches, acks).
-//! - [`twin`]: the sans-IO twin core: sequence reconciliation, delta state, host status.
+//! - [`twin`]: the sans-IO twin core: sequence reconciliation, live and backfill delta states,
+//!   host status. Its parts: [`ledger`] (what is stored and dropped per incarnation, over
+//!   [`runs`]), [`claims`] (one connection per identity), [`clock`] (per-agent clock offset).
 //! - [`endpoints`]: the service twin: recent probe results per endpoint and vantage, their
 //!   statistics and the views the API serves.
 //! - [`store`]: sled persistence of batches and host state, flushed before any ack.
@@ -17,12 +19,16 @@
 pub mod api;
 pub mod auth;
 pub mod certs;
+pub mod claims;
+pub mod clock;
 pub mod config;
 pub mod endpoint;
 pub mod endpoints;
 pub mod exposition;
 pub mod identity;
 pub mod ingest;
+pub mod ledger;
+pub mod runs;
 pub mod store;
 pub mod tls;
 pub mod twin;
@@ -85,7 +91,7 @@ pub async fn run(
         http: listener.local_addr().map_err(|source| AggregatorError::Bind { addr: config.http_listen, source })?,
     };
 
-    let ingest = Arc::new(Ingest { twin: twin.clone(), store: store.clone() });
+    let ingest = Arc::new(Ingest::new(twin.clone(), store.clone()));
     tokio::spawn(ingest.serve(endpoint.clone()));
     let ready = Arc::new(AtomicBool::new(true));
     let state = api::AppState {

@@ -166,7 +166,7 @@ mod tests {
             interval_ms: 1000,
             host: HostInfo::default(),
         };
-        twin.handle_hello(&who, &hello, 5);
+        twin.handle_hello(&who, 1, &hello, 5);
         {
             let store = Store::open(&dir).unwrap();
             let host = twin.host("a-1").unwrap();

@@ -1,9 +1,14 @@
 //! The protocol messages and their frame kinds.
 //!
 //! One QUIC bidirectional stream per connection carries them. The agent opens with [`Hello`]; the
-//! aggregator answers [`Welcome`]. The agent then sends [`Batch`]es in queue order and the
-//! aggregator answers with cumulative [`Ack`]s once batches are durably stored, or a
-//! [`KeyframeRequest`] when it cannot apply a delta.
+//! aggregator answers [`Welcome`]. The agent then sends [`Batch`]es: live ones first, in order,
+//! and its backlog behind them, so sequence numbers arrive out of order across the two lanes. It
+//! reports batches it had to drop with [`Dropped`], and echoes the aggregator's clock with
+//! [`TimeEcho`]. The aggregator answers with [`Ack`]s, each for a range of sequence numbers it
+//! has durably stored (or recorded as dropped), and with a [`KeyframeRequest`] when it cannot
+//! apply a live delta.
+//!
+//! The aggregator closes a connection it will not serve with one of the [`close`] codes.
 
 use bincode::{Decode, Encode};
 
@@ -62,11 +67,52 @@ impl Batch {
     }
 }
 
-/// Every batch of `incarnation` up to `through_seq` is durably stored.
+/// Batches `first_seq..=last_seq` of `incarnation` are durably stored (or recorded as dropped):
+/// the agent may forget them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
 pub struct Ack {
     pub incarnation: u64,
-    pub through_seq: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// Aggregator clock when the ack was sent, ms since the epoch; the agent echoes it.
+    pub server_time_ms: i64,
+}
+
+/// The agent dropped batches `first_seq..=last_seq` of `incarnation` to stay under its buffer
+/// cap: `ticks` samples of the host (each one tick: every series at one instant), taken from
+/// `from_ms` to `to_ms` (agent clock), will never arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct Dropped {
+    pub incarnation: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub ticks: u64,
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+/// Agent to aggregator: the latest `server_time_ms` the agent received (in a `Welcome` or an
+/// `Ack`), echoed at once with the agent's clock, so the aggregator can time the round trip on
+/// its own clock and estimate the agent's offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct TimeEcho {
+    pub server_time_ms: i64,
+    pub agent_time_ms: i64,
+}
+
+/// QUIC application close codes the aggregator uses, and what the agent does about them.
+pub mod close {
+    /// Normal end of a connection.
+    pub const DONE: u32 = 0;
+    /// A protocol or storage error; the agent reconnects with backoff.
+    pub const ERROR: u32 = 1;
+    /// Too many agents connecting at once; the reason holds the delay in ms the agent should
+    /// wait at least before trying again.
+    pub const BUSY: u32 = 2;
+    /// Another connection holds this agent identity; the reason says which.
+    pub const IDENTITY_IN_USE: u32 = 3;
+    /// A newer connection of the same agent took over.
+    pub const SUPERSEDED: u32 = 4;
 }
 
 /// The aggregator cannot apply deltas after `after_seq`: the agent should send a keyframe next.
@@ -83,6 +129,8 @@ pub enum Message {
     Batch(Batch),
     Ack(Ack),
     KeyframeRequest(KeyframeRequest),
+    Dropped(Dropped),
+    TimeEcho(TimeEcho),
 }
 
 const KIND_HELLO: u8 = 1;
@@ -90,6 +138,8 @@ const KIND_WELCOME: u8 = 2;
 const KIND_BATCH: u8 = 3;
 const KIND_ACK: u8 = 4;
 const KIND_KEYFRAME_REQUEST: u8 = 5;
+const KIND_DROPPED: u8 = 6;
+const KIND_TIME_ECHO: u8 = 7;
 
 impl Message {
     pub fn name(&self) -> &'static str {
@@ -99,6 +149,8 @@ impl Message {
             Message::Batch(_) => "batch",
             Message::Ack(_) => "ack",
             Message::KeyframeRequest(_) => "keyframe-request",
+            Message::Dropped(_) => "dropped",
+            Message::TimeEcho(_) => "time-echo",
         }
     }
 
@@ -110,6 +162,8 @@ impl Message {
             Message::Batch(m) => enc.encode(KIND_BATCH, m, out),
             Message::Ack(m) => enc.encode(KIND_ACK, m, out),
             Message::KeyframeRequest(m) => enc.encode(KIND_KEYFRAME_REQUEST, m, out),
+            Message::Dropped(m) => enc.encode(KIND_DROPPED, m, out),
+            Message::TimeEcho(m) => enc.encode(KIND_TIME_ECHO, m, out),
         }
     }
 
@@ -132,6 +186,8 @@ impl Message {
             KIND_BATCH => Message::Batch(decode_body(&raw)?),
             KIND_ACK => Message::Ack(decode_body(&raw)?),
             KIND_KEYFRAME_REQUEST => Message::KeyframeRequest(decode_body(&raw)?),
+            KIND_DROPPED => Message::Dropped(decode_body(&raw)?),
+            KIND_TIME_ECHO => Message::TimeEcho(decode_body(&raw)?),
             other => return Err(FrameError::UnknownKind(other)),
         };
         Ok(Some((message, used)))
@@ -171,9 +227,22 @@ mod tests {
             }),
             Message::Welcome(Welcome { server_time_ms: 9, agent_id: "a".into(), dc: "dc1".into(), stored_through: 4 }),
             Message::Batch(batch(200)),
-            Message::Ack(Ack { incarnation: 1, through_seq: u64::MAX }),
+            Message::Ack(Ack { incarnation: 1, first_seq: 5, last_seq: u64::MAX, server_time_ms: -1 }),
             Message::KeyframeRequest(KeyframeRequest { incarnation: 2, after_seq: 3 }),
+            Message::Dropped(Dropped {
+                incarnation: 4,
+                first_seq: 1,
+                last_seq: 9,
+                ticks: 9,
+                from_ms: 1_000,
+                to_ms: 9_000,
+            }),
+            Message::TimeEcho(TimeEcho { server_time_ms: 10, agent_time_ms: 12 }),
         ]
+    }
+
+    fn ack(seq: u64) -> Ack {
+        Ack { incarnation: 1, first_seq: seq, last_seq: seq, server_time_ms: 0 }
     }
 
     fn frame_with(kind: u8, flags: u8, payload: &[u8], raw_len: u32) -> Vec<u8> {
@@ -265,8 +334,7 @@ mod tests {
 
     #[test]
     fn trailing_bytes_inside_a_payload_are_refused() {
-        let mut body =
-            bincode::encode_to_vec(Ack { incarnation: 1, through_seq: 2 }, bincode::config::standard()).unwrap();
+        let mut body = bincode::encode_to_vec(ack(2), bincode::config::standard()).unwrap();
         body.push(0);
         let f = frame_with(KIND_ACK, 0, &body, body.len() as u32);
         assert!(matches!(Message::decode(&mut FrameDecoder::new(), &f), Err(FrameError::TrailingBytes(1))));
@@ -286,7 +354,7 @@ mod tests {
 
     #[test]
     fn header_faults_are_typed_errors() {
-        let good = Message::Ack(Ack { incarnation: 1, through_seq: 1 }).to_frame(&mut FrameEncoder::new()).unwrap();
+        let good = Message::Ack(ack(1)).to_frame(&mut FrameEncoder::new()).unwrap();
         let mut dec = FrameDecoder::new();
         let mut bad = good.clone();
         bad[0] = b'X';

@@ -66,7 +66,9 @@ mod tests {
         let mut enc = FrameEncoder::new();
         let mut stream = Vec::new();
         for i in 0..50 {
-            Message::Ack(Ack { incarnation: 1, through_seq: i }).encode(&mut enc, &mut stream).unwrap();
+            Message::Ack(Ack { incarnation: 1, first_seq: i, last_seq: i, server_time_ms: 0 })
+                .encode(&mut enc, &mut stream)
+                .unwrap();
         }
         for chunk in [1, 3, 7, 16, 17, 1000] {
             let mut reader = MessageReader::new();
@@ -74,7 +76,7 @@ mod tests {
             for piece in stream.chunks(chunk) {
                 reader.push(piece);
                 while let Some(Message::Ack(a)) = reader.next_message().unwrap() {
-                    assert_eq!(a.through_seq, got);
+                    assert_eq!(a.last_seq, got);
                     let frame = reader.last_frame().to_vec();
                     let again = Message::decode(&mut FrameDecoder::new(), &frame).unwrap().unwrap();
                     assert_eq!(again, (Message::Ack(a), frame.len()));

@@ -159,13 +159,13 @@ mod tests {
             interval_ms: 60_000,
             host: Default::default(),
         };
-        twin.handle_hello(&who, &hello, now);
+        twin.handle_hello(&who, 1, &hello, now);
         let mut enc = DeltaEncoder::new(100);
         let mut stamps = Vec::new();
         for (i, (status, duration)) in results.iter().enumerate() {
             let probe_ts = now - 10_000 * (results.len() - i) as i64;
             let tick = enc.encode(&Sample::new(probe_ts + 300, probe_metrics(probe_ts, *status, *duration)));
-            twin.handle_batch(id, &Batch { incarnation: 1, seq: i as u64 + 1, ticks: vec![tick] }, now);
+            twin.handle_batch(id, 1, &Batch { incarnation: 1, seq: i as u64 + 1, ticks: vec![tick] }, now);
             stamps.push(probe_ts);
         }
         stamps

@@ -403,7 +403,7 @@ pub fn detail(host: &HostTwin, now: i64, offline_after: i64) -> Value {
         },
         "incarnation": host.incarnation,
         "sampled_at": (host.state.last_ts_ms() > 0).then(|| rfc3339(host.state.last_ts_ms())),
-        "clock_offset_ms": host.clock_offset_ms,
+        "clock": clock(host),
         "cpu": cpu(&series),
         "memory": memory(&series),
         "load": {
@@ -423,11 +423,7 @@ pub fn detail(host: &HostTwin, now: i64, offline_after: i64) -> Value {
         "gpus": gpus(&series),
         "processes": processes(&series),
         "agent": agent(&series),
-        "ingest": {
-            "counters": host.counters,
-            "stored_through": host.stored_through(host.incarnation),
-            "awaiting_keyframe": host.awaiting_keyframe,
-        },
+        "ingest": ingest(host, now),
         "metrics": metrics,
     });
     if let (Value::Object(base), Value::Object(more)) = (&mut v, extra) {
@@ -435,6 +431,65 @@ pub fn detail(host: &HostTwin, now: i64, offline_after: i64) -> Value {
     }
     whole_numbers_as_integers(&mut v);
     v
+}
+
+/// The clock offset estimate and the correction in force.
+fn clock(host: &HostTwin) -> Value {
+    let estimate = host.clock.estimate();
+    json!({
+        "offset_ms": estimate.map(|e| e.offset_ms),
+        "uncertainty_ms": estimate.map(|e| e.rtt_ms / 2),
+        "correction_ms": estimate.map_or(0, |e| e.correction_ms),
+        "corrected_beyond_ms": crate::clock::CORRECT_BEYOND_MS,
+        "exchanges": host.clock.observed,
+    })
+}
+
+/// What is stored of each incarnation, the known gaps, backfills under way and identity conflicts.
+fn ingest(host: &HostTwin, now: i64) -> Value {
+    let incarnations: Vec<Value> = host
+        .ledgers
+        .iter()
+        .map(|l| {
+            json!({
+                "incarnation": l.incarnation,
+                "ticks_stored": l.ticks_stored,
+                "ticks_dropped": l.ticks_dropped,
+                "batches_stored": l.stored.len(),
+                "stored": l.stored,
+                "dropped": l.dropped,
+                "accounted_through": l.accounted_through(),
+                "newest_tick_ms": l.newest_tick_ms,
+                "gaps": l.gaps.iter().map(|g| json!({
+                    "first_seq": g.first_seq,
+                    "last_seq": g.last_seq,
+                    "ticks": g.ticks,
+                    "from": rfc3339(g.from_ms),
+                    "to": rfc3339(g.to_ms),
+                    "from_ms": g.from_ms,
+                    "to_ms": g.to_ms,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "counters": host.counters,
+        "incarnation": host.incarnation,
+        "live_through": host.live_through,
+        "stored_through": host.accounted_through(host.incarnation),
+        "awaiting_keyframe": host.awaiting_keyframe,
+        "missed_intervals": host.missed_intervals(now),
+        "backfilling": host.backfill.iter().map(|c| json!({ "incarnation": c.incarnation, "through": c.through })).collect::<Vec<_>>(),
+        "incarnations": incarnations,
+        "conflicts": host.conflicts.iter().map(|c| json!({
+            "at": rfc3339(c.at_ms),
+            "outcome": c.outcome,
+            "machine_id": c.machine_id,
+            "hostname": c.hostname,
+            "incarnation": c.incarnation,
+            "holder": { "machine_id": c.holder_machine_id, "hostname": c.holder_hostname, "incarnation": c.holder_incarnation },
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// Writes `502.0` as `502`: counts and byte sizes read as integers, as a person expects.

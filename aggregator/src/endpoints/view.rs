@@ -440,9 +440,11 @@ fn gather<'a>(twin: &'a Twin, only: Option<&str>) -> BTreeMap<&'a str, Vec<Probe
 }
 
 /// The results of `probe`'s ring in the window. Results carry the agent's clock and the window
-/// is the aggregator's, so the window is shifted by the clock offset seen at the last hello.
+/// is the aggregator's, so the window is shifted by the host's clock correction (zero unless its
+/// offset is beyond [`crate::clock::CORRECT_BEYOND_MS`]).
 fn window_results(twin: &Twin, id: &str, probe: &Probe, scope: &Scope) -> Vec<ProbeResult> {
-    let since = scope.now_ms.saturating_sub(scope.window.ms).saturating_sub(probe.host.clock_offset_ms);
+    let correction = probe.host.clock.estimate().map_or(0, |e| e.correction_ms);
+    let since = scope.now_ms.saturating_sub(scope.window.ms).saturating_sub(correction);
     twin.endpoints().vantage(id, &probe.host.id).map(|v| v.since(since)).unwrap_or_default()
 }
 

@@ -1,0 +1,833 @@
+//! The agent's outbound buffer: memory first, disk only for what waits, two lanes out.
+//!
+//! - **Memory first.** A batch is pushed into memory. While the aggregator acknowledges promptly,
+//!   it is acknowledged and forgotten there: nothing touches the disk. A batch still unacknowledged
+//!   after `flush_every` is written to sled together with every other waiting batch in one group
+//!   commit (one sled batch, one flush). A kill -9 therefore loses at most the batches younger
+//!   than `flush_every` plus one sample interval; everything older is on disk.
+//! - **Two lanes.** Each connection is a session. Batches from before the session and up to the
+//!   first keyframe pushed in it are the *backlog*; from that keyframe on they are *live*. The
+//!   shipper sends live batches first and drains the backlog behind them at a bounded rate, so the
+//!   aggregator is current within an interval of reconnecting while the gap fills.
+//! - **A cap with drop-oldest.** Past `cap` bytes (memory and disk together) the oldest
+//!   *segment*, from the oldest batch up to the next keyframe, is dropped, so what remains always
+//!   decodes. Every dropped batch is counted and becomes a [`Dropped`] report, kept on disk until
+//!   the aggregator acknowledges it, which records it as a known gap.
+//! - **Acknowledged, then deleted.** A batch leaves the buffer only when the aggregator
+//!   acknowledges its range as durably stored, never when it is sent.
+//!
+//! Keys are `incarnation ‖ seq`, both big-endian, so key order is production order across
+//! restarts. On disk a batch is `ticks: u32 LE ‖ ts_ms: i64 LE ‖ flags: u8 ‖ frame`, the frame
+//! exactly what goes on the wire.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use twinwatch_common::message::Dropped;
+
+pub type Key = [u8; 16];
+
+pub fn key(incarnation: u64, seq: u64) -> Key {
+    let mut k = [0; 16];
+    k[..8].copy_from_slice(&incarnation.to_be_bytes());
+    k[8..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub fn split_key(k: &[u8]) -> (u64, u64) {
+    let mut inc = [0; 8];
+    let mut seq = [0; 8];
+    inc.copy_from_slice(&k[..8]);
+    seq.copy_from_slice(&k[8..16]);
+    (u64::from_be_bytes(inc), u64::from_be_bytes(seq))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BufferError {
+    #[error("buffer at {path}: {source}")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("buffer: {0}")]
+    Sled(#[from] sled::Error),
+}
+
+/// What the buffer knows of a batch besides its frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    /// Host samples (ticks) in the batch.
+    pub ticks: u32,
+    /// Agent clock of its (first) tick.
+    pub ts_ms: i64,
+    /// Whether it starts with a keyframe, so decoding can start at it.
+    pub keyframe: bool,
+}
+
+const META_LEN: usize = 13;
+
+impl Meta {
+    fn encode(&self, frame: &[u8]) -> Vec<u8> {
+        let mut v = Vec::with_capacity(META_LEN + frame.len());
+        v.extend_from_slice(&self.ticks.to_le_bytes());
+        v.extend_from_slice(&self.ts_ms.to_le_bytes());
+        v.push(self.keyframe as u8);
+        v.extend_from_slice(frame);
+        v
+    }
+
+    fn decode(v: &[u8]) -> Meta {
+        if v.len() < META_LEN {
+            return Meta { ticks: 0, ts_ms: 0, keyframe: false };
+        }
+        Meta {
+            ticks: u32::from_le_bytes(v[..4].try_into().expect("4 bytes")),
+            ts_ms: i64::from_le_bytes(v[4..12].try_into().expect("8 bytes")),
+            keyframe: v[12] == 1,
+        }
+    }
+}
+
+/// Running totals of what the buffer did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    pub dropped_batches: u64,
+    pub dropped_ticks: u64,
+    /// Group commits and the batch bytes they wrote.
+    pub spills: u64,
+    pub spilled_bytes: u64,
+}
+
+/// Which lane a batch went out on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Live,
+    Backlog,
+}
+
+struct Entry {
+    meta: Meta,
+    frame: Vec<u8>,
+    born: Instant,
+}
+
+/// The lanes of one connection.
+#[derive(Debug, Default)]
+struct Session {
+    /// First live batch: the first keyframe pushed during the session.
+    live_from: Option<Key>,
+    live_sent: Option<Key>,
+    backlog_sent: Option<Key>,
+    drops_sent: BTreeSet<Key>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Batches only in memory.
+    mem: BTreeMap<Key, Entry>,
+    mem_bytes: u64,
+    disk_bytes: u64,
+    disk_count: u64,
+    in_flight: BTreeSet<Key>,
+    session: Option<Session>,
+    /// Drop reports not yet acknowledged, by `key(incarnation, first_seq)`.
+    drops: BTreeMap<Key, Dropped>,
+    totals: Totals,
+    /// Set when the cap could not be kept because no keyframe follows the oldest batch.
+    want_keyframe: bool,
+}
+
+pub struct Buffer {
+    db: sled::Db,
+    batches: sled::Tree,
+    drops: sled::Tree,
+    cap: u64,
+    flush_every: Duration,
+    inner: Mutex<Inner>,
+    /// Set when the store could not be opened and was moved aside.
+    pub recovered_from: Option<PathBuf>,
+}
+
+const INCARNATION: &[u8] = b"incarnation";
+
+fn encode_drop(d: &Dropped) -> Vec<u8> {
+    let mut v = Vec::with_capacity(48);
+    for x in [d.incarnation, d.first_seq, d.last_seq, d.ticks, d.from_ms as u64, d.to_ms as u64] {
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v
+}
+
+fn decode_drop(v: &[u8]) -> Option<Dropped> {
+    let f = |i: usize| v.get(i * 8..i * 8 + 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+    Some(Dropped {
+        incarnation: f(0)?,
+        first_seq: f(1)?,
+        last_seq: f(2)?,
+        ticks: f(3)?,
+        from_ms: f(4)? as i64,
+        to_ms: f(5)? as i64,
+    })
+}
+
+fn to_key(k: &[u8]) -> Key {
+    let mut key = [0; 16];
+    key.copy_from_slice(&k[..16]);
+    key
+}
+
+impl Buffer {
+    /// Opens the buffer in `dir`. A store sled reports as corrupt is moved aside (and named in
+    /// `recovered_from`) and a fresh one started: the agent keeps sampling rather than stopping.
+    /// Any other failure, such as another process holding the lock, is an error: the buffer is
+    /// never moved aside for it.
+    pub fn open(dir: &Path, cap: u64, flush_every: Duration) -> Result<Buffer, BufferError> {
+        // Group commits flush explicitly; sled's own timer stays off so an idle agent writes nothing.
+        let config = sled::Config::new().path(dir).cache_capacity(2 << 20).flush_every_ms(None);
+        let mut attempts = 0;
+        let (db, recovered_from) = loop {
+            match config.open() {
+                Ok(db) => break (db, None),
+                Err(sled::Error::Corruption { .. } | sled::Error::ReportableBug(_)) => {
+                    let aside = dir.with_extension(format!("corrupt-{}", std::process::id()));
+                    tracing::error!(path = %dir.display(), aside = %aside.display(), "buffer corrupt; moving it aside");
+                    std::fs::rename(dir, &aside)
+                        .map_err(|e| BufferError::Open { path: dir.to_owned(), source: e.into() })?;
+                    let db = config.open().map_err(|source| BufferError::Open { path: dir.to_owned(), source })?;
+                    break (db, Some(aside));
+                }
+                // The lock may still be held by a process (or, in tests, an instance) on its way out.
+                Err(sled::Error::Io(_)) if attempts < 30 => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(source) => return Err(BufferError::Open { path: dir.to_owned(), source }),
+            }
+        };
+        let batches = db.open_tree("batches")?;
+        let drops = db.open_tree("dropped")?;
+        let mut inner = Inner::default();
+        for item in batches.iter() {
+            let (_, v) = item?;
+            inner.disk_bytes += v.len() as u64;
+            inner.disk_count += 1;
+        }
+        for item in drops.iter() {
+            let (k, v) = item?;
+            if let (16, Some(d)) = (k.len(), decode_drop(&v)) {
+                inner.drops.insert(to_key(&k), d);
+            }
+        }
+        Ok(Buffer { db, batches, drops, cap, flush_every, inner: Mutex::new(inner), recovered_from })
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new incarnation number, never reused: above every earlier one and at least `now_ms`, so
+    /// it stays fresh even if the state directory is lost.
+    pub fn next_incarnation(&self, now_ms: u64) -> Result<u64, BufferError> {
+        let previous = self.db.get(INCARNATION)?.map_or(0, |v| {
+            let mut b = [0; 8];
+            b.copy_from_slice(&v[..8.min(v.len())]);
+            u64::from_be_bytes(b)
+        });
+        let next = (previous + 1).max(now_ms);
+        self.db.insert(INCARNATION, &next.to_be_bytes())?;
+        self.db.flush()?;
+        Ok(next)
+    }
+
+    /// Adds a batch. Then writes out whatever has waited `flush_every` (a group commit), and
+    /// drops the oldest segments if over the cap. Returns what was dropped by this push.
+    pub fn push(
+        &self,
+        incarnation: u64,
+        seq: u64,
+        meta: Meta,
+        frame: Vec<u8>,
+        now: Instant,
+    ) -> Result<Totals, BufferError> {
+        let k = key(incarnation, seq);
+        let mut inner = self.inner();
+        let before = inner.totals;
+        inner.mem_bytes += (META_LEN + frame.len()) as u64;
+        if let Some(s) = inner.session.as_mut().filter(|s| s.live_from.is_none() && meta.keyframe) {
+            s.live_from = Some(k);
+        }
+        if let Some(old) = inner.mem.insert(k, Entry { meta, frame, born: now }) {
+            inner.mem_bytes -= (META_LEN + old.frame.len()) as u64;
+        }
+        let oldest = inner.mem.values().map(|e| e.born).min();
+        if oldest.is_some_and(|born| now.saturating_duration_since(born) >= self.flush_every) {
+            self.spill(&mut inner)?;
+        }
+        self.keep_cap(&mut inner)?;
+        let after = inner.totals;
+        Ok(Totals {
+            dropped_batches: after.dropped_batches - before.dropped_batches,
+            dropped_ticks: after.dropped_ticks - before.dropped_ticks,
+            spills: after.spills - before.spills,
+            spilled_bytes: after.spilled_bytes - before.spilled_bytes,
+        })
+    }
+
+    /// The group commit: every batch in memory goes to disk in one sled batch and one flush.
+    fn spill(&self, inner: &mut Inner) -> Result<(), BufferError> {
+        if inner.mem.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        let mut bytes = 0;
+        for (k, e) in &inner.mem {
+            let v = e.meta.encode(&e.frame);
+            bytes += v.len() as u64;
+            batch.insert(k.as_slice(), v);
+        }
+        self.batches.apply_batch(batch)?;
+        self.db.flush()?;
+        inner.disk_count += inner.mem.len() as u64;
+        inner.disk_bytes += bytes;
+        inner.mem.clear();
+        inner.mem_bytes = 0;
+        inner.totals.spills += 1;
+        inner.totals.spilled_bytes += bytes;
+        Ok(())
+    }
+
+    /// The first key at or after `from` (and below `below`), in memory or on disk.
+    fn first_from(&self, inner: &Inner, from: Bound<Key>, below: Option<Key>) -> Result<Option<Key>, BufferError> {
+        let in_mem = inner.mem.range((from, Bound::Unbounded)).next().map(|(k, _)| *k);
+        let on_disk = match from {
+            Bound::Included(k) => self.batches.range(k..).next(),
+            Bound::Excluded(k) => self.batches.range((Bound::Excluded(k), Bound::Unbounded)).next(),
+            Bound::Unbounded => self.batches.iter().next(),
+        }
+        .transpose()?
+        .map(|(k, _)| to_key(&k));
+        let first = match (in_mem, on_disk) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Ok(first.filter(|k| below.is_none_or(|b| *k < b)))
+    }
+
+    fn meta_and_frame(&self, inner: &Inner, k: &Key) -> Result<Option<(Meta, Vec<u8>)>, BufferError> {
+        if let Some(e) = inner.mem.get(k) {
+            return Ok(Some((e.meta, e.frame.clone())));
+        }
+        Ok(self.batches.get(k)?.map(|v| (Meta::decode(&v), v.get(META_LEN..).unwrap_or_default().to_vec())))
+    }
+
+    fn meta(&self, inner: &Inner, k: &Key) -> Result<Option<Meta>, BufferError> {
+        if let Some(e) = inner.mem.get(k) {
+            return Ok(Some(e.meta));
+        }
+        Ok(self.batches.get(k)?.map(|v| Meta::decode(&v)))
+    }
+
+    /// Drops oldest segments until under the cap. A segment is the oldest batch and those after
+    /// it up to the next keyframe of the same incarnation. One with a batch in flight is left
+    /// for now; with no keyframe after the oldest batch, one is asked for.
+    fn keep_cap(&self, inner: &mut Inner) -> Result<(), BufferError> {
+        while inner.mem_bytes + inner.disk_bytes > self.cap {
+            let Some(first) = self.first_from(inner, Bound::Unbounded, None)? else {
+                return Ok(());
+            };
+            let (incarnation, _) = split_key(&first);
+            let mut segment = vec![first];
+            let mut at = first;
+            let ends = loop {
+                let Some(next) = self.first_from(inner, Bound::Excluded(at), None)? else {
+                    break false;
+                };
+                if split_key(&next).0 != incarnation || self.meta(inner, &next)?.is_some_and(|m| m.keyframe) {
+                    break true;
+                }
+                segment.push(next);
+                at = next;
+            };
+            if !ends {
+                inner.want_keyframe = true;
+                return Ok(());
+            }
+            if segment.iter().any(|k| inner.in_flight.contains(k)) {
+                return Ok(());
+            }
+            self.drop_segment(inner, &segment)?;
+        }
+        Ok(())
+    }
+
+    fn drop_segment(&self, inner: &mut Inner, segment: &[Key]) -> Result<(), BufferError> {
+        let mut disk = sled::Batch::default();
+        let mut reports: Vec<Dropped> = Vec::new();
+        for k in segment {
+            let (incarnation, seq) = split_key(k);
+            let meta = match inner.mem.remove(k) {
+                Some(e) => {
+                    inner.mem_bytes -= (META_LEN + e.frame.len()) as u64;
+                    e.meta
+                }
+                None => {
+                    let Some(v) = self.batches.get(k)? else { continue };
+                    disk.remove(k.as_slice());
+                    inner.disk_bytes -= v.len() as u64;
+                    inner.disk_count -= 1;
+                    Meta::decode(&v)
+                }
+            };
+            inner.totals.dropped_batches += 1;
+            inner.totals.dropped_ticks += meta.ticks as u64;
+            match reports.last_mut() {
+                Some(r) if r.incarnation == incarnation && r.last_seq + 1 == seq => {
+                    r.last_seq = seq;
+                    r.ticks += meta.ticks as u64;
+                    r.to_ms = meta.ts_ms;
+                }
+                _ => reports.push(Dropped {
+                    incarnation,
+                    first_seq: seq,
+                    last_seq: seq,
+                    ticks: meta.ticks as u64,
+                    from_ms: meta.ts_ms,
+                    to_ms: meta.ts_ms,
+                }),
+            }
+        }
+        let mut recorded = sled::Batch::default();
+        for r in &reports {
+            let k = key(r.incarnation, r.first_seq);
+            recorded.insert(k.as_slice(), encode_drop(r));
+            inner.drops.insert(k, *r);
+            tracing::warn!(
+                incarnation = r.incarnation,
+                first = r.first_seq,
+                last = r.last_seq,
+                ticks = r.ticks,
+                "buffer full: dropped the oldest samples"
+            );
+        }
+        self.batches.apply_batch(disk)?;
+        self.drops.apply_batch(recorded)?;
+        Ok(())
+    }
+
+    /// Whether the cap wants a keyframe soon (taken: it reads once as true).
+    pub fn take_keyframe_wish(&self) -> bool {
+        std::mem::take(&mut self.inner().want_keyframe)
+    }
+
+    /// A connection is up: everything buffered so far is backlog; the first keyframe pushed from
+    /// now on opens the live lane. Nothing is in flight yet.
+    pub fn begin_session(&self) {
+        let mut inner = self.inner();
+        inner.in_flight.clear();
+        inner.session = Some(Session::default());
+    }
+
+    /// The connection is gone: whatever was in flight will be sent again.
+    pub fn end_session(&self) {
+        let mut inner = self.inner();
+        inner.in_flight.clear();
+        inner.session = None;
+    }
+
+    /// The next batch to send: live first, else (when `backlog_allowed`) the oldest unsent
+    /// backlog batch. Marks it in flight.
+    pub fn next(&self, backlog_allowed: bool) -> Result<Option<(Key, Vec<u8>, Lane)>, BufferError> {
+        let mut inner = self.inner();
+        let Some(session) = inner.session.as_ref() else {
+            return Ok(None);
+        };
+        let (live_from, live_sent, backlog_sent) = (session.live_from, session.live_sent, session.backlog_sent);
+        let mut found = None;
+        if let Some(from) = live_from {
+            let start = live_sent.map_or(Bound::Included(from), Bound::Excluded);
+            if let Some(k) = self.first_from(&inner, start, None)? {
+                found = Some((k, Lane::Live));
+            }
+        }
+        if found.is_none() && backlog_allowed {
+            let start = backlog_sent.map_or(Bound::Unbounded, Bound::Excluded);
+            if let Some(k) = self.first_from(&inner, start, live_from)? {
+                found = Some((k, Lane::Backlog));
+            }
+        }
+        let Some((k, lane)) = found else {
+            return Ok(None);
+        };
+        let Some((_, frame)) = self.meta_and_frame(&inner, &k)? else {
+            return Ok(None);
+        };
+        let session = inner.session.as_mut().expect("checked above");
+        match lane {
+            Lane::Live => session.live_sent = Some(k),
+            Lane::Backlog => session.backlog_sent = Some(k),
+        }
+        inner.in_flight.insert(k);
+        Ok(Some((k, frame, lane)))
+    }
+
+    /// Whether unsent backlog remains (so the shipper knows to wait for its rate rather than for
+    /// new batches).
+    pub fn backlog_pending(&self) -> Result<bool, BufferError> {
+        let inner = self.inner();
+        let Some(session) = inner.session.as_ref() else {
+            return Ok(false);
+        };
+        let start = session.backlog_sent.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(self.first_from(&inner, start, session.live_from)?.is_some())
+    }
+
+    /// Drop reports this session has not sent yet; marks them sent.
+    pub fn unsent_drops(&self) -> Vec<Dropped> {
+        let mut inner = self.inner();
+        let Inner { session, drops, .. } = &mut *inner;
+        let Some(session) = session.as_mut() else {
+            return Vec::new();
+        };
+        drops.iter().filter(|(k, _)| session.drops_sent.insert(**k)).map(|(_, d)| *d).collect()
+    }
+
+    /// The aggregator stored batches `first..=last` of `incarnation` (or recorded them dropped):
+    /// forgets them, and the drop reports that range covers. Returns how many batches went.
+    pub fn ack(&self, incarnation: u64, first: u64, last: u64) -> Result<u64, BufferError> {
+        if first > last {
+            return Ok(0);
+        }
+        let (lo, hi) = (key(incarnation, first), key(incarnation, last));
+        let mut inner = self.inner();
+        let mut removed = 0;
+        let gone: Vec<Key> = inner.mem.range(lo..=hi).map(|(k, _)| *k).collect();
+        for k in gone {
+            if let Some(e) = inner.mem.remove(&k) {
+                inner.mem_bytes -= (META_LEN + e.frame.len()) as u64;
+                removed += 1;
+            }
+        }
+        let mut disk = sled::Batch::default();
+        for item in self.batches.range(lo..=hi) {
+            let (k, v) = item?;
+            disk.remove(k);
+            inner.disk_bytes -= v.len() as u64;
+            inner.disk_count -= 1;
+            removed += 1;
+        }
+        // No flush: a removal lost to a crash only means a replay the aggregator recognises.
+        self.batches.apply_batch(disk)?;
+        let covered: Vec<Key> = inner
+            .drops
+            .iter()
+            .filter(|(_, d)| d.incarnation == incarnation && d.first_seq >= first && d.last_seq <= last)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in covered {
+            inner.drops.remove(&k);
+            self.drops.remove(k)?;
+        }
+        let in_flight: Vec<Key> = inner.in_flight.range(lo..=hi).copied().collect();
+        for k in in_flight {
+            inner.in_flight.remove(&k);
+        }
+        Ok(removed)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.inner().in_flight.len()
+    }
+
+    /// Batches held, in memory and on disk.
+    pub fn len(&self) -> u64 {
+        let inner = self.inner();
+        inner.mem.len() as u64 + inner.disk_count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn bytes(&self) -> u64 {
+        let inner = self.inner();
+        inner.mem_bytes + inner.disk_bytes
+    }
+
+    pub fn totals(&self) -> Totals {
+        self.inner().totals
+    }
+
+    /// Writes everything held in memory to disk and makes it durable (at shutdown).
+    pub fn flush(&self) -> Result<(), BufferError> {
+        let mut inner = self.inner();
+        self.spill(&mut inner)?;
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap as Map;
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("twinwatch-buffer-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn meta(seq: u64, keyframe: bool) -> Meta {
+        Meta { ticks: 1, ts_ms: seq as i64 * 1000, keyframe }
+    }
+
+    fn frame(seq: u64, len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i as u64 ^ seq) as u8).collect()
+    }
+
+    /// Random pushes, sessions, sends, acks and clean reopens, with a small cap. After every step
+    /// each batch ever pushed is in exactly one place: still held, acknowledged, or in a drop
+    /// report; drop reports add up to the totals; and whatever is held starts at a keyframe or
+    /// right after an acknowledged batch, so it decodes.
+    #[test]
+    fn every_batch_is_held_acked_or_reported_dropped() {
+        for seed in 1..=8u64 {
+            let dir = temp_dir(&format!("model{seed}"));
+            let cap = 8_000;
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let mut b = Buffer::open(&dir, cap, Duration::from_millis(30)).unwrap();
+            let mut incarnation = b.next_incarnation(0).unwrap();
+            let mut seq = 0;
+            // Every batch pushed: key → (keyframe, acked).
+            let mut pushed: Map<Key, (bool, bool)> = Map::new();
+            let mut sent: Vec<Key> = Vec::new();
+            let mut reported: Map<Key, Dropped> = Map::new();
+            let t0 = Instant::now();
+            let mut now = t0;
+            // Totals count per process; the reports outlive it.
+            let mut dropped_earlier = 0;
+            for _ in 0..600 {
+                now += Duration::from_millis(10);
+                match rng.next(12) {
+                    0..=5 => {
+                        seq += 1;
+                        let keyframe = seq == 1 || rng.next(6) == 0;
+                        b.push(incarnation, seq, meta(seq, keyframe), frame(seq, 50 + rng.next(400) as usize), now)
+                            .unwrap();
+                        pushed.insert(key(incarnation, seq), (keyframe, false));
+                    }
+                    6 => {
+                        b.begin_session();
+                        sent.clear();
+                    }
+                    7 => {
+                        b.end_session();
+                        sent.clear();
+                    }
+                    8 => {
+                        if let Some((k, _, _)) = b.next(rng.next(2) == 0).unwrap() {
+                            sent.push(k);
+                        }
+                        for d in b.unsent_drops() {
+                            reported.insert(key(d.incarnation, d.first_seq), d);
+                        }
+                    }
+                    9 if !sent.is_empty() => {
+                        let k = sent.remove(rng.next(sent.len() as u64) as usize);
+                        let (inc, s) = split_key(&k);
+                        b.ack(inc, s, s).unwrap();
+                        pushed.get_mut(&k).unwrap().1 = true;
+                    }
+                    10 => {
+                        b.flush().unwrap();
+                        dropped_earlier += b.totals().dropped_ticks;
+                        drop(b);
+                        b = Buffer::open(&dir, cap, Duration::from_millis(30)).unwrap();
+                        incarnation = b.next_incarnation(0).unwrap();
+                        seq = 0;
+                        sent.clear();
+                    }
+                    _ => {}
+                }
+                // Where every batch is.
+                let inner = b.inner();
+                let held: BTreeSet<Key> =
+                    inner.mem.keys().copied().chain(b.batches.iter().map(|i| to_key(&i.unwrap().0))).collect();
+                let dropped: BTreeSet<Key> = inner
+                    .drops
+                    .values()
+                    .chain(reported.values())
+                    .flat_map(|d| (d.first_seq..=d.last_seq).map(move |s| key(d.incarnation, s)))
+                    .collect();
+                for (k, (_, acked)) in &pushed {
+                    let places = held.contains(k) as u8 + *acked as u8 + dropped.contains(k) as u8;
+                    assert_eq!(
+                        places,
+                        1,
+                        "seed {seed}: {:?} held {} acked {acked} dropped {}",
+                        split_key(k),
+                        held.contains(k),
+                        dropped.contains(k)
+                    );
+                }
+                assert_eq!(inner.mem.len() as u64 + inner.disk_count, held.len() as u64);
+                let mut all_reports: Map<Key, Dropped> = reported.clone();
+                all_reports.extend(inner.drops.iter().map(|(k, d)| (*k, *d)));
+                assert_eq!(
+                    all_reports.values().map(|d| d.ticks).sum::<u64>(),
+                    dropped_earlier + inner.totals.dropped_ticks
+                );
+                // Held batches decode: each is a keyframe or follows a held or acknowledged batch.
+                for k in &held {
+                    let (inc, s) = split_key(k);
+                    let prev = key(inc, s - 1);
+                    let ok = pushed[k].0 || held.contains(&prev) || pushed.get(&prev).is_some_and(|p| p.1);
+                    assert!(ok, "seed {seed}: held batch {inc}/{s} cannot be decoded");
+                }
+                drop(inner);
+            }
+            drop(b);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
+    /// An outage longer than the cap holds: whole segments go, oldest first, and the reports
+    /// count exactly what went.
+    #[test]
+    fn over_the_cap_the_oldest_segments_go_and_are_counted() {
+        let dir = temp_dir("cap");
+        let frame_len = 487; // 500 bytes held per batch
+        let b = Buffer::open(&dir, 10_000, Duration::from_millis(50)).unwrap();
+        let t0 = Instant::now();
+        for seq in 1..=100u64 {
+            let now = t0 + Duration::from_millis(100 * seq);
+            b.push(1, seq, meta(seq, seq % 5 == 1), frame(seq, frame_len), now).unwrap();
+            assert!(b.bytes() <= 10_000 + 5 * 500, "at most one segment over");
+        }
+        b.begin_session();
+        let reports = b.unsent_drops();
+        let dropped: u64 = reports.iter().map(|d| d.ticks).sum();
+        assert_eq!(dropped + b.len(), 100);
+        assert_eq!(dropped, b.totals().dropped_ticks);
+        assert_eq!(dropped % 5, 0, "whole segments");
+        // Reports tile 1..=dropped, and what is held starts at a keyframe.
+        let mut next = 1;
+        for d in &reports {
+            assert_eq!(d.first_seq, next);
+            assert_eq!((d.from_ms, d.to_ms), (d.first_seq as i64 * 1000, d.last_seq as i64 * 1000));
+            next = d.last_seq + 1;
+        }
+        assert_eq!(next, dropped + 1);
+        assert_eq!(next % 5, 1);
+        // Acknowledged, a report is forgotten, on disk too.
+        b.ack(1, 1, dropped).unwrap();
+        drop(b);
+        let b = Buffer::open(&dir, 10_000, Duration::from_millis(50)).unwrap();
+        b.begin_session();
+        assert!(b.unsent_drops().is_empty());
+        drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// With acks arriving within the flush interval, nothing reaches the disk.
+    #[test]
+    fn prompt_acks_write_nothing() {
+        let dir = temp_dir("prompt");
+        let b = Buffer::open(&dir, 1 << 20, Duration::from_secs(1)).unwrap();
+        b.begin_session();
+        let t0 = Instant::now();
+        for seq in 1..=500u64 {
+            let now = t0 + Duration::from_millis(100 * seq);
+            b.push(1, seq, meta(seq, seq == 1), frame(seq, 300), now).unwrap();
+            let (k, _, lane) = b.next(true).unwrap().unwrap();
+            assert_eq!((split_key(&k), lane), ((1, seq), Lane::Live));
+            b.ack(1, seq, seq).unwrap();
+        }
+        assert_eq!(b.totals().spilled_bytes, 0);
+        assert!(b.is_empty());
+        drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Unacknowledged batches go to disk in group commits once they have waited the flush
+    /// interval; a crash (no final flush) loses only the younger ones.
+    #[test]
+    fn waiting_batches_are_group_committed_and_survive_a_crash() {
+        let dir = temp_dir("crash");
+        let t0 = Instant::now();
+        {
+            let b = Buffer::open(&dir, 1 << 20, Duration::from_millis(1000)).unwrap();
+            for seq in 1..=35u64 {
+                b.push(1, seq, meta(seq, seq == 1), frame(seq, 100), t0 + Duration::from_millis(100 * seq)).unwrap();
+            }
+            // Pushes at 0.1 s steps with a 1 s interval: a commit every ten pushes.
+            assert_eq!(b.totals().spills, 3);
+            // Dropped without flush: a crash.
+        }
+        let b = Buffer::open(&dir, 1 << 20, Duration::from_millis(1000)).unwrap();
+        // The commit at the 33rd push took everything up to it; the two after it, younger than the
+        // flush interval, were lost.
+        assert_eq!(b.len(), 33, "everything older than the flush interval survived");
+        drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// After an outage, the first keyframe opens the live lane; live batches go before the
+    /// backlog, which drains oldest first.
+    #[test]
+    fn live_goes_before_the_backlog() {
+        let dir = temp_dir("lanes");
+        let b = Buffer::open(&dir, 1 << 20, Duration::from_millis(50)).unwrap();
+        let t0 = Instant::now();
+        for seq in 1..=20u64 {
+            b.push(1, seq, meta(seq, seq == 1), frame(seq, 100), t0 + Duration::from_millis(100 * seq)).unwrap();
+        }
+        b.begin_session();
+        let t = t0 + Duration::from_secs(3);
+        b.push(1, 21, meta(21, false), frame(21, 100), t).unwrap(); // before the keyframe: backlog
+        assert_eq!(b.next(false).unwrap(), None, "nothing live yet, and the backlog waits its turn");
+        b.push(1, 22, meta(22, true), frame(22, 100), t).unwrap();
+        b.push(1, 23, meta(23, false), frame(23, 100), t).unwrap();
+        let order: Vec<(u64, Lane)> =
+            std::iter::from_fn(|| b.next(true).unwrap()).map(|(k, _, lane)| (split_key(&k).1, lane)).collect();
+        let expected: Vec<(u64, Lane)> =
+            [(22, Lane::Live), (23, Lane::Live)].into_iter().chain((1..=21).map(|s| (s, Lane::Backlog))).collect();
+        assert_eq!(order, expected);
+        drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn incarnations_never_repeat_even_with_a_stale_clock() {
+        let dir = temp_dir("inc");
+        let b = Buffer::open(&dir, 1 << 20, Duration::from_millis(50)).unwrap();
+        let first = b.next_incarnation(5_000).unwrap();
+        let second = b.next_incarnation(10).unwrap();
+        assert_eq!((first, second), (5_000, 5_001));
+        drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_locked_buffer_is_an_error_and_is_never_moved_aside() {
+        let dir = temp_dir("locked");
+        let first = Buffer::open(&dir, 1 << 20, Duration::from_millis(50)).unwrap();
+        first.push(1, 1, meta(1, true), b"frame".to_vec(), Instant::now()).unwrap();
+        first.flush().unwrap();
+        assert!(matches!(Buffer::open(&dir, 1 << 20, Duration::from_millis(50)), Err(BufferError::Open { .. })));
+        assert_eq!(first.len(), 1);
+        assert!(!dir.with_extension(format!("corrupt-{}", std::process::id())).exists());
+        drop(first);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
