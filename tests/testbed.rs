@@ -150,3 +150,196 @@ fn an_aggregator_killed_mid_ingest_and_restarted_loses_nothing() {
         host["ingest"]["counters"]["batches_backfilled"]
     );
 }
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_millis() as i64
+}
+
+fn blackhole() -> Impairment {
+    Impairment { blackhole: true, ..Impairment::default() }
+}
+
+/// A DC cut off for 300 samples (30 s at 100 ms, standing in for 5 minutes at 1 s). When the
+/// link returns, the twin is live again within 2 s, and the backlog fills in behind it: every
+/// sample produced, stored once.
+#[test]
+fn a_blackholed_dc_is_live_within_two_seconds_and_backfills_everything() {
+    let tmp = TempDir::new("testbed-blackhole");
+    let mut bed = Testbed::new("bh");
+    let agg_ns = bed.add("agg");
+    let dc1 = bed.add("dc1");
+    let agg = Aggregator::start_in(&tmp.path().join("agg"), &agg_ns);
+    let relay = Relay::start((dc1.host_addr, 0).into(), agg.quic_addr(), 11);
+    let setup = AgentSetup { interval: "100ms", extra: "", ..FAST };
+    let _agent = agent(&bed, &dc1, &agg, &relay, &tmp.path().join("dc1"), &setup);
+    let (before, host) = wait_for("the host in the twin", Duration::from_secs(30), || complete(&agg, "udm"));
+    // While acks come back promptly, nothing is written to the agent's disk.
+    assert_eq!(host["agent"]["buffer_spilled_bytes_total"].as_u64(), Some(0), "{}", host["agent"]);
+
+    relay.set(blackhole());
+    std::thread::sleep(Duration::from_secs(30));
+    relay.set(Impairment::default());
+    let back_ms = now_ms();
+
+    // Live: the twin shows a sample taken after the link returned.
+    let (live_ms, host) = wait_for("a sample from after the outage", Duration::from_secs(10), || {
+        let host = agg.get("/api/v1/hosts/udm")?;
+        let sampled = host["sampled_at_ms"].as_i64()?;
+        (sampled >= back_ms).then(|| (now_ms(), host))
+    });
+    let still_filling = runs(&ledger(&host, None).expect("ledger"), "stored").len() > 1;
+    let live_after = live_ms - back_ms;
+    assert!(live_after < 2_000, "live {live_after} ms after the link returned");
+
+    // Backfill: every sample of the outage, each once, no holes.
+    let (count, host) = wait_for("the backlog stored", Duration::from_secs(60), || {
+        complete(&agg, "udm").filter(|(count, _)| *count > before + 300)
+    });
+    let full_after = now_ms() - back_ms;
+    let backfilled = host["ingest"]["counters"]["batches_backfilled"].as_u64().expect("backfilled");
+    assert!(backfilled > 0, "part of the backlog arrived behind the live lane");
+    assert!(host["agent"]["buffer_spilled_bytes_total"].as_u64() > Some(0), "the backlog went to disk");
+    println!(
+        "blackhole 30 s at 100 ms: live again {live_after} ms after the link returned (backlog still filling: \
+         {still_filling}); all {count} samples produced stored once ({} since the outage began, {backfilled} \
+         behind the live lane), {full_after} ms after",
+        count - before
+    );
+}
+
+/// kill -9 of an agent while its aggregator is unreachable: what it had buffered for longer
+/// than the flush interval survives, nothing older is lost, and the loss is measured.
+#[test]
+fn an_agent_killed_mid_stream_loses_at_most_the_flush_interval() {
+    let tmp = TempDir::new("testbed-kill-agent");
+    let mut bed = Testbed::new("kagt");
+    let agg_ns = bed.add("agg");
+    let dc1 = bed.add("dc1");
+    let agg = Aggregator::start_in(&tmp.path().join("agg"), &agg_ns);
+    let relay = Relay::start((dc1.host_addr, 0).into(), agg.quic_addr(), 12);
+    // Default flush interval (1 s), 100 ms sampling.
+    let setup = AgentSetup { interval: "100ms", extra: "", ..FAST };
+    let dir = tmp.path().join("dc1");
+    let mut first = agent(&bed, &dc1, &agg, &relay, &dir, &setup);
+    let (before, host) = wait_for("the host in the twin", Duration::from_secs(30), || complete(&agg, "udm"));
+    let old = host["ingest"]["incarnation"].as_u64().expect("incarnation");
+
+    relay.set(blackhole());
+    std::thread::sleep(Duration::from_secs(8));
+    let killed_ms = now_ms();
+    first.kill9();
+    relay.set(Impairment::default());
+    let _second = agent(&bed, &dc1, &agg, &relay, &dir, &setup);
+
+    let (old_ledger, _) = wait_for("the old incarnation's backlog stored", Duration::from_secs(60), || {
+        let (_, host) = complete(&agg, "udm")?;
+        (host["ingest"]["incarnation"].as_u64()? > old).then_some(())?;
+        let l = ledger(&host, Some(old))?;
+        // The restarted agent's buffer holds no more than the live batch or two in flight.
+        (l["stored"].as_array()?.len() == 1 && host["agent"]["buffer_batches"].as_u64()? <= 2).then_some((l, host))
+    });
+    let stored = runs(&old_ledger, "stored");
+    let last = stored[0].1;
+    assert_eq!(stored, [(1, last)], "nothing older lost: {old_ledger}");
+    assert!(last > before + 50, "the outage's samples were kept: {last} after {before}");
+    let lost_ms = killed_ms - old_ledger["newest_tick_ms"].as_i64().expect("newest tick");
+    // At most the flush interval (1 s) plus one sample interval, and the time a commit takes.
+    assert!(lost_ms <= 1_100 + 250, "kill -9 lost the last {lost_ms} ms");
+    println!("agent kill -9 after 8 s unacknowledged: the last {lost_ms} ms lost (bound: 1 s flush + 100 ms sample interval); samples 1..={last} all stored");
+}
+
+/// An outage longer than the agent's buffer cap: the oldest samples are dropped, whole segments
+/// at a time, the agent and the aggregator agree on exactly how many, and the twin shows the gap.
+#[test]
+fn a_buffer_cap_smaller_than_the_outage_drops_the_oldest_and_counts_them_exactly() {
+    let tmp = TempDir::new("testbed-cap");
+    let mut bed = Testbed::new("cap");
+    let agg_ns = bed.add("agg");
+    let dc1 = bed.add("dc1");
+    let agg = Aggregator::start_in(&tmp.path().join("agg"), &agg_ns);
+    let relay = Relay::start((dc1.host_addr, 0).into(), agg.quic_addr(), 13);
+    let setup = AgentSetup {
+        interval: "100ms",
+        extra: "keyframe_every = 10\n[buffer]\nmax_bytes = \"64KiB\"\nflush_interval = \"200ms\"\n",
+        ..FAST
+    };
+    let _agent = agent(&bed, &dc1, &agg, &relay, &tmp.path().join("dc1"), &setup);
+    wait_for("the host in the twin", Duration::from_secs(30), || complete(&agg, "udm"));
+
+    relay.set(blackhole());
+    std::thread::sleep(Duration::from_secs(30));
+    relay.set(Impairment::default());
+
+    let host = wait_for("every sample stored or reported dropped", Duration::from_secs(60), || {
+        let host = agg.get("/api/v1/hosts/udm")?;
+        let l = ledger(&host, None)?;
+        let live = host["ingest"]["live_through"].as_u64()?;
+        let produced = host["agent"]["ticks_total"].as_u64()? + 1;
+        let accounted = l["ticks_stored"].as_u64()? + l["ticks_dropped"].as_u64()?;
+        let agent_dropped = host["agent"]["dropped_ticks_total"].as_u64()?;
+        (produced == live
+            && l["accounted_through"].as_u64() == Some(live)
+            && accounted == live
+            && agent_dropped == l["ticks_dropped"].as_u64()?
+            && agent_dropped > 0
+            && host["ingest"]["backfilling"].as_array()?.is_empty())
+        .then_some(host)
+    });
+    let l = ledger(&host, None).expect("ledger");
+    let (stored, dropped) = (runs(&l, "stored"), runs(&l, "dropped"));
+    // Oldest first: one dropped run, right after what the aggregator had before the outage.
+    assert_eq!(dropped.len(), 1, "{l}");
+    assert_eq!(stored.len(), 2, "{l}");
+    assert_eq!((stored[0].1 + 1, dropped[0].1 + 1), (dropped[0].0, stored[1].0), "{l}");
+    let gap = &l["gaps"][0];
+    assert_eq!(gap["ticks"], l["ticks_dropped"]);
+    assert!(gap["to_ms"].as_i64() > gap["from_ms"].as_i64());
+    assert_eq!(host["ingest"]["counters"]["unapplied"], 0, "what was kept decodes");
+    println!(
+        "64 KiB cap, 30 s outage at 100 ms: {} samples dropped (agent and aggregator agree), batches {}..={}, {} stored",
+        l["ticks_dropped"], dropped[0].0, dropped[0].1, l["ticks_stored"]
+    );
+}
+
+/// A second agent presents the same certificate. By design the newer process of the same
+/// machine takes over, the older one is refused from then on without flapping, and the API shows
+/// the conflict.
+#[test]
+fn a_second_agent_with_the_same_identity_is_settled_and_shown() {
+    let tmp = TempDir::new("testbed-twice");
+    let mut bed = Testbed::new("dup");
+    let agg_ns = bed.add("agg");
+    let (dc1, dc2) = (bed.add("dc1"), bed.add("dc2"));
+    let agg = Aggregator::start_in(&tmp.path().join("agg"), &agg_ns);
+    let r1 = Relay::start((dc1.host_addr, 0).into(), agg.quic_addr(), 14);
+    let r2 = Relay::start((dc2.host_addr, 0).into(), agg.quic_addr(), 15);
+    let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
+    let first = agent(&bed, &dc1, &agg, &r1, &a_dir, &FAST);
+    let (_, host) = wait_for("the first agent in the twin", Duration::from_secs(30), || complete(&agg, "udm"));
+    let a_incarnation = host["ingest"]["incarnation"].as_u64().expect("incarnation");
+
+    std::fs::create_dir_all(b_dir.join("certs")).expect("certs dir");
+    for f in ["agent.crt", "agent.key", "ca.crt"] {
+        std::fs::copy(a_dir.join("certs").join(f), b_dir.join("certs").join(f)).expect("copy certificate");
+    }
+    let _second = agent(&bed, &dc2, &agg, &r2, &b_dir, &FAST);
+    let host = wait_for("the newer agent holding the identity", Duration::from_secs(30), || {
+        let (_, host) = complete(&agg, "udm")?;
+        let refused = host["ingest"]["conflicts"]
+            .as_array()?
+            .iter()
+            .any(|c| c["outcome"] == "refused" && c["incarnation"].as_u64() == Some(a_incarnation));
+        (host["ingest"]["incarnation"].as_u64()? > a_incarnation && refused).then_some(host)
+    });
+    let superseded = host["ingest"]["counters"]["superseded"].as_u64();
+    std::thread::sleep(Duration::from_secs(5));
+    let later = agg.get("/api/v1/hosts/udm").expect("host");
+    assert_eq!(later["ingest"]["counters"]["superseded"].as_u64(), superseded, "no flapping: {}", later["ingest"]);
+    assert_eq!(later["ingest"]["incarnation"], host["ingest"]["incarnation"]);
+    assert!(first.log_text().contains("refused this agent"), "the refused agent logs why");
+    println!(
+        "same identity twice: the newer agent holds it, the older was refused {} times, conflicts shown: {}",
+        later["ingest"]["counters"]["refused"],
+        later["ingest"]["conflicts"].as_array().map_or(0, Vec::len)
+    );
+}

@@ -42,6 +42,9 @@ pub enum Claim {
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, serde::Serialize)]
 pub struct Conflict {
     pub at_ms: i64,
+    /// The same conflict again (a refused agent retrying): how often, and the latest time.
+    pub count: u64,
+    pub last_ms: i64,
     /// `refused` (the newcomer) or `superseded` (the holder, by another machine or when silent).
     pub outcome: String,
     pub machine_id: String,
@@ -50,6 +53,20 @@ pub struct Conflict {
     pub holder_machine_id: String,
     pub holder_hostname: String,
     pub holder_incarnation: u64,
+}
+
+impl Conflict {
+    /// Whether `other` is this conflict repeated.
+    pub fn same_as(&self, other: &Conflict) -> bool {
+        (&self.outcome, &self.machine_id, self.incarnation, &self.holder_machine_id, self.holder_incarnation)
+            == (
+                &other.outcome,
+                &other.machine_id,
+                other.incarnation,
+                &other.holder_machine_id,
+                other.holder_incarnation,
+            )
+    }
 }
 
 #[derive(Debug, Default)]
@@ -84,6 +101,8 @@ impl Claims {
         let silent = holder_silent_ms > SILENT_INTERVALS * interval_ms.max(1);
         let conflict = |outcome: &str| Conflict {
             at_ms: now_ms,
+            count: 1,
+            last_ms: now_ms,
             outcome: outcome.to_owned(),
             machine_id: newcomer.machine_id.clone(),
             hostname: newcomer.hostname.clone(),

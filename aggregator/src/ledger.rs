@@ -72,6 +72,13 @@ impl Ledger {
             self.dropped.insert(first, last);
         }
         self.ticks_dropped += ticks;
+        // The agent drops one segment at a time; consecutive ones are one gap.
+        if let Some(g) = self.gaps.last_mut().filter(|g| g.last_seq + 1 == d.first_seq) {
+            g.last_seq = d.last_seq;
+            g.ticks += ticks;
+            g.to_ms = d.to_ms;
+            return true;
+        }
         if self.gaps.len() >= REMEMBERED_GAPS {
             self.gaps.remove(0);
         }
@@ -140,6 +147,11 @@ mod tests {
         l.store(5, 1, 0);
         assert_eq!((l.ticks_stored, l.ticks_dropped), (6, 4));
         assert_eq!(l.gaps.len(), 1);
+        // A later drop is a second gap; the segment right after it grows that gap.
+        assert!(l.drop_reported(&dropped(11, 12)));
+        assert!(l.drop_reported(&dropped(13, 14)));
+        assert_eq!(l.gaps.len(), 2);
+        assert_eq!((l.gaps[1].first_seq, l.gaps[1].last_seq, l.gaps[1].ticks), (11, 14, 4));
     }
 
     #[test]

@@ -278,10 +278,18 @@ impl Twin {
         let silent = if host.last_seen_ms == 0 { i64::MAX } else { now_ms - host.last_seen_ms };
         let (claim, conflict) = self.claims.claim(&who.id, conn, hello, silent, host.interval_ms as i64, now_ms);
         if let Some(c) = conflict {
-            if host.conflicts.len() >= REMEMBERED_CONFLICTS {
-                host.conflicts.remove(0);
+            match host.conflicts.last_mut().filter(|last| last.same_as(&c)) {
+                Some(last) => {
+                    last.count += 1;
+                    last.last_ms = now_ms;
+                }
+                None => {
+                    if host.conflicts.len() >= REMEMBERED_CONFLICTS {
+                        host.conflicts.remove(0);
+                    }
+                    host.conflicts.push(c);
+                }
             }
-            host.conflicts.push(c);
         }
         match &claim {
             Claim::Refuse { .. } => {
@@ -692,8 +700,10 @@ mod tests {
         // Its batches are not taken even if it sends some.
         let mut other = Agent::new(9);
         assert_eq!(twin.handle_batch("udm", 2, &other.batch(1), 200), Outcome::NotHolder);
+        // It retries: the same conflict, counted.
+        assert!(matches!(twin.handle_hello(&who(), 3, &impostor, 900), Claim::Refuse { .. }));
         let host = twin.host("udm").unwrap();
-        assert_eq!((host.counters.refused, host.conflicts.len()), (1, 1));
+        assert_eq!((host.counters.refused, host.conflicts.len(), host.conflicts[0].count), (2, 1, 2));
         assert_eq!(host.info.machine_id, "m1");
         assert_eq!(host.incarnation, 1);
     }

@@ -403,6 +403,7 @@ pub fn detail(host: &HostTwin, now: i64, offline_after: i64) -> Value {
         },
         "incarnation": host.incarnation,
         "sampled_at": (host.state.last_ts_ms() > 0).then(|| rfc3339(host.state.last_ts_ms())),
+        "sampled_at_ms": (host.state.last_ts_ms() > 0).then(|| host.state.last_ts_ms()),
         "clock": clock(host),
         "cpu": cpu(&series),
         "memory": memory(&series),
@@ -483,6 +484,8 @@ fn ingest(host: &HostTwin, now: i64) -> Value {
         "incarnations": incarnations,
         "conflicts": host.conflicts.iter().map(|c| json!({
             "at": rfc3339(c.at_ms),
+            "count": c.count,
+            "last": rfc3339(c.last_ms),
             "outcome": c.outcome,
             "machine_id": c.machine_id,
             "hostname": c.hostname,
