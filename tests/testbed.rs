@@ -343,3 +343,27 @@ fn a_second_agent_with_the_same_identity_is_settled_and_shown() {
         later["ingest"]["conflicts"].as_array().map_or(0, Vec::len)
     );
 }
+
+/// The home NAT forgets its binding mid-stream and the agent's datagrams arrive from a new port:
+/// the QUIC connection migrates, nothing is lost and no new connection is needed.
+#[test]
+fn a_nat_rebinding_mid_stream_keeps_the_connection() {
+    let tmp = TempDir::new("testbed-rebind");
+    let mut bed = Testbed::new("nat");
+    let agg_ns = bed.add("agg");
+    let dc1 = bed.add("dc1");
+    let agg = Aggregator::start_in(&tmp.path().join("agg"), &agg_ns);
+    let relay = Relay::start((dc1.host_addr, 0).into(), agg.quic_addr(), 16);
+    let _agent = agent(&bed, &dc1, &agg, &relay, &tmp.path().join("dc1"), &FAST);
+    let (before, host) = wait_for("the host in the twin", Duration::from_secs(30), || complete(&agg, "udm"));
+    let connects = host["ingest"]["counters"]["connects"].clone();
+    for _ in 0..3 {
+        relay.rebind();
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let (count, host) = wait_for("samples after the rebindings", Duration::from_secs(30), || {
+        complete(&agg, "udm").filter(|(count, _)| *count > before + 20)
+    });
+    assert_eq!(host["ingest"]["counters"]["connects"], connects, "the same connection carried on");
+    println!("three NAT rebindings: {count} samples stored once over one connection");
+}

@@ -114,8 +114,10 @@ struct Entry {
 /// The lanes of one connection.
 #[derive(Debug, Default)]
 struct Session {
-    /// First live batch: the first keyframe pushed during the session.
+    /// First live batch: the first keyframe pushed during the session, or the first batch at all
+    /// if the buffer was empty when it began (the aggregator already follows the sequence).
     live_from: Option<Key>,
+    any_batch_opens: bool,
     live_sent: Option<Key>,
     backlog_sent: Option<Key>,
     drops_sent: BTreeSet<Key>,
@@ -253,7 +255,9 @@ impl Buffer {
         let mut inner = self.inner();
         let before = inner.totals;
         inner.mem_bytes += (META_LEN + frame.len()) as u64;
-        if let Some(s) = inner.session.as_mut().filter(|s| s.live_from.is_none() && meta.keyframe) {
+        if let Some(s) =
+            inner.session.as_mut().filter(|s| s.live_from.is_none() && (meta.keyframe || s.any_batch_opens))
+        {
             s.live_from = Some(k);
         }
         if let Some(old) = inner.mem.insert(k, Entry { meta, frame, born: now }) {
@@ -420,11 +424,14 @@ impl Buffer {
     }
 
     /// A connection is up: everything buffered so far is backlog; the first keyframe pushed from
-    /// now on opens the live lane. Nothing is in flight yet.
-    pub fn begin_session(&self) {
+    /// now on opens the live lane. Nothing is in flight yet. With nothing buffered, the next batch
+    /// opens it whatever it is, and no keyframe is needed: returns whether one is.
+    pub fn begin_session(&self) -> bool {
         let mut inner = self.inner();
         inner.in_flight.clear();
-        inner.session = Some(Session::default());
+        let empty = inner.mem.is_empty() && inner.disk_count == 0;
+        inner.session = Some(Session { any_batch_opens: empty, ..Session::default() });
+        !empty
     }
 
     /// The connection is gone: whatever was in flight will be sent again.
@@ -803,6 +810,19 @@ mod tests {
         let expected: Vec<(u64, Lane)> =
             [(22, Lane::Live), (23, Lane::Live)].into_iter().chain((1..=21).map(|s| (s, Lane::Backlog))).collect();
         assert_eq!(order, expected);
+        drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_empty_buffer_needs_no_keyframe_to_go_live() {
+        let dir = temp_dir("empty");
+        let b = Buffer::open(&dir, 1 << 20, Duration::from_millis(50)).unwrap();
+        assert!(!b.begin_session());
+        b.push(1, 7, meta(7, false), frame(7, 10), Instant::now()).unwrap();
+        assert_eq!(b.next(false).unwrap().map(|(k, _, lane)| (split_key(&k).1, lane)), Some((7, Lane::Live)));
+        b.end_session();
+        assert!(b.begin_session(), "an unacknowledged batch is backlog: the live lane needs a keyframe");
         drop(b);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -194,9 +194,11 @@ impl Shipper {
         );
         self.stats.connects.fetch_add(1, Relaxed);
         reconnect.connected();
-        // The live lane opens with a keyframe, so the aggregator is current without the backlog.
-        self.buffer.begin_session();
-        self.keyframe_wanted.store(true, Relaxed);
+        // With a backlog, the live lane opens with a keyframe, so the aggregator is current
+        // without waiting for it.
+        if self.buffer.begin_session() {
+            self.keyframe_wanted.store(true, Relaxed);
+        }
         self.wake.notify_one();
 
         let mut throttle = Throttle::new(self.replay_rate, std::time::Instant::now());

@@ -301,7 +301,13 @@ impl DeltaState {
             ids.push(id as usize);
         }
 
+        // A keyframe within a running state replaces it whole, but a series it carries again
+        // keeps its previous reading, so its rate survives the keyframe.
+        let mut before: std::collections::HashMap<SeriesKey, (u64, i64, bool)> = std::collections::HashMap::new();
         if tick.keyframe {
+            if self.keyframed && tick.ts_ms > self.last_ts_ms {
+                before = self.series.drain(..).flatten().map(|s| (s.key, (s.bits, s.ts_ms, s.float))).collect();
+            }
             self.series.clear();
             self.keyframed = true;
         }
@@ -337,6 +343,13 @@ impl DeltaState {
                 series.bits = apply_change(series.bits, change, series.float);
             }
         }
+        if !before.is_empty() {
+            for series in self.series.iter_mut().flatten() {
+                if let Some(&(bits, ts_ms, _)) = before.get(&series.key).filter(|b| b.2 == series.float) {
+                    (series.prev_bits, series.prev_ts_ms) = (bits, ts_ms);
+                }
+            }
+        }
         self.last_ts_ms = tick.ts_ms;
         Ok(())
     }
@@ -362,6 +375,25 @@ mod tests {
         let mut out: Vec<_> = state.series().map(|s| (s.key.name.clone(), s.value())).collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    #[test]
+    fn a_keyframe_in_a_running_state_keeps_rates() {
+        let mut enc = DeltaEncoder::new(100);
+        let mut state = DeltaState::default();
+        state.apply(&enc.encode(&sample(1_000, &[("c", Value::Int(10))]))).unwrap();
+        state.apply(&enc.encode(&sample(2_000, &[("c", Value::Int(20))]))).unwrap();
+        enc.request_keyframe();
+        let key = enc.encode(&sample(3_000, &[("c", Value::Int(40)), ("new", Value::Int(1))]));
+        assert!(key.keyframe);
+        state.apply(&key).unwrap();
+        let rate = |name: &str| state.series().find(|s| s.key.name == name).unwrap().rate();
+        assert_eq!(rate("c"), Some(20.0));
+        assert_eq!(rate("new"), None);
+        // A keyframe into a fresh state (a new incarnation) has nothing to keep.
+        let mut fresh = DeltaState::default();
+        fresh.apply(&key).unwrap();
+        assert_eq!(fresh.series().find(|s| s.key.name == "c").unwrap().rate(), None);
     }
 
     #[test]

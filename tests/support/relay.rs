@@ -112,6 +112,9 @@ struct Shared {
     wake: Condvar,
     stop: AtomicBool,
     stats: RelayStats,
+    /// Bumped by [`Relay::rebind`]: every flow gets a new upstream port, as when a NAT forgets
+    /// its bindings.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -191,16 +194,19 @@ impl Relay {
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
             stats: RelayStats::default(),
+            generation: std::sync::atomic::AtomicU64::new(0),
         });
         let s = shared.clone();
         std::thread::spawn(move || s.deliver());
         let s = shared.clone();
         std::thread::spawn(move || {
-            let mut flows: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+            let mut flows: HashMap<(SocketAddr, u64), Arc<UdpSocket>> = HashMap::new();
             let mut buf = vec![0u8; 65_536];
             while !s.stop.load(Relaxed) {
                 let Ok((n, from)) = down.recv_from(&mut buf) else { continue };
-                let up = flows.entry(from).or_insert_with(|| {
+                let generation = s.generation.load(Relaxed);
+                flows.retain(|(_, g), _| *g == generation);
+                let up = flows.entry((from, generation)).or_insert_with(|| {
                     let bind: SocketAddr =
                         if upstream.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("addr");
                     let up = Arc::new(UdpSocket::bind(bind).expect("upstream bind"));
@@ -209,7 +215,7 @@ impl Relay {
                     let (back, down, s) = (up.clone(), down.clone(), s.clone());
                     std::thread::spawn(move || {
                         let mut buf = vec![0u8; 65_536];
-                        while !s.stop.load(Relaxed) {
+                        while !s.stop.load(Relaxed) && s.generation.load(Relaxed) == generation {
                             if let Ok(n) = back.recv(&mut buf) {
                                 s.submit(&down, Some(from), &buf[..n]);
                             }
@@ -227,6 +233,12 @@ impl Relay {
     /// Changes the impairment from now on (datagrams already queued keep their fate).
     pub fn set(&self, impairment: Impairment) {
         self.shared.settings.lock().unwrap_or_else(|e| e.into_inner()).0 = impairment;
+    }
+
+    /// From the next datagram on, each client reaches the upstream from a new port: a NAT
+    /// rebinding. Replies to the old port are no longer forwarded.
+    pub fn rebind(&self) {
+        self.shared.generation.fetch_add(1, Relaxed);
     }
 
     pub fn stats(&self) -> &RelayStats {
