@@ -151,6 +151,18 @@ fn an_aggregator_killed_mid_ingest_and_restarted_loses_nothing() {
     );
 }
 
+/// The parts of a host twin that tell how ingest stands, for a failure message.
+fn json_slice(host: &Value) -> Value {
+    serde_json::json!({
+        "ingest": host["ingest"],
+        "agent": {
+            "ticks_total": host["agent"]["ticks_total"],
+            "dropped_ticks_total": host["agent"]["dropped_ticks_total"],
+            "buffer_batches": host["agent"]["buffer_batches"],
+        },
+    })
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_millis() as i64
 }
@@ -270,8 +282,12 @@ fn a_buffer_cap_smaller_than_the_outage_drops_the_oldest_and_counts_them_exactly
     std::thread::sleep(Duration::from_secs(30));
     relay.set(Impairment::default());
 
-    let host = wait_for("every sample stored or reported dropped", Duration::from_secs(60), || {
+    let started = Instant::now();
+    let host = wait_for("every sample stored or reported dropped", Duration::from_secs(90), || {
         let host = agg.get("/api/v1/hosts/udm")?;
+        if started.elapsed() > Duration::from_secs(89) {
+            eprintln!("still incomplete: {}", json_slice(&host));
+        }
         let l = ledger(&host, None)?;
         let live = host["ingest"]["live_through"].as_u64()?;
         let produced = host["agent"]["ticks_total"].as_u64()? + 1;

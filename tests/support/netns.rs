@@ -53,7 +53,12 @@ impl Testbed {
         // SAFETY: geteuid has no preconditions.
         assert_eq!(unsafe { libc::geteuid() }, 0, "network namespace tests need root");
         assert!(Path::new(IP).exists(), "{IP} is missing (package iproute2)");
-        Testbed { tag: format!("tw{}{}", std::process::id() % 10_000, &tag[..tag.len().min(3)]), spaces: Vec::new() }
+        // Interface names hold 15 bytes: the tag is short, and a per-process count keeps two test
+        // beds of one run apart even when their tags start alike.
+        static BEDS: AtomicU32 = AtomicU32::new(0);
+        let n = BEDS.fetch_add(1, Relaxed) % 36;
+        let n = char::from_digit(n, 36).expect("below 36");
+        Testbed { tag: format!("tw{}{n}{}", std::process::id() % 10_000, &tag[..tag.len().min(3)]), spaces: Vec::new() }
     }
 
     /// Creates a namespace with loopback up and a link to the test's namespace.
