@@ -7,9 +7,14 @@
 //!   the same run; prints medians and ratios, writes `target/bench/*.json`.
 //! - `cargo xtask dictionary`: sample this host for two minutes and train the wire's zstd
 //!   dictionary, `common/src/wire.dict` (a protocol change: see `common/src/frame.rs`).
+//! - `cargo xtask fuzz [--seconds N]`: run each fuzz target in `fuzz/` for N seconds (default 60),
+//!   installing nightly and cargo-fuzz first if they are missing; see `fuzz.rs`.
+//! - `cargo xtask fuzz-corpus`: sample this host and rewrite the fuzzers' seeds, `fuzz/corpus/`.
 
 use std::path::PathBuf;
 use std::process::{exit, Command};
+
+mod fuzz;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -18,11 +23,15 @@ fn main() {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("dictionary") => dictionary(),
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
+        Some("fuzz-corpus") => fuzz::corpus(),
         _ => {
             eprintln!("usage: cargo xtask quickstart [--data-dir DIR] [--http-port P] [--quic-port Q]");
             eprintln!("       cargo xtask test [extra cargo test args]");
             eprintln!("       cargo xtask bench [--seconds N]");
             eprintln!("       cargo xtask dictionary");
+            eprintln!("       cargo xtask fuzz [--seconds N]");
+            eprintln!("       cargo xtask fuzz-corpus");
             exit(2);
         }
     };
