@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask quickstart [ARGS]`: build release binaries and run
 //!   `twinwatch-aggregator quickstart ARGS` (an aggregator and a local agent).
-//! - `cargo xtask test`: install what the tests need, build the binaries, run every test.
+//! - `cargo xtask test`: install what the tests need, build the binaries, run every test, then
+//!   fuzz the network decoders for a minute each (`cargo xtask fuzz`).
 //! - `cargo xtask bench [--seconds N]`: release binaries next to their peers (node_exporter, blackbox_exporter) in
 //!   the same run; prints medians and ratios, writes `target/bench/*.json`.
 //! - `cargo xtask dictionary`: sample this host for two minutes and train the wire's zstd
@@ -120,12 +121,16 @@ fn test(args: &[String]) -> Result<(), String> {
     run(build)?;
     let mut test = cargo();
     test.args(["test", "--workspace"]).args(args);
-    run_counting(test)
+    let total = run_counting(test)?;
+    // The fuzzers run once the tests pass, and the count still ends the run.
+    let fuzzed = fuzz::fuzz(&[]);
+    println!("{total}");
+    fuzzed
 }
 
-/// Runs `cargo test`, passing its output through, and ends with one line totalling every
-/// harness's `test result:` line, so the run's last word is the whole suite's count.
-fn run_counting(mut cmd: Command) -> Result<(), String> {
+/// Runs `cargo test`, passing its output through, and totals every harness's `test result:`
+/// line in one line: printed here if the tests fail, returned for the caller to end with if not.
+fn run_counting(mut cmd: Command) -> Result<String, String> {
     use std::io::{BufRead, BufReader};
     let shown = format!("{cmd:?}");
     let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().map_err(|e| format!("{shown}: {e}"))?;
@@ -148,10 +153,11 @@ fn run_counting(mut cmd: Command) -> Result<(), String> {
         }
     }
     let status = child.wait().map_err(|e| format!("{shown}: {e}"))?;
-    println!("all tests: {passed} passed, {failed} failed, {ignored} skipped");
+    let total = format!("all tests: {passed} passed, {failed} failed, {ignored} skipped");
     if status.success() {
-        Ok(())
+        Ok(total)
     } else {
+        println!("{total}");
         Err(format!("{shown} failed: {status}"))
     }
 }
