@@ -284,6 +284,10 @@ impl DeltaState {
                 return Err(DeltaError::IdOutOfRange(def.id as u64));
             }
         }
+        // Looked up once per change: as sets, not by scanning the lists, so a tick costs time in
+        // proportion to its size rather than to the product of its lists' lengths.
+        let (defined_here, removed_here) =
+            (IdSet::new(tick.defs.iter().map(|d| d.id)), IdSet::new(tick.removed.iter().copied()));
         let mut id: u64 = 0;
         let mut ids = Vec::with_capacity(tick.changes.len());
         for (i, (gap, _)) in tick.changes.iter().enumerate() {
@@ -291,9 +295,9 @@ impl DeltaState {
             if id >= MAX_SERIES as u64 {
                 return Err(DeltaError::IdOutOfRange(id));
             }
-            let defined = tick.defs.iter().any(|d| d.id as u64 == id)
+            let defined = defined_here.contains(id)
                 || (!tick.keyframe
-                    && !tick.removed.contains(&(id as u32))
+                    && !removed_here.contains(id)
                     && self.series.get(id as usize).is_some_and(Option::is_some));
             if !defined {
                 return Err(DeltaError::UnknownSeries(id as u32));
@@ -352,6 +356,26 @@ impl DeltaState {
         }
         self.last_ts_ms = tick.ts_ms;
         Ok(())
+    }
+}
+
+/// Series ids below [`MAX_SERIES`], as a bitset (8 KiB, allocated only when an id is added).
+struct IdSet(Vec<u64>);
+
+impl IdSet {
+    fn new(ids: impl Iterator<Item = u32>) -> Self {
+        let mut bits = Vec::new();
+        for id in ids.filter(|&id| id < MAX_SERIES) {
+            if bits.is_empty() {
+                bits = vec![0u64; MAX_SERIES as usize / 64];
+            }
+            bits[id as usize / 64] |= 1 << (id % 64);
+        }
+        IdSet(bits)
+    }
+
+    fn contains(&self, id: u64) -> bool {
+        self.0.get(id as usize / 64).is_some_and(|word| word & (1 << (id % 64)) != 0)
     }
 }
 
@@ -488,6 +512,41 @@ mod tests {
         assert_eq!(tick.removed.len(), 1);
         state.apply(&tick).unwrap();
         assert_eq!(state.len(), 1);
+    }
+
+    #[test]
+    fn long_definition_and_removal_lists_cost_linear_time() {
+        // Were each change checked by scanning the tick's definitions and removals, a keyframe of
+        // MAX_SERIES series would take seconds to apply, and a crafted tick far longer.
+        let n = MAX_SERIES / 2;
+        let def =
+            |id| SeriesDef { id, key: SeriesKey::new("s"), kind: Kind::Gauge, scale: 1.0, float: false, group: 0 };
+        let keyframe = Tick {
+            ts_ms: 1,
+            keyframe: true,
+            skipped: 0,
+            defs: (0..n).map(def).collect(),
+            removed: vec![],
+            changes: vec![(0, 2); n as usize],
+        };
+        let removals = Tick {
+            ts_ms: 2,
+            keyframe: false,
+            skipped: 0,
+            defs: vec![],
+            removed: (MAX_SERIES..MAX_SERIES + 100_000).chain([n - 1]).collect(),
+            changes: vec![(0, 2); n as usize - 1],
+        };
+        let started = std::time::Instant::now();
+        let mut state = DeltaState::default();
+        state.apply(&keyframe).unwrap();
+        state.apply(&removals).unwrap();
+        assert_eq!(state.len(), n as usize - 1);
+        assert_eq!(state.get(0).map(|s| s.bits), Some(2));
+        // The refusal path checks the same sets: a change to a series the tick removes.
+        let removed_then_changed = Tick { removed: vec![5], changes: vec![(5, 1)], ..removals };
+        assert_eq!(state.apply(&removed_then_changed), Err(DeltaError::UnknownSeries(5)));
+        assert!(started.elapsed() < std::time::Duration::from_secs(3), "took {:?}", started.elapsed());
     }
 
     #[test]

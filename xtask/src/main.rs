@@ -2,14 +2,20 @@
 //!
 //! - `cargo xtask quickstart [ARGS]`: build release binaries and run
 //!   `twinwatch-aggregator quickstart ARGS` (an aggregator and a local agent).
-//! - `cargo xtask test`: install what the tests need, build the binaries, run every test.
+//! - `cargo xtask test`: install what the tests need, build the binaries, run every test, then
+//!   fuzz the network decoders for a minute each (`cargo xtask fuzz`).
 //! - `cargo xtask bench [--seconds N]`: release binaries next to their peers (node_exporter, blackbox_exporter) in
 //!   the same run; prints medians and ratios, writes `target/bench/*.json`.
 //! - `cargo xtask dictionary`: sample this host for two minutes and train the wire's zstd
 //!   dictionary, `common/src/wire.dict` (a protocol change: see `common/src/frame.rs`).
+//! - `cargo xtask fuzz [--seconds N]`: run each fuzz target in `fuzz/` for N seconds (default 60),
+//!   installing nightly and cargo-fuzz first if they are missing; see `fuzz.rs`.
+//! - `cargo xtask fuzz-corpus`: sample this host and rewrite the fuzzers' seeds, `fuzz/corpus/`.
 
 use std::path::PathBuf;
 use std::process::{exit, Command};
+
+mod fuzz;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -18,11 +24,15 @@ fn main() {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("dictionary") => dictionary(),
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
+        Some("fuzz-corpus") => fuzz::corpus(),
         _ => {
             eprintln!("usage: cargo xtask quickstart [--data-dir DIR] [--http-port P] [--quic-port Q]");
             eprintln!("       cargo xtask test [extra cargo test args]");
             eprintln!("       cargo xtask bench [--seconds N]");
             eprintln!("       cargo xtask dictionary");
+            eprintln!("       cargo xtask fuzz [--seconds N]");
+            eprintln!("       cargo xtask fuzz-corpus");
             exit(2);
         }
     };
@@ -111,12 +121,16 @@ fn test(args: &[String]) -> Result<(), String> {
     run(build)?;
     let mut test = cargo();
     test.args(["test", "--workspace"]).args(args);
-    run_counting(test)
+    let total = run_counting(test)?;
+    // The fuzzers run once the tests pass, and the count still ends the run.
+    let fuzzed = fuzz::fuzz(&[]);
+    println!("{total}");
+    fuzzed
 }
 
-/// Runs `cargo test`, passing its output through, and ends with one line totalling every
-/// harness's `test result:` line, so the run's last word is the whole suite's count.
-fn run_counting(mut cmd: Command) -> Result<(), String> {
+/// Runs `cargo test`, passing its output through, and totals every harness's `test result:`
+/// line in one line: printed here if the tests fail, returned for the caller to end with if not.
+fn run_counting(mut cmd: Command) -> Result<String, String> {
     use std::io::{BufRead, BufReader};
     let shown = format!("{cmd:?}");
     let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().map_err(|e| format!("{shown}: {e}"))?;
@@ -139,10 +153,11 @@ fn run_counting(mut cmd: Command) -> Result<(), String> {
         }
     }
     let status = child.wait().map_err(|e| format!("{shown}: {e}"))?;
-    println!("all tests: {passed} passed, {failed} failed, {ignored} skipped");
+    let total = format!("all tests: {passed} passed, {failed} failed, {ignored} skipped");
     if status.success() {
-        Ok(())
+        Ok(total)
     } else {
+        println!("{total}");
         Err(format!("{shown} failed: {status}"))
     }
 }
