@@ -137,6 +137,10 @@ struct Inner {
     totals: Totals,
     /// Set when the cap could not be kept because no keyframe follows the oldest batch.
     want_keyframe: bool,
+    /// Acknowledged batches still on disk: already forgotten, removed together in the next purge
+    /// (each sled batch costs a log write, so one per ack would wear the flash).
+    acked_on_disk: BTreeSet<Key>,
+    last_purge: Option<Instant>,
 }
 
 pub struct Buffer {
@@ -283,6 +287,9 @@ impl Buffer {
             return Ok(());
         }
         let mut batch = sled::Batch::default();
+        for k in std::mem::take(&mut inner.acked_on_disk) {
+            batch.remove(k.as_slice());
+        }
         let mut bytes = 0;
         for (k, e) in &inner.mem {
             let v = e.meta.encode(&e.frame);
@@ -291,6 +298,7 @@ impl Buffer {
         }
         self.batches.apply_batch(batch)?;
         self.db.flush()?;
+        inner.last_purge = Some(Instant::now());
         inner.disk_count += inner.mem.len() as u64;
         inner.disk_bytes += bytes;
         inner.mem.clear();
@@ -303,13 +311,14 @@ impl Buffer {
     /// The first key at or after `from` (and below `below`), in memory or on disk.
     fn first_from(&self, inner: &Inner, from: Bound<Key>, below: Option<Key>) -> Result<Option<Key>, BufferError> {
         let in_mem = inner.mem.range((from, Bound::Unbounded)).next().map(|(k, _)| *k);
-        let on_disk = match from {
-            Bound::Included(k) => self.batches.range(k..).next(),
-            Bound::Excluded(k) => self.batches.range((Bound::Excluded(k), Bound::Unbounded)).next(),
-            Bound::Unbounded => self.batches.iter().next(),
+        let mut on_disk = None;
+        for item in self.batches.range::<&[u8], _>((from.as_ref().map(|k| k.as_slice()), Bound::Unbounded)) {
+            let k = to_key(&item?.0);
+            if !inner.acked_on_disk.contains(&k) {
+                on_disk = Some(k);
+                break;
+            }
         }
-        .transpose()?
-        .map(|(k, _)| to_key(&k));
         let first = match (in_mem, on_disk) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -514,16 +523,15 @@ impl Buffer {
                 removed += 1;
             }
         }
-        let mut disk = sled::Batch::default();
         for item in self.batches.range(lo..=hi) {
             let (k, v) = item?;
-            disk.remove(k);
-            inner.disk_bytes -= v.len() as u64;
-            inner.disk_count -= 1;
-            removed += 1;
+            if inner.acked_on_disk.insert(to_key(&k)) {
+                inner.disk_bytes -= v.len() as u64;
+                inner.disk_count -= 1;
+                removed += 1;
+            }
         }
-        // No flush: a removal lost to a crash only means a replay the aggregator recognises.
-        self.batches.apply_batch(disk)?;
+        self.purge(&mut inner, Instant::now(), false)?;
         let covered: Vec<Key> = inner
             .drops
             .iter()
@@ -539,6 +547,25 @@ impl Buffer {
             inner.in_flight.remove(&k);
         }
         Ok(removed)
+    }
+
+    /// Removes acknowledged batches from disk, at most once per flush interval unless `now_or_never`.
+    /// No flush: a removal lost to a crash only means a replay the aggregator recognises.
+    fn purge(&self, inner: &mut Inner, now: Instant, now_or_never: bool) -> Result<(), BufferError> {
+        if inner.acked_on_disk.is_empty() {
+            return Ok(());
+        }
+        let due = inner.last_purge.is_none_or(|t| now.saturating_duration_since(t) >= self.flush_every);
+        if !(now_or_never || due || inner.acked_on_disk.len() >= 4096) {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for k in std::mem::take(&mut inner.acked_on_disk) {
+            batch.remove(k.as_slice());
+        }
+        self.batches.apply_batch(batch)?;
+        inner.last_purge = Some(now);
+        Ok(())
     }
 
     pub fn in_flight(&self) -> usize {
@@ -567,6 +594,7 @@ impl Buffer {
     /// Writes everything held in memory to disk and makes it durable (at shutdown).
     pub fn flush(&self) -> Result<(), BufferError> {
         let mut inner = self.inner();
+        self.purge(&mut inner, Instant::now(), true)?;
         self.spill(&mut inner)?;
         self.db.flush()?;
         Ok(())
@@ -668,8 +696,9 @@ mod tests {
                 }
                 // Where every batch is.
                 let inner = b.inner();
-                let held: BTreeSet<Key> =
-                    inner.mem.keys().copied().chain(b.batches.iter().map(|i| to_key(&i.unwrap().0))).collect();
+                let on_disk =
+                    b.batches.iter().map(|i| to_key(&i.unwrap().0)).filter(|k| !inner.acked_on_disk.contains(k));
+                let held: BTreeSet<Key> = inner.mem.keys().copied().chain(on_disk).collect();
                 let dropped: BTreeSet<Key> = inner
                     .drops
                     .values()
