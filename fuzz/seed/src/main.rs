@@ -24,7 +24,7 @@ use twinwatch_agent::shipper::hello;
 use twinwatch_agent::stats::{process_metrics, Stats};
 use twinwatch_common::delta::{DeltaEncoder, Tick};
 use twinwatch_common::frame::FrameEncoder;
-use twinwatch_common::message::{Ack, Batch, KeyframeRequest, Message, Welcome};
+use twinwatch_common::message::{Ack, Batch, Dropped, KeyframeRequest, Message, TimeEcho, Welcome};
 use twinwatch_common::sample::{Metric, Sample, SeriesKey, Value};
 
 /// Deltas after the keyframe: enough for the sources read every five seconds to come round.
@@ -58,15 +58,26 @@ fn main() {
         stored_through: 0,
     }));
     let last = ticks.len() as u64;
-    let ack = frame(Message::Ack(Ack { incarnation, through_seq: last }));
+    let ack = frame(Message::Ack(Ack { incarnation, first_seq: 1, last_seq: last, server_time_ms: now_ms() }));
+    let dropped = frame(Message::Dropped(Dropped {
+        incarnation,
+        first_seq: 1,
+        last_seq: last,
+        ticks: last,
+        from_ms: now_ms() - 60_000,
+        to_ms: now_ms(),
+    }));
+    let echo = frame(Message::TimeEcho(TimeEcho { server_time_ms: now_ms(), agent_time_ms: now_ms() + 3 }));
     let keyframe_request = frame(Message::KeyframeRequest(KeyframeRequest { incarnation, after_seq: last }));
     let several = frame(Message::Batch(Batch { incarnation, seq: last + 1, ticks: ticks.clone() }));
-    let stream = [&hello, &batches[0], &batches[1], &batches[2], &ack].map(|f| f.as_slice()).concat();
+    let stream = [&hello, &echo, &batches[0], &batches[1], &batches[2], &dropped, &ack].map(|f| f.as_slice()).concat();
 
     let mut files: Vec<(String, Vec<u8>)> = vec![
         ("frame/seed-hello".into(), hello),
         ("frame/seed-welcome".into(), welcome),
         ("frame/seed-ack".into(), ack),
+        ("frame/seed-dropped".into(), dropped),
+        ("frame/seed-time-echo".into(), echo),
         ("frame/seed-keyframe-request".into(), keyframe_request),
         ("frame/seed-batch-ticks".into(), several),
         ("frame/seed-stream".into(), stream),
