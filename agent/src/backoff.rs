@@ -5,9 +5,11 @@
 //!   back spread out instead of in a storm. The aggregator also refuses handshakes past its
 //!   admission limit, which lands here.
 //! - **Nobody answered** (the path is down: an uplink outage, a blackhole): nothing is loading the
-//!   aggregator, so the agent keeps probing: a new attempt right after the last timed out, with a
-//!   little jitter. Each attempt costs a few ~1.2 KB Initial packets. Once the outage has lasted
-//!   [`FAST_PROBING_FOR`], attempts slow to every few seconds.
+//!   aggregator, so the agent keeps probing. The shipper starts a fresh handshake every second,
+//!   overlapping slower ones still pending (a lossy path may need several seconds), and between
+//!   such 30 s probing windows waits only a little jitter. Each attempt costs a few ~1.2 KB
+//!   Initial packets. Once the outage has lasted [`FAST_PROBING_FOR`], the windows are spaced by
+//!   a few seconds.
 
 use std::time::{Duration, Instant};
 

@@ -26,8 +26,15 @@ use crate::throttle::Throttle;
 
 /// Most batches sent and not yet acknowledged.
 pub const WINDOW: usize = 64;
-/// An unanswered handshake is given up after this long and tried again.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
+/// A handshake is given up after this long: enough for a slow, lossy path.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(8);
+/// While unanswered, a fresh attempt starts this often, overlapping the pending ones, so a path
+/// that comes back is noticed within about this long without cutting short a slow handshake.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// Attempts pending at once.
+const MAX_ATTEMPTS: usize = 4;
+/// One call to connect probes for this long before reporting no answer.
+const CONNECT_WINDOW: Duration = Duration::from_secs(30);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Batches in flight with no ack for this long mean the aggregator is gone, whatever QUIC thinks.
 const ACK_TIMEOUT: Duration = Duration::from_secs(15);
@@ -40,7 +47,7 @@ pub enum ShipError {
     Resolve(String),
     #[error("connect: {0}")]
     Connect(#[from] quinn::ConnectError),
-    #[error("no answer within {CONNECT_TIMEOUT:?}")]
+    #[error("no answer within {CONNECT_WINDOW:?}")]
     ConnectTimeout,
     #[error("connection: {0}")]
     Connection(#[from] quinn::ConnectionError),
@@ -150,10 +157,40 @@ impl Shipper {
             .ok_or_else(|| ShipError::Resolve(self.aggregator.clone()))
     }
 
-    async fn session(&self, reconnect: &mut Reconnect) -> Result<(), ShipError> {
+    /// Connects, starting a fresh attempt every [`PROBE_EVERY`] while earlier ones are pending:
+    /// the first handshake to finish wins. An answered failure (a refusal) ends it at once.
+    async fn connect(&self) -> Result<quinn::Connection, ShipError> {
         let addr = self.resolve().await?;
-        let connecting = self.endpoint.connect_with(self.client.clone(), addr, &self.server_name)?;
-        let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.map_err(|_| ShipError::ConnectTimeout)??;
+        let mut attempts = tokio::task::JoinSet::new();
+        let deadline = Instant::now() + CONNECT_WINDOW;
+        let mut next = Instant::now();
+        loop {
+            if Instant::now() >= next && attempts.len() < MAX_ATTEMPTS && Instant::now() < deadline {
+                let connecting = self.endpoint.connect_with(self.client.clone(), addr, &self.server_name)?;
+                attempts.spawn(tokio::time::timeout(ATTEMPT_TIMEOUT, connecting));
+                next = Instant::now() + PROBE_EVERY;
+            }
+            if attempts.is_empty() {
+                return Err(ShipError::ConnectTimeout);
+            }
+            tokio::select! {
+                done = attempts.join_next() => match done {
+                    Some(Ok(Ok(Ok(conn)))) => return Ok(conn),
+                    Some(Ok(Ok(Err(e)))) => {
+                        let e = ShipError::from(e);
+                        if e.ended() == Ended::Answered {
+                            return Err(e);
+                        }
+                    }
+                    _ => {} // that attempt timed out
+                },
+                _ = tokio::time::sleep_until(next), if Instant::now() < deadline => {}
+            }
+        }
+    }
+
+    async fn session(&self, reconnect: &mut Reconnect) -> Result<(), ShipError> {
+        let conn = self.connect().await?;
         let result = self.converse(&conn, reconnect).await;
         self.stats.udp_tx_bytes.fetch_add(conn.stats().udp_tx.bytes, Relaxed);
         conn.close(0u32.into(), b"bye");
