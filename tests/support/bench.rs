@@ -41,3 +41,14 @@ pub fn report_dir() -> std::path::PathBuf {
 pub fn seconds_arg(default: usize, min: usize) -> usize {
     std::env::args().skip_while(|a| a != "--seconds").nth(1).and_then(|s| s.parse().ok()).unwrap_or(default).max(min)
 }
+
+/// `/proc/PID/io` of one process, by field name (`rchar`, `wchar`, `write_bytes`, ...).
+pub fn io_counters(pid: i32) -> Option<std::collections::BTreeMap<String, u64>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| l.split_once(':'))
+            .filter_map(|(k, v)| Some((k.into(), v.trim().parse().ok()?)))
+            .collect(),
+    )
+}
