@@ -70,17 +70,29 @@ fn complete(agg: &Aggregator, id: &str) -> Option<(u64, Value)> {
     whole.then_some((live, host))
 }
 
+/// One test's world: an aggregator in a namespace of its own, and `dcs` DC namespaces, each
+/// reaching it only through a relay of its own (seeded `seed`, `seed + 1`, …).
+fn world(name: &str, tag: &str, dcs: usize, seed: u64) -> (TempDir, Testbed, Aggregator, Vec<(Ns, Relay)>) {
+    let tmp = TempDir::new(name);
+    let mut bed = Testbed::new(tag);
+    let agg_ns = bed.add("agg");
+    let agg = Aggregator::start_in(&tmp.path().join("agg"), &agg_ns);
+    let dcs = (0..dcs)
+        .map(|i| {
+            let ns = bed.add(&format!("dc{}", i + 1));
+            let relay = Relay::start((ns.host_addr, 0).into(), agg.quic_addr(), seed + i as u64);
+            (ns, relay)
+        })
+        .collect();
+    (tmp, bed, agg, dcs)
+}
+
 #[test]
 fn thirty_percent_loss_with_delay_and_reordering_loses_nothing() {
-    let tmp = TempDir::new("testbed-loss");
-    let mut bed = Testbed::new("loss");
-    let agg_ns = bed.add("agg");
-    let (dc1, dc2) = (bed.add("dc1"), bed.add("dc2"));
-    let agg = Aggregator::start_in(&tmp.path().join("agg"), &agg_ns);
-    let lossy = Relay::start((dc1.host_addr, 0).into(), agg.quic_addr(), 30);
-    let clean = Relay::start((dc2.host_addr, 0).into(), agg.quic_addr(), 2);
-    let _a = agent(&bed, &dc1, &agg, &lossy, &tmp.path().join("dc1"), &FAST);
-    let _b = agent(&bed, &dc2, &agg, &clean, &tmp.path().join("dc2"), &AgentSetup { id: "box", dc: "dc2", ..FAST });
+    let (tmp, bed, agg, dcs) = world("testbed-loss", "loss", 2, 30);
+    let [(dc1, lossy), (dc2, clean)] = &dcs[..] else { unreachable!("two DCs") };
+    let _a = agent(&bed, dc1, &agg, lossy, &tmp.path().join("dc1"), &FAST);
+    let _b = agent(&bed, dc2, &agg, clean, &tmp.path().join("dc2"), &AgentSetup { id: "box", dc: "dc2", ..FAST });
     wait_for("both hosts in the twin", Duration::from_secs(30), || {
         (complete(&agg, "udm").is_some() && complete(&agg, "box").is_some()).then_some(())
     });
@@ -122,13 +134,9 @@ fn thirty_percent_loss_with_delay_and_reordering_loses_nothing() {
 
 #[test]
 fn an_aggregator_killed_mid_ingest_and_restarted_loses_nothing() {
-    let tmp = TempDir::new("testbed-kill-agg");
-    let mut bed = Testbed::new("kag");
-    let agg_ns = bed.add("agg");
-    let dc1 = bed.add("dc1");
-    let mut agg = Aggregator::start_in(&tmp.path().join("agg"), &agg_ns);
-    let relay = Relay::start((dc1.host_addr, 0).into(), agg.quic_addr(), 3);
-    let _agent = agent(&bed, &dc1, &agg, &relay, &tmp.path().join("dc1"), &FAST);
+    let (tmp, bed, mut agg, dcs) = world("testbed-kill-agg", "kag", 1, 3);
+    let (dc1, relay) = &dcs[0];
+    let _agent = agent(&bed, dc1, &agg, relay, &tmp.path().join("dc1"), &FAST);
     let (before, first) = wait_for("the host in the twin", Duration::from_secs(30), || complete(&agg, "udm"));
 
     // Three times: kill -9 while batches stream in (four a second), stay down a moment so the
@@ -176,14 +184,10 @@ fn blackhole() -> Impairment {
 /// sample produced, stored once.
 #[test]
 fn a_blackholed_dc_is_live_within_two_seconds_and_backfills_everything() {
-    let tmp = TempDir::new("testbed-blackhole");
-    let mut bed = Testbed::new("bh");
-    let agg_ns = bed.add("agg");
-    let dc1 = bed.add("dc1");
-    let agg = Aggregator::start_in(&tmp.path().join("agg"), &agg_ns);
-    let relay = Relay::start((dc1.host_addr, 0).into(), agg.quic_addr(), 11);
+    let (tmp, bed, agg, dcs) = world("testbed-blackhole", "bh", 1, 11);
+    let (dc1, relay) = &dcs[0];
     let setup = AgentSetup { interval: "100ms", extra: "", ..FAST };
-    let _agent = agent(&bed, &dc1, &agg, &relay, &tmp.path().join("dc1"), &setup);
+    let _agent = agent(&bed, dc1, &agg, relay, &tmp.path().join("dc1"), &setup);
     let (before, host) = wait_for("the host in the twin", Duration::from_secs(30), || complete(&agg, "udm"));
     // While acks come back promptly, nothing is written to the agent's disk.
     assert_eq!(host["agent"]["buffer_spilled_bytes_total"].as_u64(), Some(0), "{}", host["agent"]);
@@ -222,16 +226,12 @@ fn a_blackholed_dc_is_live_within_two_seconds_and_backfills_everything() {
 /// than the flush interval survives, nothing older is lost, and the loss is measured.
 #[test]
 fn an_agent_killed_mid_stream_loses_at_most_the_flush_interval() {
-    let tmp = TempDir::new("testbed-kill-agent");
-    let mut bed = Testbed::new("kagt");
-    let agg_ns = bed.add("agg");
-    let dc1 = bed.add("dc1");
-    let agg = Aggregator::start_in(&tmp.path().join("agg"), &agg_ns);
-    let relay = Relay::start((dc1.host_addr, 0).into(), agg.quic_addr(), 12);
+    let (tmp, bed, agg, dcs) = world("testbed-kill-agent", "kagt", 1, 12);
+    let (dc1, relay) = &dcs[0];
     // Default flush interval (1 s), 100 ms sampling.
     let setup = AgentSetup { interval: "100ms", extra: "", ..FAST };
     let dir = tmp.path().join("dc1");
-    let mut first = agent(&bed, &dc1, &agg, &relay, &dir, &setup);
+    let mut first = agent(&bed, dc1, &agg, relay, &dir, &setup);
     let (before, host) = wait_for("the host in the twin", Duration::from_secs(30), || complete(&agg, "udm"));
     let old = host["ingest"]["incarnation"].as_u64().expect("incarnation");
 
@@ -240,7 +240,7 @@ fn an_agent_killed_mid_stream_loses_at_most_the_flush_interval() {
     let killed_ms = now_ms();
     first.kill9();
     relay.set(Impairment::default());
-    let _second = agent(&bed, &dc1, &agg, &relay, &dir, &setup);
+    let _second = agent(&bed, dc1, &agg, relay, &dir, &setup);
 
     let (old_ledger, _) = wait_for("the old incarnation's backlog stored", Duration::from_secs(60), || {
         let (_, host) = complete(&agg, "udm")?;
@@ -263,18 +263,14 @@ fn an_agent_killed_mid_stream_loses_at_most_the_flush_interval() {
 /// at a time, the agent and the aggregator agree on exactly how many, and the twin shows the gap.
 #[test]
 fn a_buffer_cap_smaller_than_the_outage_drops_the_oldest_and_counts_them_exactly() {
-    let tmp = TempDir::new("testbed-cap");
-    let mut bed = Testbed::new("cap");
-    let agg_ns = bed.add("agg");
-    let dc1 = bed.add("dc1");
-    let agg = Aggregator::start_in(&tmp.path().join("agg"), &agg_ns);
-    let relay = Relay::start((dc1.host_addr, 0).into(), agg.quic_addr(), 13);
+    let (tmp, bed, agg, dcs) = world("testbed-cap", "cap", 1, 13);
+    let (dc1, relay) = &dcs[0];
     let setup = AgentSetup {
         interval: "100ms",
         extra: "keyframe_every = 10\n[buffer]\nmax_bytes = \"64KiB\"\nflush_interval = \"200ms\"\n",
         ..FAST
     };
-    let _agent = agent(&bed, &dc1, &agg, &relay, &tmp.path().join("dc1"), &setup);
+    let _agent = agent(&bed, dc1, &agg, relay, &tmp.path().join("dc1"), &setup);
     wait_for("the host in the twin", Duration::from_secs(30), || complete(&agg, "udm"));
 
     relay.set(blackhole());
@@ -321,15 +317,10 @@ fn a_buffer_cap_smaller_than_the_outage_drops_the_oldest_and_counts_them_exactly
 /// the conflict.
 #[test]
 fn a_second_agent_with_the_same_identity_is_settled_and_shown() {
-    let tmp = TempDir::new("testbed-twice");
-    let mut bed = Testbed::new("dup");
-    let agg_ns = bed.add("agg");
-    let (dc1, dc2) = (bed.add("dc1"), bed.add("dc2"));
-    let agg = Aggregator::start_in(&tmp.path().join("agg"), &agg_ns);
-    let r1 = Relay::start((dc1.host_addr, 0).into(), agg.quic_addr(), 14);
-    let r2 = Relay::start((dc2.host_addr, 0).into(), agg.quic_addr(), 15);
+    let (tmp, bed, agg, dcs) = world("testbed-twice", "dup", 2, 14);
+    let [(dc1, r1), (dc2, r2)] = &dcs[..] else { unreachable!("two DCs") };
     let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
-    let first = agent(&bed, &dc1, &agg, &r1, &a_dir, &FAST);
+    let first = agent(&bed, dc1, &agg, r1, &a_dir, &FAST);
     let (_, host) = wait_for("the first agent in the twin", Duration::from_secs(30), || complete(&agg, "udm"));
     let a_incarnation = host["ingest"]["incarnation"].as_u64().expect("incarnation");
 
@@ -337,7 +328,7 @@ fn a_second_agent_with_the_same_identity_is_settled_and_shown() {
     for f in ["agent.crt", "agent.key", "ca.crt"] {
         std::fs::copy(a_dir.join("certs").join(f), b_dir.join("certs").join(f)).expect("copy certificate");
     }
-    let _second = agent(&bed, &dc2, &agg, &r2, &b_dir, &FAST);
+    let _second = agent(&bed, dc2, &agg, r2, &b_dir, &FAST);
     let host = wait_for("the newer agent holding the identity", Duration::from_secs(30), || {
         let (_, host) = complete(&agg, "udm")?;
         let refused = host["ingest"]["conflicts"]
@@ -363,13 +354,9 @@ fn a_second_agent_with_the_same_identity_is_settled_and_shown() {
 /// the QUIC connection migrates, nothing is lost and no new connection is needed.
 #[test]
 fn a_nat_rebinding_mid_stream_keeps_the_connection() {
-    let tmp = TempDir::new("testbed-rebind");
-    let mut bed = Testbed::new("nat");
-    let agg_ns = bed.add("agg");
-    let dc1 = bed.add("dc1");
-    let agg = Aggregator::start_in(&tmp.path().join("agg"), &agg_ns);
-    let relay = Relay::start((dc1.host_addr, 0).into(), agg.quic_addr(), 16);
-    let _agent = agent(&bed, &dc1, &agg, &relay, &tmp.path().join("dc1"), &FAST);
+    let (tmp, bed, agg, dcs) = world("testbed-rebind", "nat", 1, 16);
+    let (dc1, relay) = &dcs[0];
+    let _agent = agent(&bed, dc1, &agg, relay, &tmp.path().join("dc1"), &FAST);
     let (before, host) = wait_for("the host in the twin", Duration::from_secs(30), || complete(&agg, "udm"));
     let connects = host["ingest"]["counters"]["connects"].clone();
     for _ in 0..3 {

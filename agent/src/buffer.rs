@@ -176,6 +176,15 @@ fn decode_drop(v: &[u8]) -> Option<Dropped> {
     })
 }
 
+/// A sled batch removing every acknowledged batch still on disk; forgets them.
+fn removals(inner: &mut Inner) -> sled::Batch {
+    let mut batch = sled::Batch::default();
+    for k in std::mem::take(&mut inner.acked_on_disk) {
+        batch.remove(k.as_slice());
+    }
+    batch
+}
+
 fn to_key(k: &[u8]) -> Key {
     let mut key = [0; 16];
     key.copy_from_slice(&k[..16]);
@@ -267,7 +276,8 @@ impl Buffer {
         if let Some(old) = inner.mem.insert(k, Entry { meta, frame, born: now }) {
             inner.mem_bytes -= (META_LEN + old.frame.len()) as u64;
         }
-        let oldest = inner.mem.values().map(|e| e.born).min();
+        // Keys grow with time, so the first batch in memory is the one that has waited longest.
+        let oldest = inner.mem.values().next().map(|e| e.born);
         if oldest.is_some_and(|born| now.saturating_duration_since(born) >= self.flush_every) {
             self.spill(&mut inner)?;
         }
@@ -286,10 +296,7 @@ impl Buffer {
         if inner.mem.is_empty() {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
-        for k in std::mem::take(&mut inner.acked_on_disk) {
-            batch.remove(k.as_slice());
-        }
+        let mut batch = removals(inner);
         let mut bytes = 0;
         for (k, e) in &inner.mem {
             let v = e.meta.encode(&e.frame);
@@ -559,11 +566,7 @@ impl Buffer {
         if !(now_or_never || due || inner.acked_on_disk.len() >= 4096) {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
-        for k in std::mem::take(&mut inner.acked_on_disk) {
-            batch.remove(k.as_slice());
-        }
-        self.batches.apply_batch(batch)?;
+        self.batches.apply_batch(removals(inner))?;
         inner.last_purge = Some(now);
         Ok(())
     }

@@ -70,32 +70,32 @@ pub enum ShipError {
 }
 
 impl ShipError {
+    /// The connection's own error, where there is one.
+    fn connection(&self) -> Option<&quinn::ConnectionError> {
+        match self {
+            ShipError::Connection(e)
+            | ShipError::Write(quinn::WriteError::ConnectionLost(e))
+            | ShipError::Read(quinn::ReadError::ConnectionLost(e)) => Some(e),
+            _ => None,
+        }
+    }
+
     /// Whether the aggregator answered at all, for the reconnect policy.
     pub fn ended(&self) -> Ended {
-        let connection = match self {
-            ShipError::Connection(e) => Some(e),
-            ShipError::Write(quinn::WriteError::ConnectionLost(e)) => Some(e),
-            ShipError::Read(quinn::ReadError::ConnectionLost(e)) => Some(e),
-            ShipError::Resolve(_) | ShipError::ConnectTimeout | ShipError::HandshakeTimeout | ShipError::AckTimeout => {
-                return Ended::Unanswered
-            }
-            _ => None,
-        };
-        match connection {
-            Some(quinn::ConnectionError::TimedOut) => Ended::Unanswered,
-            _ => Ended::Answered,
+        let unanswered = matches!(
+            self,
+            ShipError::Resolve(_) | ShipError::ConnectTimeout | ShipError::HandshakeTimeout | ShipError::AckTimeout
+        ) || matches!(self.connection(), Some(quinn::ConnectionError::TimedOut));
+        if unanswered {
+            Ended::Unanswered
+        } else {
+            Ended::Answered
         }
     }
 
     /// The aggregator's reason, when it closed the connection on purpose.
     fn refusal(&self) -> Option<String> {
-        let e = match self {
-            ShipError::Connection(e) => e,
-            ShipError::Write(quinn::WriteError::ConnectionLost(e)) => e,
-            ShipError::Read(quinn::ReadError::ConnectionLost(e)) => e,
-            _ => return None,
-        };
-        match e {
+        match self.connection()? {
             quinn::ConnectionError::ApplicationClosed(c)
                 if [close::IDENTITY_IN_USE, close::SUPERSEDED, close::BUSY]
                     .contains(&(c.error_code.into_inner() as u32)) =>

@@ -411,8 +411,9 @@ fn live(host: &mut HostTwin, batch: &Batch, observe: impl FnMut(&DeltaState, &Ti
         return Outcome::Unapplied { keyframe_wanted: first_ask, reason };
     }
     if !follows && host.state.is_keyframed() {
-        let ledger = host.ledger(batch.incarnation);
-        let hole = (host.live_through + 1..batch.seq).any(|s| ledger.is_none_or(|l| !l.has(s)));
+        let (first, last) = (host.live_through + 1, batch.seq - 1);
+        let stored = host.ledger(batch.incarnation).map_or(0, |l| l.stored.count_in(first, last));
+        let hole = first <= last && stored < last - first + 1;
         if hole {
             // The live lane jumps ahead of a backlog: keep the state the backlog continues from.
             let behind =
