@@ -288,10 +288,24 @@ fn a_buffer_cap_smaller_than_the_outage_drops_the_oldest_and_counts_them_exactly
         let produced = host["agent"]["ticks_total"].as_u64()? + 1;
         let accounted = l["ticks_stored"].as_u64()? + l["ticks_dropped"].as_u64()?;
         let agent_dropped = host["agent"]["dropped_ticks_total"].as_u64()?;
+        // A batch whose ack the outage swallowed reached the aggregator, yet the agent, which
+        // never learnt that, may drop and report it: the aggregator counts it as stored, so the
+        // agent's count exceeds the aggregator's by exactly those batches.
+        let stored_yet_reported: u64 = l["gaps"]
+            .as_array()?
+            .iter()
+            .map(|g| {
+                let (first, last) = (g["first_seq"].as_u64().unwrap_or(1), g["last_seq"].as_u64().unwrap_or(0));
+                runs(&l, "stored")
+                    .iter()
+                    .map(|&(f, t)| t.min(last).saturating_add(1).saturating_sub(f.max(first)))
+                    .sum::<u64>()
+            })
+            .sum();
         (produced == live
             && l["accounted_through"].as_u64() == Some(live)
             && accounted == live
-            && agent_dropped == l["ticks_dropped"].as_u64()?
+            && agent_dropped == l["ticks_dropped"].as_u64()? + stored_yet_reported
             && agent_dropped > 0
             && host["ingest"]["backfilling"].as_array()?.is_empty())
         .then_some(host)
@@ -307,7 +321,7 @@ fn a_buffer_cap_smaller_than_the_outage_drops_the_oldest_and_counts_them_exactly
     assert!(gap["to_ms"].as_i64() > gap["from_ms"].as_i64());
     assert_eq!(host["ingest"]["counters"]["unapplied"], 0, "what was kept decodes");
     println!(
-        "64 KiB cap, 30 s outage at 100 ms: {} samples dropped (agent and aggregator agree), batches {}..={}, {} stored",
+        "64 KiB cap, 30 s outage at 100 ms: {} samples dropped (the agent's count less any it dropped after they had arrived), batches {}..={}, {} stored",
         l["ticks_dropped"], dropped[0].0, dropped[0].1, l["ticks_stored"]
     );
 }
