@@ -7,6 +7,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use twinwatch_common::config::{load_toml, parse_toml, ConfigError, Span};
 
+use crate::history::Retention;
+
 pub const DEFAULT_PATH: &str = "/etc/twinwatch/aggregator.toml";
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -19,6 +21,17 @@ struct File {
     tokens_file: Option<PathBuf>,
     offline_after: Option<Span>,
     metrics_open: Option<bool>,
+    history: Option<HistoryFile>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryFile {
+    raw_retention: Option<Span>,
+    minute_retention: Option<Span>,
+    five_minute_retention: Option<Span>,
+    hour_retention: Option<Span>,
+    checkpoint_interval: Option<Span>,
 }
 
 #[derive(Debug, Clone)]
@@ -33,6 +46,10 @@ pub struct Config {
     pub offline_after: Duration,
     /// Serve `/metrics` without a token (for a Prometheus on a trusted network).
     pub metrics_open: bool,
+    /// How long each history tier is kept.
+    pub retention: Retention,
+    /// How often recorded points are written from memory (the log holds them meanwhile).
+    pub checkpoint_interval: Duration,
 }
 
 impl Config {
@@ -51,6 +68,7 @@ impl Config {
 
     fn resolve(file: File, path: &Path) -> Config {
         let base = path.parent().unwrap_or(Path::new("/"));
+        let history = file.history.clone().unwrap_or_default();
         let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
         let data_dir = abs(file.data_dir.unwrap_or_else(|| "/var/lib/twinwatch/aggregator".into()));
         Config {
@@ -60,6 +78,18 @@ impl Config {
             tokens_file: file.tokens_file.map(abs).unwrap_or_else(|| data_dir.join("tokens")),
             offline_after: file.offline_after.map_or(Duration::from_secs(60), |s| s.0),
             metrics_open: file.metrics_open.unwrap_or(false),
+            retention: {
+                let h = history.clone();
+                let d = Retention::default();
+                let or = |s: Option<Span>, ms: i64| s.map_or(Duration::from_millis(ms as u64), |s| s.0);
+                Retention::from_durations(
+                    or(h.raw_retention, d.raw_ms),
+                    or(h.minute_retention, d.minute_ms),
+                    or(h.five_minute_retention, d.five_minutes_ms),
+                    or(h.hour_retention, d.hour_ms),
+                )
+            },
+            checkpoint_interval: history.checkpoint_interval.map_or(Duration::from_secs(30), |s| s.0),
             data_dir,
         }
     }

@@ -17,10 +17,13 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::FutureExt;
+
 use twinwatch_common::frame::{FrameEncoder, FrameError};
 use twinwatch_common::message::{close, Ack, KeyframeRequest, Message, Welcome};
 use twinwatch_common::reader::MessageReader;
 
+use crate::checkpoint;
 use crate::claims::Claim;
 use crate::identity::{self, AgentIdentity, IdentityError};
 use crate::runs::Runs;
@@ -177,15 +180,13 @@ impl Ingest {
             return Err(IngestError::Unexpected { expected: "hello", got: hello.name() });
         };
 
-        let (claim, stored_through, snapshot) = {
+        let (claim, stored_through) = {
             let mut twin = self.twin();
             let claim = twin.handle_hello(who, conn_id, &hello, now_ms());
-            let host = twin.host(&who.id);
-            (claim, host.map_or(0, |h| h.accounted_through(hello.incarnation)), host.cloned())
+            (claim, twin.host(&who.id).map_or(0, |h| h.accounted_through(hello.incarnation)))
         };
-        if let Some(host) = &snapshot {
-            self.store.commit(host, &[])?;
-        }
+        // What the hello changed (identity, counters, conflicts) is kept at once.
+        checkpoint::checkpoint(&self.twin, &self.store, &who.id).await?;
         match claim {
             Claim::Refuse { reason } => {
                 tracing::warn!(agent = %who, hostname = %hello.host.hostname, machine = %hello.host.machine_id, "identity conflict: {reason}");
@@ -214,9 +215,8 @@ impl Ingest {
 
         let mut out = Vec::new();
         loop {
-            let mut accepted: Vec<(u64, u64, Vec<u8>)> = Vec::new();
+            let mut logged: Vec<Vec<u8>> = Vec::new();
             let mut acks: BTreeMap<u64, Runs> = BTreeMap::new();
-            let mut changed = false;
             let mut keyframe: Option<KeyframeRequest> = None;
             {
                 let mut twin = self.twin();
@@ -236,7 +236,7 @@ impl Ingest {
                                     }
                                 }
                                 if outcome.stores() {
-                                    accepted.push((batch.incarnation, batch.seq, reader.last_frame().to_vec()));
+                                    logged.push(reader.last_frame().to_vec());
                                 }
                                 acks.entry(batch.incarnation).or_default().insert(batch.seq, batch.seq);
                             }
@@ -248,7 +248,9 @@ impl Ingest {
                                     if new {
                                         tracing::warn!(agent = %who, incarnation = d.incarnation, first = d.first_seq, last = d.last_seq, ticks = d.ticks, "agent dropped samples to stay under its buffer cap");
                                     }
-                                    changed |= new;
+                                    if new {
+                                        logged.push(reader.last_frame().to_vec());
+                                    }
                                 }
                             }
                             acks.entry(d.incarnation).or_default().insert(d.first_seq, d.last_seq);
@@ -257,20 +259,19 @@ impl Ingest {
                         other => return Err(IngestError::Unexpected { expected: "batch", got: other.name() }),
                     }
                 }
-                if !accepted.is_empty() || changed {
-                    if let Some(host) = twin.host(&who.id) {
-                        if let Err(e) = self.store.commit(host, &accepted) {
-                            // Memory ran ahead of disk: put the host back as stored and let the
-                            // agent replay.
-                            let stored = self.store.host(&who.id).ok().flatten();
-                            twin.restore(stored, &who.id);
-                            return Err(e.into());
+                if !logged.is_empty() {
+                    if let Err(e) = self.store.log(&who.id, &logged) {
+                        // Memory ran ahead of disk: put the host back as stored and let the
+                        // agent send again what was not acknowledged.
+                        if let Err(again) = checkpoint::reload(&mut twin, &self.store, &who.id) {
+                            tracing::error!(agent = %who, "reloading the host after a failed write: {again}");
                         }
+                        return Err(e.into());
                     }
                 }
             }
             if !acks.is_empty() {
-                if !accepted.is_empty() || changed {
+                if !logged.is_empty() {
                     self.store.flush().await?;
                 }
                 out.clear();
@@ -289,6 +290,10 @@ impl Ingest {
             match recv.read_chunk(256 * 1024, true).await? {
                 Some(chunk) => reader.push(&chunk.bytes),
                 None => return Err(IngestError::Closed),
+            }
+            // Take whatever else has already arrived, so one log write and one flush cover it.
+            while let Some(Ok(Some(chunk))) = recv.read_chunk(256 * 1024, true).now_or_never() {
+                reader.push(&chunk.bytes);
             }
         }
     }

@@ -8,7 +8,10 @@
 //!   [`runs`]), [`claims`] (one connection per identity), [`clock`] (per-agent clock offset).
 //! - [`endpoints`]: the service twin: recent probe results per endpoint and vantage, their
 //!   statistics and the views the API serves.
-//! - [`store`]: sled persistence of batches and host state, flushed before any ack.
+//! - [`store`]: sled persistence: host twins, the write-ahead log of frames (flushed before any
+//!   ack), and [`history`] (raw segments, rollups, retention, queries).
+//! - [`checkpoint`]: writes hosts and recorded points and truncates the log; replays the log
+//!   after a crash; compacts and expires history in the background.
 //! - [`api`]: the axum REST API.
 //! - [`exposition`]: the twins as Prometheus text, for `/metrics`.
 //! - [`certs`], [`identity`], [`tls`]: the CA, identities from client certificates, QUIC TLS.
@@ -19,12 +22,14 @@
 pub mod api;
 pub mod auth;
 pub mod certs;
+pub mod checkpoint;
 pub mod claims;
 pub mod clock;
 pub mod config;
 pub mod endpoint;
 pub mod endpoints;
 pub mod exposition;
+pub mod history;
 pub mod identity;
 pub mod ingest;
 pub mod ledger;
@@ -72,10 +77,18 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
     on_listen: impl FnOnce(Listening),
 ) -> Result<(), AggregatorError> {
-    let store = Arc::new(Store::open(&config.data_dir.join("db"))?);
+    let store = Arc::new(Store::open(&config.data_dir.join("db"), config.retention)?);
     let hosts = store.hosts()?;
-    tracing::info!(hosts = hosts.len(), data_dir = %config.data_dir.display(), "store open");
-    let twin = Arc::new(Mutex::new(Twin::from_hosts(hosts)));
+    let mut twin = Twin::from_hosts(hosts);
+    for (host, keys) in store.archive.series().map_err(StoreError::from)? {
+        twin.history.load(&host, keys);
+    }
+    let mut replayed = 0;
+    for id in store.logging_hosts()? {
+        replayed += checkpoint::replay(&mut twin, &store, &id)?;
+    }
+    tracing::info!(hosts = twin.hosts().count(), replayed, data_dir = %config.data_dir.display(), "store open");
+    let twin = Arc::new(Mutex::new(twin));
 
     let server = tls::server_config(
         &config.certs_dir.join(certs::CA_CERT),
@@ -91,6 +104,10 @@ pub async fn run(
         http: listener.local_addr().map_err(|source| AggregatorError::Bind { addr: config.http_listen, source })?,
     };
 
+    let checkpoints = {
+        let (twin, store, every, stop) = (twin.clone(), store.clone(), config.checkpoint_interval, shutdown.clone());
+        tokio::spawn(async move { checkpoint::run(&twin, &store, every, stop).await })
+    };
     let ingest = Arc::new(Ingest::new(twin.clone(), store.clone()));
     tokio::spawn(ingest.serve(endpoint.clone()));
     let ready = Arc::new(AtomicBool::new(true));
@@ -115,6 +132,7 @@ pub async fn run(
     let _ = shutdown.wait_for(|s| *s).await;
     ready.store(false, Relaxed);
     endpoint.close(0u32.into(), b"aggregator shutting down");
+    let _ = checkpoints.await;
     store.flush().await?;
     tracing::info!("aggregator stopped; store flushed");
     Ok(())

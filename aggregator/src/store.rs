@@ -1,15 +1,23 @@
-//! Durable state in sled: every stored batch and every host's twin, committed together.
-//!
-//! One tree, two key spaces, so a single atomic `sled::Batch` stores a batch and the host state it
-//! produced; after [`Store::flush`] returns, both survive a kill -9, and only then does ingest ack.
+//! Durable state in sled: every host's twin, a write-ahead log of the frames that changed it,
+//! and history (see `history/archive.rs`), all in one tree so one atomic `sled::Batch` can span
+//! them.
 //!
 //! ```text
-//! h <agent id>                          -> HostTwin (bincode)
-//! b <agent id> 0x00 <incarnation> <seq> -> the batch frame as received (zstd bincode)
+//! h <agent id>                -> HostTwin (bincode, zstd), as of its last checkpoint
+//! w <agent id> 0x00 <n u64>   -> a frame applied since then (batch or dropped report), in order
 //! ```
+//!
+//! Ingest appends each frame it applies to the log and flushes before it acks, so an ack means
+//! durable. A checkpoint writes the host and the history points recorded from those frames, and
+//! deletes the log entries it covers, in one batch. Opening the store after a crash gives back the
+//! hosts as checkpointed plus their logs, which replay through the twin to the same state.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::history::archive::{Archive, ArchiveError};
+use crate::history::recorder::Frozen;
+use crate::history::Retention;
 use crate::twin::HostTwin;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,11 +28,16 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("stored host {id} does not decode: {detail}")]
     Corrupt { id: String, detail: String },
+    #[error(transparent)]
+    History(#[from] ArchiveError),
 }
 
 pub struct Store {
     db: sled::Db,
     data: sled::Tree,
+    pub archive: Archive,
+    /// The last log position handed out.
+    log_position: AtomicU64,
 }
 
 /// Contiguous runs of stored sequence numbers of one incarnation.
@@ -43,18 +56,11 @@ fn host_key(id: &str) -> Vec<u8> {
     k
 }
 
-fn batch_prefix(id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(2 + id.len() + 16);
-    k.push(b'b');
+fn log_prefix(id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + id.len() + 8);
+    k.push(b'w');
     k.extend_from_slice(id.as_bytes());
     k.push(0);
-    k
-}
-
-fn batch_key(id: &str, incarnation: u64, seq: u64) -> Vec<u8> {
-    let mut k = batch_prefix(id);
-    k.extend_from_slice(&incarnation.to_be_bytes());
-    k.extend_from_slice(&seq.to_be_bytes());
     k
 }
 
@@ -62,8 +68,19 @@ fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
+fn decode_host(id: &str, v: &[u8]) -> Result<HostTwin, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt { id: id.to_owned(), detail };
+    let raw = zstd::bulk::decompress(v, 64 << 20).map_err(|e| corrupt(e.to_string()))?;
+    bincode::decode_from_slice(&raw, config()).map(|(h, _)| h).map_err(|e| corrupt(e.to_string()))
+}
+
+fn encode_host(host: &HostTwin) -> Vec<u8> {
+    let encoded = bincode::encode_to_vec(host, config()).expect("HostTwin always encodes");
+    zstd::bulk::compress(&encoded, 1).expect("compressing into a growable buffer cannot fail")
+}
+
 impl Store {
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+    pub fn open(dir: &Path, retention: Retention) -> Result<Store, StoreError> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(32 << 20)
@@ -71,74 +88,99 @@ impl Store {
             .open()
             .map_err(|source| StoreError::Open { path: dir.to_owned(), source })?;
         let data = db.open_tree("data")?;
-        Ok(Store { db, data })
+        let mut last = 0;
+        for item in data.scan_prefix(b"w") {
+            let (k, _) = item?;
+            if let Some(n) = k.len().checked_sub(8).and_then(|at| k[at..].try_into().ok()).map(u64::from_be_bytes) {
+                last = last.max(n);
+            }
+        }
+        let archive = Archive::open(data.clone(), retention)?;
+        Ok(Store { db, data, archive, log_position: AtomicU64::new(last) })
     }
 
-    /// Every stored host.
+    /// Every stored host, as of its last checkpoint.
     pub fn hosts(&self) -> Result<Vec<HostTwin>, StoreError> {
         let mut hosts = Vec::new();
         for item in self.data.scan_prefix(b"h") {
             let (k, v) = item?;
-            let id = String::from_utf8_lossy(&k[1..]).into_owned();
-            let (host, _) = bincode::decode_from_slice(&v, config())
-                .map_err(|e| StoreError::Corrupt { id: id.clone(), detail: e.to_string() })?;
-            hosts.push(host);
+            hosts.push(decode_host(&String::from_utf8_lossy(&k[1..]), &v)?);
         }
         Ok(hosts)
     }
 
     pub fn host(&self, id: &str) -> Result<Option<HostTwin>, StoreError> {
-        match self.data.get(host_key(id))? {
-            None => Ok(None),
-            Some(v) => bincode::decode_from_slice(&v, config())
-                .map(|(h, _)| Some(h))
-                .map_err(|e| StoreError::Corrupt { id: id.into(), detail: e.to_string() }),
-        }
+        self.data.get(host_key(id))?.map(|v| decode_host(id, &v)).transpose()
     }
 
-    /// Stores `host` and the `(incarnation, seq, frame)` batches in one atomic step. Not yet
-    /// durable: call [`Store::flush`] before acknowledging.
-    pub fn commit(&self, host: &HostTwin, batches: &[(u64, u64, Vec<u8>)]) -> Result<(), StoreError> {
+    /// Appends frames `id` applied to its log, in one atomic step. Not yet durable: call
+    /// [`Store::flush`] before acknowledging.
+    pub fn log(&self, id: &str, frames: &[Vec<u8>]) -> Result<(), StoreError> {
         let mut b = sled::Batch::default();
-        for (incarnation, seq, frame) in batches {
-            b.insert(batch_key(&host.id, *incarnation, *seq), frame.as_slice());
+        for frame in frames {
+            let mut k = log_prefix(id);
+            k.extend_from_slice(&(self.log_position.fetch_add(1, Relaxed) + 1).to_be_bytes());
+            b.insert(k, frame.as_slice());
         }
-        let encoded = bincode::encode_to_vec(host, config()).expect("HostTwin always encodes");
-        b.insert(host_key(&host.id), encoded);
         self.data.apply_batch(b)?;
         Ok(())
     }
 
-    /// Makes every commit so far durable.
-    pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
-        Ok(())
+    /// The log position of the last frame logged so far.
+    pub fn log_position(&self) -> u64 {
+        self.log_position.load(Relaxed)
     }
 
-    /// The stored sequence numbers of `id`, as runs per incarnation.
-    pub fn stored_runs(&self, id: &str) -> Result<Vec<StoredRuns>, StoreError> {
-        let prefix = batch_prefix(id);
-        let mut out: Vec<StoredRuns> = Vec::new();
-        for item in self.data.scan_prefix(&prefix) {
+    /// The frames `id` logged since its last checkpoint, in order.
+    pub fn logged(&self, id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.data.scan_prefix(log_prefix(id)) {
+            out.push(item?.1.to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Whether `id` logged anything since its last checkpoint.
+    pub fn has_log(&self, id: &str) -> bool {
+        self.data.scan_prefix(log_prefix(id)).next().is_some()
+    }
+
+    /// Ids of the hosts with a log.
+    pub fn logging_hosts(&self) -> Result<Vec<String>, StoreError> {
+        let mut out: Vec<String> = Vec::new();
+        for item in self.data.scan_prefix(b"w") {
             let (k, _) = item?;
-            let rest = &k[prefix.len()..];
-            if rest.len() != 16 {
-                continue;
-            }
-            let incarnation = u64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
-            let seq = u64::from_be_bytes(rest[8..].try_into().expect("8 bytes"));
-            match out.last_mut() {
-                Some(r) if r.incarnation == incarnation => {
-                    r.count += 1;
-                    match r.runs.last_mut() {
-                        Some(run) if run.1 + 1 == seq => run.1 = seq,
-                        _ => r.runs.push((seq, seq)),
-                    }
-                }
-                _ => out.push(StoredRuns { incarnation, count: 1, runs: vec![(seq, seq)] }),
+            let id = String::from_utf8_lossy(&k[1..k.len().saturating_sub(9)]).into_owned();
+            if out.last() != Some(&id) {
+                out.push(id);
             }
         }
         Ok(out)
+    }
+
+    /// Writes `host`, the history points `frozen` from it, and deletes its log up to position
+    /// `through`, in one atomic step. Not yet durable: call [`Store::flush`].
+    pub fn checkpoint(&self, host: &HostTwin, frozen: &Frozen, through: u64) -> Result<(), StoreError> {
+        let mut b = sled::Batch::default();
+        b.insert(host_key(&host.id), encode_host(host));
+        let prefix = log_prefix(&host.id);
+        for item in self.data.scan_prefix(&prefix) {
+            let (k, _) = item?;
+            let n = k[prefix.len()..].try_into().map(u64::from_be_bytes).unwrap_or(u64::MAX);
+            if n > through {
+                break;
+            }
+            b.remove(k);
+        }
+        self.archive.checkpoint(&mut b, &host.id, frozen)?;
+        self.archive.apply(b, &host.id, frozen)?;
+        Ok(())
+    }
+
+    /// Makes every write so far durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
     }
 
     pub fn size_on_disk(&self) -> u64 {
@@ -149,15 +191,43 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint;
     use crate::identity::AgentIdentity;
     use crate::twin::Twin;
-    use twinwatch_common::message::{Hello, HostInfo};
+    use std::sync::Mutex;
+    use twinwatch_common::delta::DeltaEncoder;
+    use twinwatch_common::frame::FrameEncoder;
+    use twinwatch_common::message::{Batch, Hello, HostInfo, Message};
+    use twinwatch_common::sample::{Metric, Sample, SeriesKey, Value};
+
+    async fn reopen(dir: &Path) -> Store {
+        // sled's flusher thread lets go of the file lock a moment after the last handle is
+        // dropped; a reopen in the same process waits for it, as a restarted process would not.
+        for _ in 0..100 {
+            if let Ok(s) = Store::open(dir, Retention::default()) {
+                return s;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Store::open(dir, Retention::default()).unwrap()
+    }
+
+    /// A twin rebuilt from storage: checkpointed hosts and series, then the log replayed.
+    fn recover(store: &Store) -> Twin {
+        let mut twin = Twin::from_hosts(store.hosts().unwrap());
+        for (host, keys) in store.archive.series().unwrap() {
+            twin.history.load(&host, keys);
+        }
+        for id in store.logging_hosts().unwrap() {
+            checkpoint::replay(&mut twin, store, &id).unwrap();
+        }
+        twin
+    }
 
     #[tokio::test]
-    async fn commits_survive_reopen_and_runs_show_holes() {
+    async fn a_crash_after_a_checkpoint_replays_the_log_to_the_same_twin_and_history() {
         let dir = std::env::temp_dir().join(format!("twinwatch-store-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut twin = Twin::default();
         let who = AgentIdentity { id: "a-1".into(), dc: "dc2".into() };
         let hello = Hello {
             agent_version: "t".into(),
@@ -166,34 +236,45 @@ mod tests {
             interval_ms: 1000,
             host: HostInfo::default(),
         };
-        twin.handle_hello(&who, 1, &hello, 5);
+        let mut enc = DeltaEncoder::new(5);
+        let mut frames = FrameEncoder::new();
+        let t0 = 1_800_000_000_000;
+        let batches: Vec<(Batch, Vec<u8>)> = (1..=40u64)
+            .map(|seq| {
+                let m = Metric::counter(SeriesKey::new("c"), Value::Int(seq as i64 * 7));
+                let tick = enc.encode(&Sample::new(t0 + seq as i64 * 1000, vec![m]));
+                let batch = Batch { incarnation: 9, seq, ticks: vec![tick] };
+                let frame = Message::Batch(batch.clone()).to_frame(&mut frames).unwrap().to_vec();
+                (batch, frame)
+            })
+            .collect();
+        let twin = Mutex::new(Twin::default());
         {
-            let store = Store::open(&dir).unwrap();
-            let host = twin.host("a-1").unwrap();
-            store.commit(host, &[(9, 1, vec![1]), (9, 2, vec![2]), (9, 4, vec![4]), (10, 1, vec![5])]).unwrap();
-            store.flush().await.unwrap();
-        }
-        // sled's flusher thread lets go of the file lock a moment after the last handle is
-        // dropped; a reopen in the same process waits for it, as a restarted process would not.
-        let mut reopened = Store::open(&dir);
-        for _ in 0..100 {
-            if reopened.is_ok() {
-                break;
+            let store = Store::open(&dir, Retention::default()).unwrap();
+            twin.lock().unwrap().handle_hello(&who, 1, &hello, 5);
+            checkpoint::checkpoint(&twin, &store, "a-1").await.unwrap();
+            for (i, (batch, frame)) in batches.iter().enumerate() {
+                twin.lock().unwrap().handle_batch("a-1", 1, batch, 10);
+                store.log("a-1", std::slice::from_ref(frame)).unwrap();
+                if i == 24 {
+                    checkpoint::checkpoint(&twin, &store, "a-1").await.unwrap();
+                    assert_eq!(store.logged("a-1").unwrap().len(), 0, "the checkpoint truncates the log");
+                }
             }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            reopened = Store::open(&dir);
+            store.flush().await.unwrap();
+            assert_eq!(store.logged("a-1").unwrap().len(), 15);
         }
-        let store = reopened.unwrap();
-        assert_eq!(store.hosts().unwrap(), vec![twin.host("a-1").unwrap().clone()]);
-        let runs = store.stored_runs("a-1").unwrap();
-        assert_eq!(
-            runs,
-            vec![
-                StoredRuns { incarnation: 9, count: 3, runs: vec![(1, 2), (4, 4)] },
-                StoredRuns { incarnation: 10, count: 1, runs: vec![(1, 1)] },
-            ]
-        );
-        assert!(store.stored_runs("a").unwrap().is_empty(), "prefix of another id must not match");
+        let store = reopen(&dir).await;
+        let recovered = recover(&store);
+        let original = twin.lock().unwrap();
+        assert_eq!(recovered.host("a-1"), original.host("a-1"), "the same twin, every batch once");
+        let points = |t: &Twin| t.history.host("a-1").unwrap().points(0, 0, i64::MAX).unwrap().points;
+        let stored = store.archive.raw("a-1", 0, 0, i64::MAX).unwrap().unwrap().points;
+        let mut all = stored.clone();
+        all.extend(points(&recovered));
+        assert_eq!(stored.len(), 25, "checkpointed points are in segments");
+        assert_eq!(all, (1..=40).map(|s| (t0 + s * 1000, (s * 7) as u64)).collect::<Vec<_>>());
+        assert_eq!(points(&original).len(), 15);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -32,6 +32,7 @@ use twinwatch_common::message::{Batch, Dropped, Hello, HostInfo, TimeEcho};
 use crate::claims::{Claim, Claims, Conflict, REMEMBERED_CONFLICTS};
 use crate::clock::Clock;
 use crate::endpoints::Endpoints;
+use crate::history::recorder::Recorder;
 use crate::identity::AgentIdentity;
 use crate::ledger::Ledger;
 
@@ -231,6 +232,8 @@ pub struct Twin {
     endpoints: Endpoints,
     /// Which connection speaks for which agent; not persisted (no connection survives a restart).
     claims: Claims,
+    /// Every decoded tick's points, until a checkpoint writes them.
+    pub history: Recorder,
 }
 
 impl Twin {
@@ -256,10 +259,12 @@ impl Twin {
         self.claims.holds(id, conn)
     }
 
-    /// Puts back a host as the store has it, after a failed commit.
+    /// Puts back a host as the store has it, after a failed commit; the caller then replays the
+    /// host's log.
     pub fn restore(&mut self, host: Option<HostTwin>, id: &str) {
         // Results already taken from the undone batches stay: their replay finds the same
         // timestamps and takes nothing twice.
+        self.history.discard_pending(id);
         match host {
             Some(h) => {
                 self.hosts.insert(id.to_owned(), h);
@@ -335,20 +340,25 @@ impl Twin {
         if !self.claims.holds(agent, conn) {
             return Err(Outcome::NotHolder);
         }
+        Ok(self.apply_dropped(agent, d, now_ms))
+    }
+
+    /// [`Twin::handle_dropped`] without the connection check: also how the log is replayed.
+    pub fn apply_dropped(&mut self, agent: &str, d: &Dropped, now_ms: i64) -> bool {
         let Some(host) = self.hosts.get_mut(agent) else {
-            return Ok(false);
+            return false;
         };
         host.last_seen_ms = now_ms;
         let ledger = host.ledger_mut(d.incarnation);
         let before = ledger.ticks_dropped;
         if !ledger.drop_reported(d) {
-            return Ok(false);
+            return false;
         }
         let ticks = ledger.ticks_dropped - before;
         host.counters.dropped_batches += d.last_seq - d.first_seq + 1;
         host.counters.dropped_ticks += ticks;
         host.retire_chains();
-        Ok(true)
+        true
     }
 
     /// Reconciles one batch from connection `conn` of `agent` into its twin.
@@ -356,6 +366,11 @@ impl Twin {
         if !self.claims.holds(agent, conn) {
             return Outcome::NotHolder;
         }
+        self.apply_batch(agent, batch, now_ms)
+    }
+
+    /// [`Twin::handle_batch`] without the connection check: also how the log is replayed.
+    pub fn apply_batch(&mut self, agent: &str, batch: &Batch, now_ms: i64) -> Outcome {
         let Some(host) = self.hosts.get_mut(agent) else {
             return Outcome::Unapplied { keyframe_wanted: false, reason: "batch before hello".into() };
         };
@@ -382,11 +397,16 @@ impl Twin {
             host.live_through = 0;
             host.awaiting_keyframe = false;
         }
-        let endpoints = &mut self.endpoints;
+        let (endpoints, history) = (&mut self.endpoints, &mut self.history);
+        let shift = host.clock.correct(0);
+        let mut observe = |state: &DeltaState, tick: &Tick, live: bool| {
+            endpoints.observe(agent, state, tick, live);
+            history.observe(agent, state, tick, shift);
+        };
         let outcome = if incarnation == host.incarnation && seq > host.live_through {
-            live(host, batch, |state, tick| endpoints.observe(agent, state, tick, true))
+            live(host, batch, |state, tick| observe(state, tick, true))
         } else {
-            backfill(host, batch, |state, tick| endpoints.observe(agent, state, tick, false))
+            backfill(host, batch, |state, tick| observe(state, tick, false))
         };
         host.retire_chains();
         outcome

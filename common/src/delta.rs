@@ -260,6 +260,11 @@ impl DeltaState {
         self.series.iter().flatten()
     }
 
+    /// Every series with its wire id.
+    pub fn entries(&self) -> impl Iterator<Item = (u32, &SeriesState)> {
+        self.series.iter().enumerate().filter_map(|(id, s)| Some((id as u32, s.as_ref()?)))
+    }
+
     /// The series with wire id `id`, so a reader of a [`Tick`] can look up what it touched.
     pub fn get(&self, id: u32) -> Option<&SeriesState> {
         self.series.get(id as usize)?.as_ref()

@@ -202,7 +202,7 @@ mod tests {
 
         let state = AppState {
             twin: Arc::new(Mutex::new(twin)),
-            store: Arc::new(Store::open(&dir.join("db")).unwrap()),
+            store: Arc::new(Store::open(&dir.join("db"), crate::history::Retention::default()).unwrap()),
             tokens: Arc::new(tokens),
             ready: Arc::new(AtomicBool::new(true)),
             offline_after: Duration::from_secs(60),

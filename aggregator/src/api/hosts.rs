@@ -14,6 +14,7 @@ use twinwatch_common::time::rfc3339;
 
 use super::{ApiError, AppState};
 use crate::ingest::now_ms;
+use crate::store::StoredRuns;
 use crate::twin::HostTwin;
 
 fn summary(host: &HostTwin, now: i64, offline_after: i64) -> Value {
@@ -43,12 +44,14 @@ pub async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Resul
 }
 
 pub async fn batches(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let (counters, incarnation) = {
-        let twin = state.twin();
-        let host = twin.host(&id).ok_or_else(|| ApiError::not_found(format!("no host {id:?}")))?;
-        (host.counters.clone(), host.incarnation)
-    };
-    let runs = state.store.stored_runs(&id).map_err(ApiError::internal)?;
+    let twin = state.twin();
+    let host = twin.host(&id).ok_or_else(|| ApiError::not_found(format!("no host {id:?}")))?;
+    let (counters, incarnation) = (host.counters.clone(), host.incarnation);
+    let runs: Vec<StoredRuns> = host
+        .ledgers
+        .iter()
+        .map(|l| StoredRuns { incarnation: l.incarnation, count: l.stored.len(), runs: l.stored.iter().collect() })
+        .collect();
     Ok(Json(json!({ "id": id, "incarnation": incarnation, "counters": counters, "stored": runs })))
 }
 

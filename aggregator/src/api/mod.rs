@@ -7,6 +7,7 @@
 mod endpoints;
 mod error;
 mod health;
+mod history;
 mod hosts;
 mod metrics;
 
@@ -51,6 +52,8 @@ pub fn router(state: AppState) -> Router {
         .route("/hosts", get(hosts::list))
         .route("/hosts/{id}", get(hosts::one))
         .route("/hosts/{id}/batches", get(hosts::batches))
+        .route("/hosts/{id}/metrics", get(history::names))
+        .route("/hosts/{id}/metrics/{metric}", get(history::series))
         .route("/endpoints", get(endpoints::list))
         .route("/endpoints/{id}", get(endpoints::one))
         .route("/services", get(endpoints::services))

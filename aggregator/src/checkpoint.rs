@@ -1,0 +1,112 @@
+//! Checkpoints and the log replay that undoes a crash; the background pass that also compacts and
+//! expires history.
+//!
+//! A checkpoint freezes a host's twin and recorded points under the twin lock, writes them with
+//! the log truncation outside it, flushes, and only then lets the recorder forget what it froze.
+//! Between checkpoints the log is the only durable copy of new points: [`replay`] feeds it back
+//! through the twin, which decodes and records them again exactly once (the ledger knows every
+//! batch the checkpointed twin already holds).
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use twinwatch_common::message::Message;
+use twinwatch_common::reader::MessageReader;
+
+use crate::ingest::now_ms;
+use crate::store::{Store, StoreError};
+use crate::twin::Twin;
+
+fn lock(twin: &Mutex<Twin>) -> std::sync::MutexGuard<'_, Twin> {
+    twin.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Writes host `id`'s twin and pending history, and truncates its log.
+pub async fn checkpoint(twin: &Mutex<Twin>, store: &Store, id: &str) -> Result<(), StoreError> {
+    let (host, frozen, through) = {
+        let mut twin = lock(twin);
+        let Some(host) = twin.host(id).cloned() else {
+            return Ok(());
+        };
+        let frozen = twin.history.host_mut(id).map(|h| h.freeze()).unwrap_or_default();
+        // Ingest logs under the twin lock, so every frame up to here is reflected in `host`.
+        (host, frozen, store.log_position())
+    };
+    store.checkpoint(&host, &frozen, through)?;
+    store.flush().await?;
+    if let Some(h) = lock(twin).history.host_mut(id) {
+        h.written();
+    }
+    Ok(())
+}
+
+/// Applies host `id`'s logged frames to the twin again; returns how many were applied.
+pub fn replay(twin: &mut Twin, store: &Store, id: &str) -> Result<usize, StoreError> {
+    let mut applied = 0;
+    // Replayed frames are not news from the agent: the host keeps the time it was last heard.
+    let seen = twin.host(id).map_or(0, |h| h.last_seen_ms);
+    for frame in store.logged(id)? {
+        let mut reader = MessageReader::new();
+        reader.push(&frame);
+        match reader.next_message() {
+            Ok(Some(Message::Batch(b))) => {
+                twin.apply_batch(id, &b, seen);
+                applied += 1;
+            }
+            Ok(Some(Message::Dropped(d))) => {
+                twin.apply_dropped(id, &d, seen);
+                applied += 1;
+            }
+            Ok(other) => tracing::warn!(agent = id, "log entry is not a batch: {:?}", other.map(|m| m.name())),
+            Err(e) => tracing::warn!(agent = id, "log entry does not decode: {e}"),
+        }
+    }
+    Ok(applied)
+}
+
+/// Puts host `id` back as storage has it (checkpoint plus log), after a failed write.
+pub fn reload(twin: &mut Twin, store: &Store, id: &str) -> Result<(), StoreError> {
+    twin.restore(store.host(id)?, id);
+    replay(twin, store, id)?;
+    Ok(())
+}
+
+/// Every `every`: checkpoints hosts with new points, compacts finished windows into rollups and
+/// expires what retention no longer keeps. A last checkpoint runs at shutdown.
+pub async fn run(twin: &Mutex<Twin>, store: &Store, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(every) => false,
+            _ = shutdown.wait_for(|s| *s) => true,
+        };
+        if let Err(e) = pass(twin, store).await {
+            tracing::error!("history checkpoint: {e}");
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// One round of checkpoints, compaction and expiry.
+pub async fn pass(twin: &Mutex<Twin>, store: &Store) -> Result<(), StoreError> {
+    let ids: Vec<String> = {
+        let twin = lock(twin);
+        twin.hosts()
+            .filter(|h| twin.history.host(&h.id).is_some_and(|r| r.pending_points > 0) || store.has_log(&h.id))
+            .map(|h| h.id.clone())
+            .collect()
+    };
+    for id in ids {
+        checkpoint(twin, store, &id).await?;
+    }
+    let now = now_ms();
+    let compacted = store.archive.compact(now)?;
+    let expired = store.archive.expire(now)?;
+    if compacted.windows_compacted + expired.raw_windows_deleted + expired.rollup_blocks_deleted > 0 {
+        tracing::debug!(?compacted, ?expired, "history compacted and expired");
+        store.flush().await?;
+    }
+    Ok(())
+}

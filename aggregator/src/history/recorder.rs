@@ -1,0 +1,267 @@
+//! The recorder: turns every decoded tick into history points, held in memory until the next
+//! checkpoint writes them as raw segments.
+//!
+//! Sans-IO, owned by the twin, which shows it every tick it applies, live or backfilled. Each
+//! host has a registry numbering its series (the number is what segments and rollups store) and
+//! pending columns per raw window. A checkpoint freezes what is pending, writes it, and then
+//! forgets exactly that: points recorded meanwhile stay pending for the next one.
+//!
+//! Until a checkpoint, pending points exist only here and in the write-ahead log of frames, from
+//! which a restart records them again.
+
+use std::collections::{BTreeMap, HashMap};
+
+use twinwatch_common::delta::{DeltaState, Tick};
+use twinwatch_common::sample::{Kind, SeriesKey};
+
+use super::segment::{self, Column, Columns};
+
+/// The span of one raw segment.
+pub const WINDOW_MS: i64 = 10 * 60_000;
+
+/// Points waiting for a checkpoint, per raw window.
+pub type Windows = BTreeMap<i64, Columns>;
+
+/// One host's series and pending points.
+#[derive(Debug, Default)]
+pub struct HostRecorder {
+    index: HashMap<SeriesKey, u32>,
+    keys: Vec<SeriesKey>,
+    /// `keys[..saved]` are in storage.
+    saved: usize,
+    /// Wire id → series index, checked against the key on use (live and backfill states number
+    /// series independently).
+    by_wire: Vec<u32>,
+    pending: Windows,
+    /// Taken by a checkpoint in progress; still visible to queries until it is written.
+    frozen: Windows,
+    frozen_series: usize,
+    pub pending_points: usize,
+}
+
+/// What a checkpoint writes for one host.
+#[derive(Debug, Default, Clone)]
+pub struct Frozen {
+    /// Series first seen since the last checkpoint, with their index.
+    pub new_series: Vec<(u32, SeriesKey)>,
+    pub windows: Windows,
+}
+
+impl HostRecorder {
+    pub fn keys(&self) -> &[SeriesKey] {
+        &self.keys
+    }
+
+    fn index_of(&mut self, key: &SeriesKey) -> u32 {
+        if let Some(&i) = self.index.get(key) {
+            return i;
+        }
+        let i = self.keys.len() as u32;
+        self.keys.push(key.clone());
+        self.index.insert(key.clone(), i);
+        i
+    }
+
+    fn record(&mut self, state: &DeltaState, tick: &Tick, shift_ms: i64) {
+        let ts = tick.ts_ms + shift_ms;
+        let window = ts.div_euclid(WINDOW_MS) * WINDOW_MS;
+        let mut columns = std::mem::take(self.pending.entry(window).or_default());
+        for (wire, series) in state.entries() {
+            // Series of groups not read at this instant keep their older time.
+            if series.ts_ms != tick.ts_ms {
+                continue;
+            }
+            let wire = wire as usize;
+            let cached = self.by_wire.get(wire).copied().filter(|&i| self.keys.get(i as usize) == Some(&series.key));
+            let idx = match cached {
+                Some(i) => i,
+                None => {
+                    let i = self.index_of(&series.key);
+                    if self.by_wire.len() <= wire {
+                        self.by_wire.resize(wire + 1, u32::MAX);
+                    }
+                    self.by_wire[wire] = i;
+                    i
+                }
+            };
+            let col = columns
+                .entry(idx)
+                .or_insert_with(|| Column::new(series.float, series.kind == Kind::Counter, series.scale));
+            if col.float != series.float || col.scale != series.scale {
+                // Rare (a changed agent): start the window's column over in the new form.
+                let mut fresh = Column::new(series.float, series.kind == Kind::Counter, series.scale);
+                fresh.points.push((ts, series.bits));
+                col.merge(&fresh);
+            } else {
+                col.points.push((ts, series.bits));
+            }
+            self.pending_points += 1;
+        }
+        self.pending.insert(window, columns);
+    }
+
+    /// Moves everything pending into the frozen set and returns a copy of it to write.
+    pub fn freeze(&mut self) -> Frozen {
+        for (window, columns) in std::mem::take(&mut self.pending) {
+            segment::merge(self.frozen.entry(window).or_default(), &normalized(columns));
+        }
+        self.pending_points = 0;
+        self.frozen_series = self.keys.len();
+        let new_series = (self.saved..self.frozen_series).map(|i| (i as u32, self.keys[i].clone())).collect();
+        Frozen { new_series, windows: self.frozen.clone() }
+    }
+
+    /// The frozen set is written: forget it.
+    pub fn written(&mut self) {
+        self.frozen.clear();
+        self.saved = self.saved.max(self.frozen_series);
+    }
+
+    /// Frozen and pending points of series `idx` in `[from, to)`, ascending, newest winning.
+    pub fn points(&self, idx: u32, from: i64, to: i64) -> Option<Column> {
+        let mut out: Option<Column> = None;
+        let first = from.div_euclid(WINDOW_MS) * WINDOW_MS;
+        for windows in [&self.frozen, &self.pending] {
+            for (_, columns) in windows.range(first..to) {
+                if let Some(col) = columns.get(&idx) {
+                    let mut col = normalize(col.clone());
+                    col.points.retain(|p| p.0 >= from && p.0 < to);
+                    match &mut out {
+                        Some(o) => o.merge(&col),
+                        None => out = Some(col),
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Windows that have points not yet written.
+    pub fn windows(&self) -> impl Iterator<Item = i64> + '_ {
+        self.frozen.keys().chain(self.pending.keys()).copied()
+    }
+}
+
+/// Sorts a column's points by time, keeping the last recorded at equal times.
+fn normalize(mut col: Column) -> Column {
+    if !col.points.windows(2).all(|w| w[0].0 < w[1].0) {
+        let by_time: BTreeMap<i64, u64> = col.points.iter().copied().collect();
+        col.points = by_time.into_iter().collect();
+    }
+    col
+}
+
+fn normalized(columns: Columns) -> Columns {
+    columns.into_iter().map(|(i, c)| (i, normalize(c))).collect()
+}
+
+/// Every host's recorder.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    hosts: HashMap<String, HostRecorder>,
+}
+
+impl Recorder {
+    /// Registers the series a host already has in storage, by index.
+    pub fn load(&mut self, host: &str, keys: Vec<SeriesKey>) {
+        let h = self.hosts.entry(host.to_owned()).or_default();
+        h.index = keys.iter().enumerate().map(|(i, k)| (k.clone(), i as u32)).collect();
+        h.saved = keys.len();
+        h.frozen_series = keys.len();
+        h.keys = keys;
+    }
+
+    /// Records the series read at `tick`, at the agent's time moved by `shift_ms` (the clock
+    /// correction).
+    pub fn observe(&mut self, host: &str, state: &DeltaState, tick: &Tick, shift_ms: i64) {
+        let h = match self.hosts.get_mut(host) {
+            Some(h) => h,
+            None => self.hosts.entry(host.to_owned()).or_default(),
+        };
+        h.record(state, tick, shift_ms);
+    }
+
+    pub fn host(&self, host: &str) -> Option<&HostRecorder> {
+        self.hosts.get(host)
+    }
+
+    pub fn host_mut(&mut self, host: &str) -> Option<&mut HostRecorder> {
+        self.hosts.get_mut(host)
+    }
+
+    /// Drops what is pending for `host` (its twin is being restored from storage and its log).
+    pub fn discard_pending(&mut self, host: &str) {
+        if let Some(h) = self.hosts.get_mut(host) {
+            h.pending.clear();
+            h.frozen.clear();
+            h.pending_points = 0;
+            h.keys.truncate(h.saved);
+            h.index.retain(|_, i| (*i as usize) < h.saved);
+            h.frozen_series = h.saved;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use twinwatch_common::delta::DeltaEncoder;
+    use twinwatch_common::sample::{Metric, Sample, Value};
+
+    fn sample(ts: i64, cpu: i64, load: f64, with_disk: bool) -> Sample {
+        let mut m = vec![
+            Metric::counter(SeriesKey::new("cpu").with("mode", "user"), Value::Int(cpu)).scaled(0.01),
+            Metric::gauge(SeriesKey::new("load"), Value::Float(load)),
+        ];
+        if with_disk {
+            m.push(Metric::gauge(SeriesKey::new("disk"), Value::Int(9)));
+        }
+        Sample::new(ts, m)
+    }
+
+    #[test]
+    fn ticks_become_columns_per_window_and_checkpoints_forget_only_what_they_froze() {
+        let mut enc = DeltaEncoder::new(1000);
+        let mut state = DeltaState::default();
+        let mut rec = Recorder::default();
+        let base = 10 * WINDOW_MS;
+        for i in 0..5 {
+            let tick = enc.encode(&sample(base + WINDOW_MS - 2000 + i * 1000, 100 + i, 0.5, i < 2));
+            state.apply(&tick).unwrap();
+            rec.observe("h", &state, &tick, 0);
+        }
+        let h = rec.host("h").unwrap();
+        assert_eq!(h.keys().len(), 3);
+        assert_eq!(h.pending_points, 2 * 5 + 2);
+        let frozen = rec.host_mut("h").unwrap().freeze();
+        assert_eq!(frozen.new_series.len(), 3);
+        assert_eq!(frozen.windows.keys().copied().collect::<Vec<_>>(), [base, base + WINDOW_MS]);
+        let cpu = frozen.windows[&base][&0].clone();
+        assert_eq!(cpu.reals().collect::<Vec<_>>(), [(base + WINDOW_MS - 2000, 1.0), (base + WINDOW_MS - 1000, 1.01)]);
+
+        // A tick recorded while the checkpoint writes stays for the next one.
+        let tick = enc.encode(&sample(base + WINDOW_MS + 3000, 200, 0.7, false));
+        state.apply(&tick).unwrap();
+        rec.observe("h", &state, &tick, 0);
+        let h = rec.host_mut("h").unwrap();
+        assert_eq!(h.points(1, base, base + 2 * WINDOW_MS).unwrap().points.len(), 6, "frozen and pending both visible");
+        h.written();
+        let next = h.freeze();
+        assert!(next.new_series.is_empty());
+        assert_eq!(segment::point_count(&next.windows[&(base + WINDOW_MS)]), 2);
+    }
+
+    #[test]
+    fn late_ticks_are_ordered_and_the_clock_correction_applies() {
+        let mut enc = DeltaEncoder::new(1000);
+        let mut state = DeltaState::default();
+        let mut rec = Recorder::default();
+        let ticks: Vec<_> = (0..3).map(|i| enc.encode(&sample(1000 * (3 - i), i, 1.0, false))).collect();
+        for t in &ticks {
+            state.apply(t).unwrap();
+            rec.observe("h", &state, t, 500);
+        }
+        let col = rec.host("h").unwrap().points(0, 0, WINDOW_MS).unwrap();
+        assert_eq!(col.points.iter().map(|p| p.0).collect::<Vec<_>>(), [1500, 2500, 3500]);
+    }
+}
