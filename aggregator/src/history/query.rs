@@ -111,23 +111,27 @@ pub fn read(
     unrolled.extend(pending.windows.iter().copied());
     let unrolled: Vec<i64> = unrolled.range(align(from, WINDOW_MS)..to).copied().collect();
     let mut buckets = archive.buckets(tier, host, idx, from, to)?;
-    if !unrolled.is_empty() {
-        // The windows' own buckets, at five minutes for an hour tier (to meet rolled ones).
-        let fine = if tier == Tier::Hour { Tier::FiveMinutes } else { tier };
+    if !unrolled.is_empty() && tier.step_ms() <= WINDOW_MS {
+        // Minutes and five minutes lie within one window: fold the unrolled ones from raw.
+        buckets.retain(|b| unrolled.binary_search(&align(b.start_ms, WINDOW_MS)).is_err());
+        for &w in &unrolled {
+            buckets.extend(rollup::fold(raw(w.max(from), (w + WINDOW_MS).min(to))?, tier.step_ms()));
+        }
+        buckets.sort_by_key(|b| b.start_ms);
+    } else if !unrolled.is_empty() {
+        // An hour with an unrolled window: its rolled windows' five minutes, the others from raw.
         let redo: BTreeSet<i64> = unrolled.iter().map(|w| align(*w, tier.step_ms())).collect();
         buckets.retain(|b| !redo.contains(&b.start_ms));
-        for &bucket in &redo {
+        for &hour in &redo {
             let mut parts = Vec::new();
-            let mut w = align(bucket, WINDOW_MS);
-            while w < bucket + tier.step_ms().max(WINDOW_MS) && w < to {
+            for w in (hour..hour + tier.step_ms()).step_by(WINDOW_MS as usize) {
                 if unrolled.binary_search(&w).is_ok() {
-                    parts.extend(rollup::fold(raw(w, w + WINDOW_MS)?, fine.step_ms()));
-                } else if tier == Tier::Hour {
+                    parts.extend(rollup::fold(raw(w, w + WINDOW_MS)?, Tier::FiveMinutes.step_ms()));
+                } else {
                     parts.extend(archive.buckets(Tier::FiveMinutes, host, idx, w, w + WINDOW_MS)?);
                 }
-                w += WINDOW_MS;
             }
-            parts.retain(|b| align(b.start_ms, tier.step_ms()) == bucket && b.start_ms >= from);
+            parts.retain(|b| b.start_ms >= from && b.start_ms < to);
             buckets.extend(rollup::refold(parts, tier.step_ms()));
         }
         buckets.sort_by_key(|b| b.start_ms);
