@@ -11,6 +11,8 @@
 //! - [`store`]: sled persistence of batches and host state, flushed before any ack.
 //! - [`api`]: the axum REST API.
 //! - [`exposition`]: the twins as Prometheus text, for `/metrics`.
+//! - [`remote_write`]: stored samples sent on to Prometheus remote write receivers, from a
+//!   durable queue per remote.
 //! - [`certs`], [`identity`], [`tls`]: the CA, identities from client certificates, QUIC TLS.
 //! - [`auth`]: hashed API tokens with read and admin roles.
 //! - [`endpoint`]: the QUIC endpoint and its restart-proof stateless-reset key.
@@ -28,6 +30,7 @@ pub mod exposition;
 pub mod identity;
 pub mod ingest;
 pub mod ledger;
+pub mod remote_write;
 pub mod runs;
 pub mod store;
 pub mod tls;
