@@ -158,7 +158,7 @@ mod tests {
     #[test]
     fn checks_name_url_auth_and_headers() {
         let ok = RemoteWriteConfig::new("a", "https://mimir.example/api/v1/push");
-        assert_eq!(validate(&[ok.clone()]), Ok(()));
+        assert_eq!(validate(std::slice::from_ref(&ok)), Ok(()));
         let key = |configs: &[RemoteWriteConfig]| validate(configs).unwrap_err().key;
         assert_eq!(key(&[ok.clone(), ok.clone()]), "remote_write.name");
         assert_eq!(key(&[RemoteWriteConfig::new("b", "not a url")]), "remote_write.url");

@@ -210,10 +210,17 @@ mod tests {
         }
     }
 
-    /// Opens `dir` without a flusher thread, which would hold the file lock for a moment after
-    /// the last handle is dropped and so delay a reopen.
+    /// Opens `dir`. sled's background threads let go of the file lock a moment after the last
+    /// handle is dropped; a reopen in the same process waits for it, as a new process would not.
     fn open_db(dir: &Path) -> sled::Db {
-        sled::Config::new().path(dir).flush_every_ms(None).open().expect("sled open")
+        let open = || sled::Config::new().path(dir).flush_every_ms(None).open();
+        for _ in 0..250 {
+            if let Ok(db) = open() {
+                return db;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        open().expect("sled open")
     }
 
     fn bodies(q: &Queue) -> Vec<Vec<u8>> {
@@ -310,6 +317,7 @@ mod tests {
         let mut q = Queue::open(&db, "m", cap).unwrap();
         let mut model: VecDeque<(u32, Vec<u8>)> = VecDeque::new();
         let (mut dropped, mut in_flight, mut next) = (0u64, None::<Request>, 0u8);
+        let (mut restarts, mut drops) = (0, 0);
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut random = |n: u64| {
             seed ^= seed << 13;
@@ -333,6 +341,7 @@ mod tests {
                         let (s, f) = model.remove(keep).unwrap();
                         total -= size(&f);
                         dropped += u64::from(s);
+                        drops += 1;
                     }
                     model.push_back((samples, fragment));
                 }
@@ -370,6 +379,7 @@ mod tests {
                     q = Queue::open(&db, "m", cap).unwrap();
                     in_flight = None;
                     dropped = 0;
+                    restarts += 1;
                 }
             }
             let counts = q.counts();
@@ -380,5 +390,6 @@ mod tests {
                 (samples, model.len() as u64, dropped)
             );
         }
+        assert!(restarts > 5 && drops > 5, "{restarts} restarts, {drops} drops: the run exercised neither");
     }
 }

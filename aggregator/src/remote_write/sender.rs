@@ -270,6 +270,34 @@ mod tests {
         assert!(spread.len() > 25, "only {} distinct delays", spread.len());
     }
 
+    /// A full request of node_exporter-like series: how big it is raw and sent.
+    #[test]
+    fn a_full_request_stays_small_once_compressed() {
+        let series: Vec<super::super::SeriesPoints> = (0..500)
+            .map(|i| super::super::SeriesPoints {
+                labels: [
+                    ("__name__", "node_cpu_seconds_total".to_owned()),
+                    ("cpu", (i / 8).to_string()),
+                    ("mode", ["idle", "user", "system", "iowait", "irq", "softirq", "steal", "nice"][i % 8].into()),
+                    ("host", "web-01".into()),
+                    ("dc", "fra1".into()),
+                    ("instance", "web-01".into()),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+                points: (0..4).map(|p| (1_760_000_000_000 + p * 1000, 1234.56 + (i * 4 + p as usize) as f64)).collect(),
+            })
+            .collect();
+        let fragments = super::super::proto::fragments(&series, 2000, MAX_REQUEST_BYTES);
+        assert_eq!(fragments.len(), 1);
+        let raw = &fragments[0].bytes;
+        let sent = snap::raw::Encoder::new().compress_vec(raw).unwrap();
+        println!("2000 samples: {} bytes encoded, {} bytes with snappy", raw.len(), sent.len());
+        assert!(raw.len() < 200_000 && sent.len() < raw.len() / 2, "{} -> {}", raw.len(), sent.len());
+        assert_eq!(snap::raw::Decoder::new().decompress_vec(&sent).unwrap(), *raw);
+    }
+
     #[test]
     fn long_answers_are_cut_on_a_character_boundary() {
         assert_eq!(truncate("abc", 5), "abc");

@@ -38,57 +38,68 @@ pub struct Snapshot<'a> {
     pub queue: Counts,
 }
 
+/// A value of one remote, read from its snapshot.
+type Read = fn(&Snapshot<'_>) -> String;
+
+/// One metric family: its name, type, help and lines per remote (by `reason`, or one unlabelled).
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    lines: &'static [(&'static str, Read)],
+}
+
+const FAMILIES: [Family; 6] = [
+    Family {
+        name: "twinwatch_remote_write_samples_sent_total",
+        kind: "counter",
+        help: "Samples the remote accepted.",
+        lines: &[("", |s| s.stats.sent.load(Relaxed).to_string())],
+    },
+    Family {
+        name: "twinwatch_remote_write_samples_dropped_total",
+        kind: "counter",
+        help: "Samples given up: the queue was full (the oldest go), or the remote rejected them.",
+        lines: &[
+            ("queue_full", |s| s.queue.dropped_samples.to_string()),
+            ("rejected", |s| s.stats.rejected.load(Relaxed).to_string()),
+        ],
+    },
+    Family {
+        name: "twinwatch_remote_write_retries_total",
+        kind: "counter",
+        help: "Requests that failed (no answer, 5xx or 429) and will be tried again.",
+        lines: &[("", |s| s.stats.retries.load(Relaxed).to_string())],
+    },
+    Family {
+        name: "twinwatch_remote_write_queue_samples",
+        kind: "gauge",
+        help: "Samples queued and not yet accepted.",
+        lines: &[("", |s| s.queue.samples.to_string())],
+    },
+    Family {
+        name: "twinwatch_remote_write_queue_bytes",
+        kind: "gauge",
+        help: "Bytes the queue holds against its cap.",
+        lines: &[("", |s| s.queue.bytes.to_string())],
+    },
+    Family {
+        name: "twinwatch_remote_write_last_success_timestamp_seconds",
+        kind: "gauge",
+        help: "When the remote last accepted a request (0: not since this process started).",
+        lines: &[("", |s| (s.stats.last_success_ms.load(Relaxed) as f64 / 1000.0).to_string())],
+    },
+];
+
 /// The families, each with its `# HELP` and `# TYPE` and one line per remote.
 pub fn render(remotes: &[Snapshot<'_>], out: &mut String) {
     if remotes.is_empty() {
         return;
     }
-    type Value = fn(&Snapshot<'_>) -> String;
-    let families: [(&str, &str, &str, &[(&str, Value)]); 6] = [
-        (
-            "twinwatch_remote_write_samples_sent_total",
-            "counter",
-            "Samples the remote accepted.",
-            &[("", |s| s.stats.sent.load(Relaxed).to_string())],
-        ),
-        (
-            "twinwatch_remote_write_samples_dropped_total",
-            "counter",
-            "Samples given up: the queue was full (the oldest go), or the remote rejected them.",
-            &[
-                ("queue_full", |s| s.queue.dropped_samples.to_string()),
-                ("rejected", |s| s.stats.rejected.load(Relaxed).to_string()),
-            ],
-        ),
-        (
-            "twinwatch_remote_write_retries_total",
-            "counter",
-            "Requests that failed (no answer, 5xx or 429) and will be tried again.",
-            &[("", |s| s.stats.retries.load(Relaxed).to_string())],
-        ),
-        (
-            "twinwatch_remote_write_queue_samples",
-            "gauge",
-            "Samples queued and not yet accepted.",
-            &[("", |s| s.queue.samples.to_string())],
-        ),
-        (
-            "twinwatch_remote_write_queue_bytes",
-            "gauge",
-            "Bytes the queue holds against its cap.",
-            &[("", |s| s.queue.bytes.to_string())],
-        ),
-        (
-            "twinwatch_remote_write_last_success_timestamp_seconds",
-            "gauge",
-            "When the remote last accepted a request (0: not since this process started).",
-            &[("", |s| (s.stats.last_success_ms.load(Relaxed) as f64 / 1000.0).to_string())],
-        ),
-    ];
-    for (name, kind, help, lines) in families {
+    for Family { name, kind, help, lines } in &FAMILIES {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for remote in remotes {
-            for (reason, value) in lines {
+            for (reason, value) in *lines {
                 let _ = write!(out, "{name}{{remote=\"");
                 crate::exposition::escape(remote.name, out);
                 if !reason.is_empty() {
