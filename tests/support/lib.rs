@@ -14,6 +14,7 @@ use serde_json::Value;
 pub mod bench;
 pub mod netns;
 pub mod prometheus;
+pub mod prometheus_server;
 pub mod relay;
 pub mod web;
 
