@@ -174,6 +174,7 @@ fn an_unreachable_remote_keeps_the_queue_across_a_restart_and_gets_everything() 
     wait_for("two retries", Duration::from_secs(20), || (w.metric("retries_total", "late") >= 2.0).then_some(()));
     assert_eq!(w.metric("queue_samples", "late"), 8.0);
     assert_eq!((w.metric("samples_sent_total", "late"), w.dropped("late", "queue_full")), (0.0, 0.0));
+    eprintln!("queued with the remote down: {} bytes for 8 samples", w.metric("queue_bytes", "late"));
 
     // Restart before the remote is up: the queue is still there, and keeps filling.
     let dir = w.close();
@@ -186,6 +187,7 @@ fn an_unreachable_remote_keeps_the_queue_across_a_restart_and_gets_everything() 
     });
 
     let prom = PrometheusServer::start_on(&tmp.path().join("prom"), port, NO_SCRAPES, RECEIVER);
+    eprintln!("{} retries after the restart before the remote was up", w.metric("retries_total", "late"));
     let got = wait_for_samples(&prom, "tw_late", 10);
     let hosts: BTreeMap<String, Vec<(i64, f64)>> =
         got.into_iter().map(|(m, p)| (m["host"].as_str().unwrap().to_owned(), p)).collect();
@@ -244,8 +246,9 @@ fn a_full_queue_and_a_rejecting_remote_count_what_they_drop() {
     assert_eq!(points["y"], [(t0 + 30_000, 3.0)]);
     assert_eq!(late.metric("queue_samples", "late"), 0.0);
     assert_eq!(late.metric("retries_total", "late"), 0.0);
-    // The joined request, then the old sample alone.
+    // The joined request, then the old sample alone; and Prometheus says why.
     assert_eq!(write_requests(&prom, 400), 2.0);
+    assert!(prom.log().to_lowercase().contains("out of order sample"), "{}", prom.log());
 }
 
 #[test]

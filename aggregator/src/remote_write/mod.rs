@@ -81,7 +81,7 @@ impl RemoteWrite {
                 |i: config::Invalid| RemoteWriteError::Config { name: name.clone(), key: i.key, message: i.message };
             config::validate(std::slice::from_ref(config)).map_err(invalid)?;
             if !names.insert(name.clone()) {
-                return Err(invalid(config::Invalid { key: "name".into(), message: "used twice".into() }));
+                return Err(invalid(config::Invalid { key: "remote_write.name".into(), message: "used twice".into() }));
             }
             let url = config.parsed_url().map_err(invalid)?;
             let mut headers = HeaderMap::new();
@@ -171,7 +171,9 @@ mod tests {
         let db = sled::Config::new().path(&dir).flush_every_ms(None).open().unwrap();
         let mut small = RemoteWriteConfig::new("small", "http://127.0.0.1:9/api/v1/write");
         small.max_samples_per_send = 2;
-        let configs = [RemoteWriteConfig::new("a", "http://127.0.0.1:9/api/v1/write"), small];
+        // An https remote opens as well (rustls with the system's roots); it is never reached here.
+        let tls = RemoteWriteConfig::new("tls", "https://127.0.0.1:9/api/v1/write");
+        let configs = [RemoteWriteConfig::new("a", "http://127.0.0.1:9/api/v1/write"), small, tls];
         let rw = RemoteWrite::open(&db, &configs).unwrap();
         let series = SeriesPoints {
             labels: vec![("__name__".into(), "m".into()), ("host".into(), "h".into())],
@@ -181,14 +183,14 @@ mod tests {
         rw.enqueue(&[]).unwrap();
         let counts: Vec<_> =
             rw.endpoints.iter().map(|ep| (ep.queue.counts().samples, ep.queue.counts().entries)).collect();
-        assert_eq!(counts, [(3, 1), (3, 2)]);
+        assert_eq!(counts, [(3, 1), (3, 2), (3, 1)]);
         let mut out = String::new();
         rw.render_metrics(&mut out);
         assert!(out.contains("twinwatch_remote_write_queue_samples{remote=\"small\"} 3\n"), "{out}");
 
         let twice = [configs[0].clone(), configs[0].clone()];
         let err = RemoteWrite::open(&db, &twice).err().unwrap().to_string();
-        assert_eq!(err, "remote write \"a\": name: used twice");
+        assert_eq!(err, "remote write \"a\": remote_write.name: used twice");
         let err = RemoteWrite::open(&db, &[RemoteWriteConfig::new("u", "localhost:9090")]).err().unwrap();
         assert!(matches!(err, RemoteWriteError::Config { ref key, .. } if key == "remote_write.url"), "{err}");
         drop(rw);

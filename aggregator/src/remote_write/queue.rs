@@ -28,6 +28,7 @@ pub struct Queue {
 #[derive(Debug, Default)]
 struct State {
     next: u64,
+    entries: u64,
     bytes: u64,
     samples: u64,
     dropped_samples: u64,
@@ -66,6 +67,7 @@ impl Queue {
                 Some(k) => {
                     state.bytes += ENTRY_OVERHEAD + fragment_of(&value).len() as u64;
                     state.samples += u64::from(samples_of(&value));
+                    state.entries += 1;
                     state.next = k.saturating_add(1);
                 }
                 // Not a key this module writes: it could never be sent or removed by range.
@@ -98,6 +100,7 @@ impl Queue {
             self.tree.remove(&key)?;
             state.bytes = state.bytes.saturating_sub(ENTRY_OVERHEAD + fragment_of(&value).len() as u64);
             state.samples = state.samples.saturating_sub(u64::from(samples_of(&value)));
+            state.entries = state.entries.saturating_sub(1);
             state.dropped_samples += u64::from(samples_of(&value));
         }
         let mut value = Vec::with_capacity(4 + fragment.len());
@@ -107,6 +110,7 @@ impl Queue {
         state.next = state.next.saturating_add(1);
         state.bytes += size;
         state.samples += u64::from(samples);
+        state.entries += 1;
         Ok(())
     }
 
@@ -157,17 +161,19 @@ impl Queue {
             if let Some(value) = self.tree.remove(&key)? {
                 state.bytes = state.bytes.saturating_sub(ENTRY_OVERHEAD + fragment_of(&value).len() as u64);
                 state.samples = state.samples.saturating_sub(u64::from(samples_of(&value)));
+                state.entries = state.entries.saturating_sub(1);
             }
         }
         Ok(())
     }
 
+    /// Kept in step with the tree, so a scrape never walks a long queue.
     pub fn counts(&self) -> Counts {
         let state = self.state();
         Counts {
             samples: state.samples,
             bytes: state.bytes,
-            entries: self.tree.len() as u64,
+            entries: state.entries,
             dropped_samples: state.dropped_samples,
         }
     }

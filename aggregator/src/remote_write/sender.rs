@@ -123,7 +123,10 @@ pub async fn run(ep: Arc<Endpoint>, mut shutdown: watch::Receiver<bool>) {
         let answer = tokio::select! {
             answer = post(&ep, &request) => answer,
             // Abandoned mid-request: the entries stay queued for the next run.
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = shutdown.wait_for(|stop| *stop) => {
+                let _ = ep.queue.settle(&request, false);
+                return;
+            }
         };
         let verdict = verdict(answer.status);
         let settled = match verdict {
