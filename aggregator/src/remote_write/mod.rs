@@ -197,4 +197,83 @@ mod tests {
         drop(db);
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// Reads one HTTP/1.1 request from `stream`: the head, lower-cased, and the body.
+    async fn read_request(stream: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection closed mid-request");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map(|v| v.trim().parse().unwrap())
+            .expect("content-length");
+        while buf.len() < head_end + length {
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection closed mid-body");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        (head, buf[head_end..].to_vec())
+    }
+
+    /// What goes on the wire: the protocol's headers, the configured auth and headers, and a
+    /// snappy block of the encoded series.
+    #[tokio::test]
+    async fn a_request_carries_the_protocol_headers_auth_and_a_snappy_body() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut config = RemoteWriteConfig::new("wire", &format!("http://{}/push", listener.local_addr().unwrap()));
+        config.basic_auth = Some(config::BasicAuth { username: "tw".into(), password: "secret".into() });
+        config.headers.insert("X-Scope-OrgID".into(), "tenant-1".into());
+        let dir = std::env::temp_dir().join(format!("twinwatch-rw-wire-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let db = sled::Config::new().path(&dir).flush_every_ms(None).open().unwrap();
+        let rw = RemoteWrite::open(&db, &[config]).unwrap();
+        let series = SeriesPoints {
+            labels: vec![("host".into(), "h".into()), ("__name__".into(), "m".into())],
+            points: vec![(1_700_000_000_000, 0.5)],
+        };
+        rw.enqueue(std::slice::from_ref(&series)).unwrap();
+        let (stop_tx, stop) = watch::channel(false);
+        rw.spawn(stop);
+
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let (head, body) = read_request(&mut stream).await;
+        stream.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n").await.unwrap();
+        assert!(head.starts_with("post /push http/1.1\r\n"), "{head}");
+        for header in [
+            "content-encoding: snappy\r\n",
+            "content-type: application/x-protobuf\r\n",
+            "x-prometheus-remote-write-version: 0.1.0\r\n",
+            concat!("user-agent: twinwatch/", env!("CARGO_PKG_VERSION"), "\r\n"),
+            "x-scope-orgid: tenant-1\r\n",
+            // base64("tw:secret"), lower-cased with the rest of the head.
+            "authorization: basic dhc6c2vjcmv0\r\n",
+        ] {
+            assert!(head.contains(header), "no {header:?} in\n{head}");
+        }
+        let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
+        let labels = vec![("__name__".to_owned(), "m".to_owned()), ("host".to_owned(), "h".to_owned())];
+        assert_eq!(proto::tests::decode(&raw), vec![(labels, series.points.clone())]);
+        for _ in 0..200 {
+            if rw.endpoints[0].queue.counts().entries == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(rw.endpoints[0].queue.counts().entries, 0, "a 204 removes what it acknowledged");
+        let _ = stop_tx.send(true);
+        drop(rw);
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
