@@ -93,6 +93,17 @@ mod tests {
         let text = include_str!("../../packaging/aggregator.toml");
         let c = Config::parse(Path::new("/etc/twinwatch/aggregator.toml"), text).unwrap();
         assert_eq!(c.offline_after, Duration::from_secs(60));
+        assert!(c.remote_write.is_none());
+        // The commented-out remote, switched on (with one of its two auth keys), is valid too.
+        let remote: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# [[remote_write]]"))
+            .filter(|l| !l.contains("bearer_token"))
+            .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+            .collect();
+        let c = Config::parse(Path::new("/etc/twinwatch/aggregator.toml"), &remote).unwrap();
+        let remotes = c.remote_write.unwrap();
+        assert_eq!((remotes[0].name.as_str(), remotes[0].headers.len()), ("prometheus", 1));
     }
 
     #[test]
