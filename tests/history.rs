@@ -91,7 +91,15 @@ fn pending(twin: &Mutex<Twin>, idx: u32, from: i64, to: i64) -> Pending {
     Pending { column: rec.points(idx, from, to), windows: rec.windows().collect() }
 }
 
-fn read(twin: &Mutex<Twin>, archive: &Archive, s: usize, res: Resolution, step: Option<i64>, from: i64, to: i64) -> Points {
+fn read(
+    twin: &Mutex<Twin>,
+    archive: &Archive,
+    s: usize,
+    res: Resolution,
+    step: Option<i64>,
+    from: i64,
+    to: i64,
+) -> Points {
     let idx = twin.lock().unwrap().history.host(HOST).unwrap().keys().iter().position(|k| *k == key(s)).unwrap() as u32;
     query::read(archive, HOST, idx, (res, step), from, to, &pending(twin, idx, from, to)).unwrap()
 }
@@ -101,12 +109,19 @@ fn check_everything(twin: &Mutex<Twin>, archive: &Archive, when: &str) {
     for s in [0, 1, 2, 3, 101, 199] {
         let what = |tier: &str| format!("{when}: series {s} {tier}");
         // Raw, in the late hour and in an ordinary one.
-        for (from, to) in [(T0 + LATE_HOUR * HOUR + 60_000, T0 + LATE_HOUR * HOUR + 900_000), (T0 + 12 * HOUR, T0 + 12 * HOUR + 600_000)] {
+        for (from, to) in [
+            (T0 + LATE_HOUR * HOUR + 60_000, T0 + LATE_HOUR * HOUR + 900_000),
+            (T0 + 12 * HOUR, T0 + 12 * HOUR + 600_000),
+        ] {
             let Points::Raw(got) = read(twin, archive, s, Resolution::Raw, None, from, to) else { panic!("raw") };
             let want = reference(s, from, to);
             assert_eq!(got.len(), want.len(), "{}", what("raw"));
             for (g, w) in got.iter().zip(&want) {
-                assert!(g.0 == w.0 && (g.1 == w.1 || (g.1.is_nan() && w.1.is_nan())), "{}: {g:?} vs {w:?}", what("raw"));
+                assert!(
+                    g.0 == w.0 && (g.1 == w.1 || (g.1.is_nan() && w.1.is_nan())),
+                    "{}: {g:?} vs {w:?}",
+                    what("raw")
+                );
             }
         }
         for (tier, from, to) in [
@@ -155,7 +170,13 @@ async fn a_day_of_history_matches_the_reference_at_every_tier_across_a_restart_a
     let tmp = TempDir::new("history");
     let dir = tmp.path().join("db");
     let who = AgentIdentity { id: HOST.into(), dc: "dc2".into() };
-    let hello = Hello { agent_version: "t".into(), incarnation: 1, agent_time_ms: 0, interval_ms: 1000, host: HostInfo::default() };
+    let hello = Hello {
+        agent_version: "t".into(),
+        incarnation: 1,
+        agent_time_ms: 0,
+        interval_ms: 1000,
+        host: HostInfo::default(),
+    };
 
     // The agent's batches, in sequence; the late hour's are held back and sent at the end.
     let mut enc = DeltaEncoder::new(300);
@@ -225,21 +246,27 @@ async fn a_day_of_history_matches_the_reference_at_every_tier_across_a_restart_a
     let (store, twin) = open(&dir, Retention::default());
     check_everything(&twin, &store.archive, "after restart");
     let tail = T0 + TICKS * 1000;
-    let Points::Raw(got) = read(&twin, &store.archive, 1, Resolution::Raw, None, tail, tail + 600_000) else { panic!() };
+    let Points::Raw(got) = read(&twin, &store.archive, 1, Resolution::Raw, None, tail, tail + 600_000) else {
+        panic!()
+    };
     assert_eq!(got, reference_after(1, tail), "points only in the log came back");
     let before = store.archive.bytes().unwrap();
     drop(twin);
     drop(store);
 
     // Retention: raw and minutes for 12 h, five minutes for a day; now is the end of day one.
-    let short = Retention { raw_ms: 12 * HOUR, minute_ms: 12 * HOUR, five_minutes_ms: 24 * HOUR, hour_ms: 400 * 24 * HOUR };
+    let short =
+        Retention { raw_ms: 12 * HOUR, minute_ms: 12 * HOUR, five_minutes_ms: 24 * HOUR, hour_ms: 400 * 24 * HOUR };
     let store = open_store(&dir, short);
     let pass = store.archive.expire(T0 + 24 * HOUR).unwrap();
     store.flush().await.unwrap();
     let after = store.archive.bytes().unwrap();
     println!("retention pass {pass:?}: raw {} -> {} B, rollups {} -> {} B", before[1], after[1], before[2], after[2]);
     assert_eq!(pass.raw_windows_deleted, 72, "the first 12 hours of raw windows");
-    assert!(after[1] * 100 < before[1] * 55 && after[1] * 100 > before[1] * 40, "raw space halves: {before:?} -> {after:?}");
+    assert!(
+        after[1] * 100 < before[1] * 55 && after[1] * 100 > before[1] * 40,
+        "raw space halves: {before:?} -> {after:?}"
+    );
     assert!(after[2] < before[2], "minute blocks of the first 12 hours are gone");
     assert!(store.archive.raw(HOST, 0, T0, T0 + 11 * HOUR).unwrap().is_none(), "expired raw is gone");
     let kept = store.archive.raw(HOST, 0, T0 + 13 * HOUR, T0 + 14 * HOUR).unwrap().unwrap();

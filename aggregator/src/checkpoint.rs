@@ -7,14 +7,18 @@
 //! through the twin, which decodes and records them again exactly once (the ledger knows every
 //! batch the checkpointed twin already holds).
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use twinwatch_common::message::Message;
 use twinwatch_common::reader::MessageReader;
+use twinwatch_common::sample::SeriesKey;
 
+use crate::history::recorder::Frozen;
 use crate::ingest::now_ms;
+use crate::remote_write::SeriesPoints;
 use crate::store::{Store, StoreError};
 use crate::twin::Twin;
 
@@ -24,21 +28,48 @@ fn lock(twin: &Mutex<Twin>) -> std::sync::MutexGuard<'_, Twin> {
 
 /// Writes host `id`'s twin and pending history, and truncates its log.
 pub async fn checkpoint(twin: &Mutex<Twin>, store: &Store, id: &str) -> Result<(), StoreError> {
-    let (host, frozen, through) = {
+    let (host, frozen, exported, through) = {
         let mut twin = lock(twin);
         let Some(host) = twin.host(id).cloned() else {
             return Ok(());
         };
         let frozen = twin.history.host_mut(id).map(|h| h.freeze()).unwrap_or_default();
+        let exported = match (store.remote(), twin.history.host(id)) {
+            (Some(_), Some(rec)) => export(&host.id, &host.dc, rec.keys(), &frozen),
+            _ => Vec::new(),
+        };
         // Ingest logs under the twin lock, so every frame up to here is reflected in `host`.
-        (host, frozen, store.log_position())
+        (host, frozen, exported, store.log_position())
     };
-    store.checkpoint(&host, &frozen, through)?;
+    store.checkpoint(&host, &frozen, &exported, through)?;
     store.flush().await?;
     if let Some(h) = lock(twin).history.host_mut(id) {
         h.written();
     }
     Ok(())
+}
+
+/// The frozen points as remote write series: `__name__`, `host`, `dc` and the series' labels.
+fn export(id: &str, dc: &str, keys: &[SeriesKey], frozen: &Frozen) -> Vec<SeriesPoints> {
+    let mut by_series: BTreeMap<u32, Vec<(i64, f64)>> = BTreeMap::new();
+    for columns in frozen.windows.values() {
+        for (idx, col) in columns {
+            by_series.entry(*idx).or_default().extend(col.reals());
+        }
+    }
+    by_series
+        .into_iter()
+        .filter_map(|(idx, points)| {
+            let key = keys.get(idx as usize)?;
+            let mut labels = vec![
+                ("__name__".to_owned(), key.name.clone()),
+                ("host".to_owned(), id.to_owned()),
+                ("dc".to_owned(), dc.to_owned()),
+            ];
+            labels.extend(key.labels.iter().cloned());
+            Some(SeriesPoints { labels, points })
+        })
+        .collect()
 }
 
 /// Applies host `id`'s logged frames to the twin again; returns how many were applied.

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use twinwatch_common::config::{load_toml, parse_toml, ConfigError, Span};
 
 use crate::history::Retention;
+use crate::remote_write::RemoteWriteConfig;
 
 pub const DEFAULT_PATH: &str = "/etc/twinwatch/aggregator.toml";
 
@@ -22,6 +23,7 @@ struct File {
     offline_after: Option<Span>,
     metrics_open: Option<bool>,
     history: Option<HistoryFile>,
+    remote_write: Option<Vec<RemoteWriteConfig>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -50,15 +52,30 @@ pub struct Config {
     pub retention: Retention,
     /// How often recorded points are written from memory (the log holds them meanwhile).
     pub checkpoint_interval: Duration,
+    /// `[[remote_write]]`: remotes every stored sample is sent to.
+    pub remote_write: Option<Vec<RemoteWriteConfig>>,
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        Ok(Self::resolve(load_toml(path)?, path))
+        Self::checked(load_toml(path)?, path)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        Ok(Self::resolve(parse_toml(path, text)?, path))
+        Self::checked(parse_toml(path, text)?, path)
+    }
+
+    /// What TOML types cannot say: remote names unique, URLs usable.
+    fn checked(file: File, path: &Path) -> Result<Config, ConfigError> {
+        if let Some(remotes) = &file.remote_write {
+            crate::remote_write::config::validate(remotes).map_err(|i| ConfigError::Invalid {
+                path: path.to_owned(),
+                line: None,
+                key: i.key,
+                message: i.message,
+            })?;
+        }
+        Ok(Self::resolve(file, path))
     }
 
     /// Defaults only, with state in `data_dir`.
@@ -90,6 +107,7 @@ impl Config {
                 )
             },
             checkpoint_interval: history.checkpoint_interval.map_or(Duration::from_secs(30), |s| s.0),
+            remote_write: file.remote_write,
             data_dir,
         }
     }
@@ -104,6 +122,17 @@ mod tests {
         let text = include_str!("../../packaging/aggregator.toml");
         let c = Config::parse(Path::new("/etc/twinwatch/aggregator.toml"), text).unwrap();
         assert_eq!(c.offline_after, Duration::from_secs(60));
+        assert!(c.remote_write.is_none());
+        // The commented-out remote, switched on (with one of its two auth keys), is valid too.
+        let remote: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# [[remote_write]]"))
+            .filter(|l| !l.contains("bearer_token"))
+            .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+            .collect();
+        let c = Config::parse(Path::new("/etc/twinwatch/aggregator.toml"), &remote).unwrap();
+        let remotes = c.remote_write.unwrap();
+        assert_eq!((remotes[0].name.as_str(), remotes[0].headers.len()), ("prometheus", 1));
     }
 
     #[test]
@@ -114,5 +143,32 @@ mod tests {
         assert_eq!(c.http_listen.port(), 8080);
         let err = Config::parse(Path::new("x.toml"), "quic_listen = \"nowhere\"\n").unwrap_err().to_string();
         assert!(err.starts_with("x.toml:1: key `quic_listen`"), "{err}");
+    }
+
+    #[test]
+    fn remote_write_sections() {
+        let path = Path::new("/etc/twinwatch/aggregator.toml");
+        let text = "[[remote_write]]\nname = \"prom\"\nurl = \"http://127.0.0.1:9090/api/v1/write\"\n\
+                    [[remote_write]]\nname = \"mimir\"\nurl = \"https://mimir.example/api/v1/push\"\n\
+                    max_queue_bytes = \"64MiB\"\nmax_samples_per_send = 5000\ntimeout = \"10s\"\n\
+                    basic_auth = { username = \"u\", password = \"p\" }\n\
+                    headers = { X-Scope-OrgID = \"tenant-1\" }\n";
+        let c = Config::parse(path, text).unwrap();
+        let remotes = c.remote_write.unwrap();
+        assert_eq!(remotes.len(), 2);
+        assert_eq!((remotes[0].max_queue_bytes.0, remotes[0].max_samples_per_send), (256 << 20, 2000));
+        assert_eq!(remotes[0].timeout.0, Duration::from_secs(30));
+        assert_eq!((remotes[1].max_queue_bytes.0, remotes[1].timeout.0), (64 << 20, Duration::from_secs(10)));
+        assert_eq!(remotes[1].headers["X-Scope-OrgID"], "tenant-1");
+
+        let twice = "[[remote_write]]\nname = \"a\"\nurl = \"http://x/\"\n[[remote_write]]\nname = \"a\"\nurl = \"http://y/\"\n";
+        let err = Config::parse(path, twice).unwrap_err().to_string();
+        assert!(err.starts_with("/etc/twinwatch/aggregator.toml: key `remote_write.name`: two"), "{err}");
+        let bad_url = "[[remote_write]]\nname = \"a\"\nurl = \"127.0.0.1:9090\"\n";
+        let err = Config::parse(path, bad_url).unwrap_err().to_string();
+        assert!(err.starts_with("/etc/twinwatch/aggregator.toml: key `remote_write.url`: \"127.0.0.1:9090\""), "{err}");
+        let unknown = "[[remote_write]]\nname = \"a\"\nurl = \"http://x/\"\nqueue_size = 3\n";
+        let err = Config::parse(path, unknown).unwrap_err().to_string();
+        assert!(err.contains("key `queue_size`"), "{err}");
     }
 }

@@ -17,7 +17,7 @@ use crate::twin::{HostStatus, HostTwin};
 const HOST_LABELS: [&str; 3] = ["dc", "host", "instance"];
 
 /// A label value with `\`, `"` and newlines escaped.
-fn escape(value: &str, out: &mut String) {
+pub(crate) fn escape(value: &str, out: &mut String) {
     for c in value.chars() {
         match c {
             '\\' => out.push_str("\\\\"),

@@ -14,6 +14,8 @@
 //!   after a crash; compacts and expires history in the background.
 //! - [`api`]: the axum REST API.
 //! - [`exposition`]: the twins as Prometheus text, for `/metrics`.
+//! - [`remote_write`]: stored samples sent on to Prometheus remote write receivers, from a
+//!   durable queue per remote.
 //! - [`certs`], [`identity`], [`tls`]: the CA, identities from client certificates, QUIC TLS.
 //! - [`auth`]: hashed API tokens with read and admin roles.
 //! - [`endpoint`]: the QUIC endpoint and its restart-proof stateless-reset key.
@@ -33,6 +35,7 @@ pub mod history;
 pub mod identity;
 pub mod ingest;
 pub mod ledger;
+pub mod remote_write;
 pub mod runs;
 pub mod store;
 pub mod tls;
@@ -89,6 +92,11 @@ pub async fn run(
     }
     tracing::info!(hosts = twin.hosts().count(), replayed, data_dir = %config.data_dir.display(), "store open");
     let twin = Arc::new(Mutex::new(twin));
+    if let Some(remotes) = config.remote_write.as_deref().filter(|r| !r.is_empty()) {
+        let remote = remote_write::RemoteWrite::open(store.db(), remotes).map_err(StoreError::from)?;
+        remote.spawn(shutdown.clone());
+        store.set_remote(remote);
+    }
 
     let server = tls::server_config(
         &config.certs_dir.join(certs::CA_CERT),

@@ -14,10 +14,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 
 use crate::history::archive::{Archive, ArchiveError};
 use crate::history::recorder::Frozen;
 use crate::history::Retention;
+use crate::remote_write::{RemoteWrite, RemoteWriteError, SeriesPoints};
 use crate::twin::HostTwin;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,8 @@ pub enum StoreError {
     Corrupt { id: String, detail: String },
     #[error(transparent)]
     History(#[from] ArchiveError),
+    #[error(transparent)]
+    RemoteWrite(#[from] RemoteWriteError),
 }
 
 pub struct Store {
@@ -38,6 +42,8 @@ pub struct Store {
     pub archive: Archive,
     /// The last log position handed out.
     log_position: AtomicU64,
+    /// Remote write queues, fed at each checkpoint with the points it writes.
+    remote: OnceLock<Arc<RemoteWrite>>,
 }
 
 /// Contiguous runs of stored sequence numbers of one incarnation.
@@ -96,7 +102,20 @@ impl Store {
             }
         }
         let archive = Archive::open(data.clone(), retention)?;
-        Ok(Store { db, data, archive, log_position: AtomicU64::new(last) })
+        Ok(Store { db, data, archive, log_position: AtomicU64::new(last), remote: OnceLock::new() })
+    }
+
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    /// Sends every checkpointed point to `remote` from now on.
+    pub fn set_remote(&self, remote: Arc<RemoteWrite>) {
+        let _ = self.remote.set(remote);
+    }
+
+    pub fn remote(&self) -> Option<&Arc<RemoteWrite>> {
+        self.remote.get()
     }
 
     /// Every stored host, as of its last checkpoint.
@@ -160,7 +179,18 @@ impl Store {
 
     /// Writes `host`, the history points `frozen` from it, and deletes its log up to position
     /// `through`, in one atomic step. Not yet durable: call [`Store::flush`].
-    pub fn checkpoint(&self, host: &HostTwin, frozen: &Frozen, through: u64) -> Result<(), StoreError> {
+    pub fn checkpoint(
+        &self,
+        host: &HostTwin,
+        frozen: &Frozen,
+        exported: &[SeriesPoints],
+        through: u64,
+    ) -> Result<(), StoreError> {
+        // Queued first: a crash before the checkpoint lands replays the log and queues them again
+        // (a remote takes a repeated sample as a duplicate), never loses them.
+        if let (Some(remote), false) = (self.remote.get(), exported.is_empty()) {
+            remote.enqueue(exported)?;
+        }
         let mut b = sled::Batch::default();
         b.insert(host_key(&host.id), encode_host(host));
         let prefix = log_prefix(&host.id);

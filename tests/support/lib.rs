@@ -14,6 +14,7 @@ use serde_json::Value;
 pub mod bench;
 pub mod netns;
 pub mod prometheus;
+pub mod prometheus_server;
 pub mod relay;
 pub mod web;
 
@@ -217,15 +218,20 @@ pub struct Aggregator {
 impl Aggregator {
     /// Prepares certificates and a token in `dir` and starts the aggregator on loopback.
     pub fn start(dir: &Path) -> Aggregator {
-        Self::start_at(dir, IpAddr::from([127, 0, 0, 1]), None)
+        Self::start_at(dir, IpAddr::from([127, 0, 0, 1]), None, "")
+    }
+
+    /// On loopback, with `extra` appended to its configuration file.
+    pub fn start_with(dir: &Path, extra: &str) -> Aggregator {
+        Self::start_at(dir, IpAddr::from([127, 0, 0, 1]), None, extra)
     }
 
     /// The same, inside a network namespace of a [`netns::Testbed`], on its address there.
     pub fn start_in(dir: &Path, ns: &netns::Ns) -> Aggregator {
-        Self::start_at(dir, IpAddr::V4(ns.addr), Some(ns.name.clone()))
+        Self::start_at(dir, IpAddr::V4(ns.addr), Some(ns.name.clone()), "")
     }
 
-    fn start_at(dir: &Path, ip: IpAddr, netns: Option<String>) -> Aggregator {
+    fn start_at(dir: &Path, ip: IpAddr, netns: Option<String>, extra: &str) -> Aggregator {
         std::fs::create_dir_all(dir).expect("aggregator dir");
         // In a namespace of its own, any port is free.
         let (quic_port, http_port) = if netns.is_some() { (4433, 8080) } else { (free_port(), free_port()) };
@@ -233,7 +239,7 @@ impl Aggregator {
         std::fs::write(
             &config,
             format!(
-                "data_dir = \"{}\"\nquic_listen = \"{ip}:{quic_port}\"\nhttp_listen = \"{ip}:{http_port}\"\noffline_after = \"30s\"\n",
+                "data_dir = \"{}\"\nquic_listen = \"{ip}:{quic_port}\"\nhttp_listen = \"{ip}:{http_port}\"\noffline_after = \"30s\"\n{extra}",
                 dir.display()
             ),
         )

@@ -75,7 +75,7 @@ fn run(mut cmd: Command) -> Result<(), String> {
 }
 
 /// Debian packages the test suite needs, installed when missing (as root, with apt).
-const APT_PACKAGES: &[&str] = &["prometheus-node-exporter", "prometheus-blackbox-exporter", "iproute2"];
+const APT_PACKAGES: &[&str] = &["prometheus-node-exporter", "prometheus-blackbox-exporter", "prometheus", "iproute2"];
 
 fn ensure_apt_packages() -> Result<(), String> {
     let missing: Vec<&str> = APT_PACKAGES
