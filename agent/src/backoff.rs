@@ -13,6 +13,8 @@
 
 use std::time::{Duration, Instant};
 
+pub use twinwatch_common::backoff::Backoff;
+
 /// How long an unanswered agent keeps probing quickly.
 pub const FAST_PROBING_FOR: Duration = Duration::from_secs(600);
 
@@ -61,31 +63,6 @@ impl Reconnect {
                 self.backoff.next_delay(unit_random)
             }
         }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    base: Duration,
-    max: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    pub fn new(base: Duration, max: Duration) -> Self {
-        Backoff { base, max, attempt: 0 }
-    }
-
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-
-    /// The next delay, given a uniform random number in `[0, 1)`: somewhere between half the
-    /// exponential ceiling and the ceiling itself, so a delay never collapses to zero.
-    pub fn next_delay(&mut self, unit_random: f64) -> Duration {
-        let ceiling = self.base.saturating_mul(1u32 << self.attempt.min(16)).min(self.max);
-        self.attempt = self.attempt.saturating_add(1);
-        ceiling.mul_f64(0.5 + 0.5 * unit_random.clamp(0.0, 1.0))
     }
 }
 

@@ -14,6 +14,7 @@
 //! - [`time`]: RFC 3339 formatting and parsing.
 //! - [`frame`]: the versioned, length-prefixed, zstd-compressed envelope around one message.
 
+pub mod backoff;
 pub mod config;
 pub mod delta;
 pub mod frame;

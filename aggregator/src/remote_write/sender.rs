@@ -19,6 +19,8 @@ use std::time::Duration;
 use reqwest::header::{HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, USER_AGENT};
 use tokio::sync::watch;
 
+pub use twinwatch_common::backoff::Backoff;
+
 use super::queue::Request;
 use super::Endpoint;
 
@@ -47,33 +49,6 @@ pub fn verdict(status: Option<u16>) -> Verdict {
         // 1xx and 3xx are not answers a write receiver gives (redirects are not followed): like
         // a 4xx, trying again would get the same.
         Some(_) => Verdict::Reject,
-    }
-}
-
-/// Exponential backoff: the ceiling doubles from `base` to `max` with each failure, and the
-/// delay is drawn between half the ceiling and the ceiling, so remotes coming back are not hit by
-/// every sender at once and a delay never collapses to zero.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    base: Duration,
-    max: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    pub fn new(base: Duration, max: Duration) -> Backoff {
-        Backoff { base, max, attempt: 0 }
-    }
-
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-
-    /// The next delay, given a uniform random number in `[0, 1)`.
-    pub fn next_delay(&mut self, unit_random: f64) -> Duration {
-        let ceiling = self.base.saturating_mul(1u32 << self.attempt.min(16)).min(self.max);
-        self.attempt = self.attempt.saturating_add(1);
-        ceiling.mul_f64(0.5 + 0.5 * unit_random.clamp(0.0, 1.0))
     }
 }
 
