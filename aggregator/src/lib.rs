@@ -40,6 +40,7 @@ pub mod runs;
 pub mod store;
 pub mod tls;
 pub mod twin;
+pub mod zstd_context;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};

@@ -76,13 +76,13 @@ fn config() -> bincode::config::Configuration {
 
 fn decode_host(id: &str, v: &[u8]) -> Result<HostTwin, StoreError> {
     let corrupt = |detail: String| StoreError::Corrupt { id: id.to_owned(), detail };
-    let raw = zstd::bulk::decompress(v, 64 << 20).map_err(|e| corrupt(e.to_string()))?;
+    let raw = crate::zstd_context::decompress(v, 64 << 20).map_err(|e| corrupt(e.to_string()))?;
     bincode::decode_from_slice(&raw, config()).map(|(h, _)| h).map_err(|e| corrupt(e.to_string()))
 }
 
 fn encode_host(host: &HostTwin) -> Vec<u8> {
     let encoded = bincode::encode_to_vec(host, config()).expect("HostTwin always encodes");
-    zstd::bulk::compress(&encoded, 1).expect("compressing into a growable buffer cannot fail")
+    crate::zstd_context::compress(&encoded, 1)
 }
 
 impl Store {

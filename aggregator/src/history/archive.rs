@@ -52,8 +52,11 @@ pub struct Archive {
     tree: sled::Tree,
     /// Windows with segments not yet compacted, per host.
     dirty: Mutex<BTreeSet<(String, i64)>>,
-    /// Compaction and checkpoints change segments exclusively; readers share.
+    /// Applying a batch that changes segments is exclusive; readers of segments share. Only
+    /// the apply is exclusive: the work before it runs beside readers.
     segments: RwLock<()>,
+    /// One compaction or retention pass at a time: each reads rollup blocks and writes them back.
+    passes: Mutex<()>,
     pub retention: Retention,
 }
 
@@ -110,7 +113,7 @@ impl Archive {
                 }
             }
         }
-        Ok(Archive { tree, dirty: Mutex::new(dirty), segments: RwLock::new(()), retention })
+        Ok(Archive { tree, dirty: Mutex::new(dirty), segments: RwLock::new(()), passes: Mutex::new(()), retention })
     }
 
     fn dirty(&self) -> std::sync::MutexGuard<'_, BTreeSet<(String, i64)>> {
@@ -144,7 +147,7 @@ impl Archive {
             k.extend_from_slice(&idx.to_be_bytes());
             batch.insert(k, bincode::encode_to_vec(key, bincode_config()).expect("series keys always encode"));
         }
-        for (&window, columns) in &frozen.windows {
+        for (&window, columns) in frozen.windows.iter() {
             let prefix = raw_prefix(window, host);
             let last = self.tree.scan_prefix(&prefix).keys().next_back().transpose()?;
             let next = last.and_then(|k| parse_raw(&k)).map_or(1, |(_, _, s)| s + 1).max(1);
@@ -227,6 +230,7 @@ impl Archive {
     /// Compacts every window that ended more than [`GRACE_MS`] before `now_ms` and has new
     /// segments, computing its rollups.
     pub fn compact(&self, now_ms: i64) -> Result<Pass, ArchiveError> {
+        let _pass = self.passes.lock().unwrap_or_else(|e| e.into_inner());
         let due: Vec<(String, i64)> =
             self.dirty().iter().filter(|(_, w)| w + WINDOW_MS + GRACE_MS <= now_ms).cloned().collect();
         let mut pass = Pass::default();
@@ -240,7 +244,9 @@ impl Archive {
     }
 
     fn compact_window(&self, host: &str, window: i64, now_ms: i64) -> Result<u64, ArchiveError> {
-        let _w = self.segments.write().unwrap_or_else(|e| e.into_inner());
+        // Read without the lock: the only other writer of these keys is a checkpoint adding a
+        // segment under a new number. Whether this scan sees it or not, the batch removes only
+        // what was merged, and the checkpoint marks the window for the next pass.
         let prefix = raw_prefix(window, host);
         let mut merged = Columns::new();
         let mut batch = sled::Batch::default();
@@ -257,6 +263,7 @@ impl Archive {
         for (&idx, col) in &merged {
             self.roll(&mut batch, host, idx, window, col, now_ms)?;
         }
+        let _w = self.segments.write().unwrap_or_else(|e| e.into_inner());
         self.tree.apply_batch(batch)?;
         Ok(segments)
     }
@@ -304,6 +311,7 @@ impl Archive {
 
     /// Deletes raw windows and rollup periods past their tier's retention.
     pub fn expire(&self, now_ms: i64) -> Result<Pass, ArchiveError> {
+        let _pass = self.passes.lock().unwrap_or_else(|e| e.into_inner());
         let mut pass = Pass::default();
         let cutoff = now_ms - self.retention.raw_ms;
         let mut batch = sled::Batch::default();

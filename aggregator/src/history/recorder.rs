@@ -10,6 +10,7 @@
 //! which a restart records them again.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use twinwatch_common::delta::{DeltaState, Tick};
 use twinwatch_common::sample::{Kind, SeriesKey};
@@ -33,8 +34,9 @@ pub struct HostRecorder {
     /// series independently).
     by_wire: Vec<u32>,
     pending: Windows,
-    /// Taken by a checkpoint in progress; still visible to queries until it is written.
-    frozen: Windows,
+    /// Taken by a checkpoint in progress; still visible to queries until it is written. Shared
+    /// with the checkpoint writing it rather than copied.
+    frozen: Arc<Windows>,
     frozen_series: usize,
     pub pending_points: usize,
 }
@@ -44,7 +46,7 @@ pub struct HostRecorder {
 pub struct Frozen {
     /// Series first seen since the last checkpoint, with their index.
     pub new_series: Vec<(u32, SeriesKey)>,
-    pub windows: Windows,
+    pub windows: Arc<Windows>,
 }
 
 impl HostRecorder {
@@ -100,20 +102,29 @@ impl HostRecorder {
         self.pending.insert(window, columns);
     }
 
-    /// Moves everything pending into the frozen set and returns a copy of it to write.
+    /// Moves everything pending into the frozen set and returns it to write.
     pub fn freeze(&mut self) -> Frozen {
-        for (window, columns) in std::mem::take(&mut self.pending) {
-            segment::merge(self.frozen.entry(window).or_default(), &normalized(columns));
+        let pending = std::mem::take(&mut self.pending);
+        if !pending.is_empty() {
+            let frozen = Arc::make_mut(&mut self.frozen);
+            for (window, columns) in pending {
+                let into = frozen.entry(window).or_default();
+                if into.is_empty() {
+                    *into = normalized(columns);
+                } else {
+                    segment::merge(into, &normalized(columns));
+                }
+            }
         }
         self.pending_points = 0;
         self.frozen_series = self.keys.len();
         let new_series = (self.saved..self.frozen_series).map(|i| (i as u32, self.keys[i].clone())).collect();
-        Frozen { new_series, windows: self.frozen.clone() }
+        Frozen { new_series, windows: Arc::clone(&self.frozen) }
     }
 
     /// The frozen set is written: forget it.
     pub fn written(&mut self) {
-        self.frozen.clear();
+        self.frozen = Arc::default();
         self.saved = self.saved.max(self.frozen_series);
     }
 
@@ -121,7 +132,7 @@ impl HostRecorder {
     pub fn points(&self, idx: u32, from: i64, to: i64) -> Option<Column> {
         let mut out: Option<Column> = None;
         let first = from.div_euclid(WINDOW_MS) * WINDOW_MS;
-        for windows in [&self.frozen, &self.pending] {
+        for windows in [&*self.frozen, &self.pending] {
             for (_, columns) in windows.range(first..to) {
                 if let Some(col) = columns.get(&idx) {
                     let mut col = normalize(col.clone());
@@ -144,15 +155,22 @@ impl HostRecorder {
 
 /// Sorts a column's points by time, keeping the last recorded at equal times.
 fn normalize(mut col: Column) -> Column {
-    if !col.points.windows(2).all(|w| w[0].0 < w[1].0) {
-        let by_time: BTreeMap<i64, u64> = col.points.iter().copied().collect();
-        col.points = by_time.into_iter().collect();
-    }
+    sort_points(&mut col.points);
     col
 }
 
-fn normalized(columns: Columns) -> Columns {
-    columns.into_iter().map(|(i, c)| (i, normalize(c))).collect()
+fn sort_points(points: &mut Vec<(i64, u64)>) {
+    if !points.windows(2).all(|w| w[0].0 < w[1].0) {
+        let by_time: BTreeMap<i64, u64> = points.iter().copied().collect();
+        *points = by_time.into_iter().collect();
+    }
+}
+
+fn normalized(mut columns: Columns) -> Columns {
+    for col in columns.values_mut() {
+        sort_points(&mut col.points);
+    }
+    columns
 }
 
 /// Every host's recorder.
@@ -193,7 +211,7 @@ impl Recorder {
     pub fn discard_pending(&mut self, host: &str) {
         if let Some(h) = self.hosts.get_mut(host) {
             h.pending.clear();
-            h.frozen.clear();
+            h.frozen = Arc::default();
             h.pending_points = 0;
             h.keys.truncate(h.saved);
             h.index.retain(|_, i| (*i as usize) < h.saved);
