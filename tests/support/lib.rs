@@ -11,11 +11,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod backlog;
 pub mod bench;
 pub mod netns;
 pub mod prometheus;
 pub mod prometheus_server;
 pub mod relay;
+pub mod synthetic;
 pub mod web;
 
 /// The directory holding this build's binaries (`target/<profile>`).

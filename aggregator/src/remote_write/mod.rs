@@ -14,7 +14,7 @@
 //! and nothing here reads the twin or the store.
 
 pub mod config;
-mod proto;
+pub mod proto;
 mod queue;
 mod sender;
 mod stats;
