@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use twinwatch_aggregator::auth::{Role, Tokens};
+use twinwatch_aggregator::auth::{Role, TokenError, Tokens};
 use twinwatch_aggregator::certs;
 use twinwatch_aggregator::config::Config;
 
@@ -43,8 +43,8 @@ pub async fn run(data_dir: &Path, http_port: u16, quic_port: u16) -> anyhow::Res
     }
 
     let mut config = Config::in_dir(data_dir.join("aggregator"));
-    config.quic_listen = ([127, 0, 0, 1], quic_port).into();
-    config.http_listen = ([127, 0, 0, 1], http_port).into();
+    config.quic_listen = twinwatch_aggregator::listen::ListenAddr::Ip(([127, 0, 0, 1], quic_port).into());
+    config.http_listen = twinwatch_aggregator::listen::ListenAddr::Ip(([127, 0, 0, 1], http_port).into());
     if !config.certs_dir.join(certs::CA_CERT).exists() {
         certs::init(&config.certs_dir, &[], false)?;
     }
@@ -55,7 +55,13 @@ pub async fn run(data_dir: &Path, http_port: u16, quic_port: u16) -> anyhow::Res
         [(&read_token, Role::Read, "quickstart-read"), (&admin_token, Role::Admin, "quickstart-admin")]
     {
         if !path.exists() {
-            write_secret(path, &tokens.create(role, name)?)?;
+            let now = twinwatch_aggregator::ingest::now_ms();
+            // The secret file is gone but its token is not: replace the token.
+            let token = match tokens.create(role, name, now) {
+                Err(TokenError::Exists(_)) => tokens.revoke(name).and_then(|_| tokens.create(role, name, now)),
+                other => other,
+            };
+            write_secret(path, &token?.secret)?;
         }
     }
 
@@ -101,6 +107,7 @@ pub async fn run(data_dir: &Path, http_port: u16, quic_port: u16) -> anyhow::Res
     println!("  read token   {}", read_token.display());
     println!("  admin token  {}", admin_token.display());
     println!("  try          curl -s -H \"Authorization: Bearer $(cat {})\" {api}/api/v1/hosts", read_token.display());
+    println!("  status       twinwatch-aggregator status --url {api} --token-file {}", read_token.display());
     println!("Ctrl-C stops both.");
 
     tokio::select! {
