@@ -67,7 +67,7 @@ pub enum IngestError {
     Refused(String),
     #[error("a newer connection of this agent took over")]
     Superseded,
-    #[error("certificate revoked by {0}")]
+    #[error("refused: certificate revoked by {0}")]
     Revoked(String),
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod bench;
+pub mod http;
 pub mod netns;
 pub mod prometheus;
 pub mod prometheus_server;
@@ -285,6 +286,18 @@ impl Aggregator {
 
     pub fn get(&self, path: &str) -> Option<Value> {
         get_json_at(self.http_addr(), path, &self.token)
+    }
+
+    /// Runs `twinwatch-aggregator --config <its config> <args>` and returns what it did.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        let config = self.dir.join("aggregator.toml");
+        Command::new(bin("twinwatch-aggregator"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("running twinwatch-aggregator")
     }
 
     /// Issues an agent certificate from this aggregator's CA into `out`.

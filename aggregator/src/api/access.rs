@@ -166,7 +166,8 @@ async fn authorize(state: AppState, mut request: Request, next: Next, needed: Ro
         access.stats.forbidden.fetch_add(1, Relaxed);
         let now = now_ms();
         if access.audit_denied(&grant.name, now) {
-            let action = format!("{} {}", request.method(), request.uri().path());
+            // Admin routes are nested under /api/v1, which the nested router no longer sees.
+            let action = format!("{} /api/v1{}", request.method(), request.uri().path());
             let record = Record::new(now, &grant.name, &from, &action, "", Outcome::Denied)
                 .with_detail(format!("a {} token; this needs admin", grant.role.as_str()));
             access.record(record).await;

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use super::access::{Access, Caller};
 use super::{ApiError, AppState};
 use crate::audit::{Outcome, Record};
-use crate::auth::{Role, TokenError};
+use crate::auth::{Role, TokenError, TokenInfo};
 use crate::ingest::now_ms;
 use crate::revocation::{RevocationError, Target};
 
@@ -58,10 +58,10 @@ fn body<T: for<'de> Deserialize<'de> + Default>(bytes: &Bytes) -> Result<T, ApiE
     serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("JSON body: {e}")))
 }
 
-pub async fn tokens_list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn tokens_list(State(state): State<AppState>) -> Result<Json<Vec<TokenInfo>>, ApiError> {
     let access = state.access.clone();
     let list = blocking(move || access.tokens.list()).await?.map_err(ApiError::internal)?;
-    Ok(Json(json!(list)))
+    Ok(Json(list))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -163,7 +163,7 @@ pub struct AuditQuery {
 pub async fn audit_list(
     State(state): State<AppState>,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<Record>>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = match query.limit.as_deref() {
         None => AUDIT_DEFAULT,
@@ -175,5 +175,5 @@ pub async fn audit_list(
     };
     let access = state.access.clone();
     let records = blocking(move || access.audit.recent(limit)).await?.map_err(ApiError::internal)?;
-    Ok(Json(json!(records)))
+    Ok(Json(records))
 }

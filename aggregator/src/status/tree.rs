@@ -216,14 +216,15 @@ pub fn render(s: &Snapshot, color: bool) -> String {
             .count()
     };
     let mut out = format!("{}  {}  {}\n", paint("twinwatch", Tone::Bold, color), s.url, rfc3339(s.now_ms));
+    let n = |count: usize, one: &str| format!("{count} {one}{}", if count == 1 { "" } else { "s" });
     out.push_str(&format!(
-        "{} DCs · {} hosts ({} online, {} stale, {} offline) · {} endpoints ({} vantages up, {} down) · trends: last {} against the {} before\n",
-        by_dc.len(),
-        s.hosts.len(),
+        "{} · {} ({} online, {} stale, {} offline) · {} ({} vantages up, {} down) · trends: last {} against the {} before\n",
+        n(by_dc.len(), "DC"),
+        n(s.hosts.len(), "host"),
         count("online"),
         count("stale"),
         count("offline"),
-        s.endpoints.len(),
+        n(s.endpoints.len(), "endpoint"),
         vantages("up"),
         vantages("down"),
         s.window,
@@ -234,7 +235,7 @@ pub fn render(s: &Snapshot, color: bool) -> String {
         let last_dc = i + 1 == dcs;
         hosts.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
         let online = hosts.iter().filter(|h| h["status"] == "online").count();
-        let dc_line = format!("{dc}  {} of {} hosts online", online, hosts.len());
+        let dc_line = format!("{dc}  {online} of {} online", n(hosts.len(), "host"));
         out.push_str(&format!("{}{}\n", if last_dc { "└─ " } else { "├─ " }, paint(&dc_line, Tone::Bold, color)));
         let dc_pad = if last_dc { "   " } else { "│  " };
         let rows: Vec<Vec<Cell>> = hosts.iter().map(|h| host_row(h, s)).collect();
@@ -319,7 +320,7 @@ twinwatch  http://127.0.0.1:8080  2027-01-15T08:00:00.000Z
 │  └─ udm-pro  online   cpu 3.1% ▲12.0%  mem 41.2% ▼1.0%  load 0.52  seen 1s ago
 │     ├─ api          unknown  p50 -       p95 -       ok -
 │     └─ shop.health  up       p50 152 ms  p95 201 ms  ok 100.0%  tls 67 d  latency ▲3.1% ok ±0.0%
-└─ dc3  0 of 1 hosts online
+└─ dc3  0 of 1 host online
    └─ fly-1  stale  cpu 3.1%  mem 41.2%  load 0.52  seen 1m ago
       └─ shop.health  down  p50 1.50 s  p95 -  ok 50.0%  tls 3 d
 ";
