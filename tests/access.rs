@@ -321,10 +321,17 @@ fn a_revoked_agent_is_disconnected_and_refused_while_others_go_on() {
     );
     assert_eq!((&audit[1]["action"], &audit[1]["who"]), (&json!("agent.revoke"), &json!("ops")));
 
+    // Restarted, box-1 cannot resume its TLS session: the handshake itself refuses it.
+    let dir = tmp.path().join("box-1");
+    agents[0].kill9();
+    agents[0] = start_agent(&dir, agg.quic_port, "200ms");
+    wait_for("box-1 refused in the handshake", Duration::from_secs(10), || {
+        (log_lines(log, "agent refused at the handshake: certificate revoked", "box-1") >= 1).then_some(())
+    });
+
     // A certificate issued to box-1 after its revocation works: the operator's way to replace
     // a leaked key. (Revocation covers certificates issued up to its second.)
     std::thread::sleep(Duration::from_millis(1100));
-    let dir = tmp.path().join("box-1");
     agents[0].kill9();
     agg.issue("box-1", "dc1", &dir.join("certs"));
     agents[0] = start_agent(&dir, agg.quic_port, "200ms");
