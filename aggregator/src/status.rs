@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+
+use crate::remote_write::error_chain as chain;
 pub use tree::{render, Snapshot, TrendKey};
 
 /// Largest answer read from the API.
@@ -49,18 +51,6 @@ pub struct Options {
     pub window: Duration,
     pub window_text: String,
     pub timeout: Duration,
-}
-
-/// An error and its causes on one line: reqwest's own message rarely says what went wrong.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Path segments as the URL needs them.
@@ -146,6 +136,19 @@ type Ask = (TrendKey, String, Vec<(&'static str, String)>, f64);
 
 type Job<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
+/// `/api/v1/{kind}/{id}` of every id; one that is gone by now (404) is left out.
+async fn details(api: &Arc<Api>, kind: &'static str, ids: Vec<String>) -> Result<Vec<Value>, StatusError> {
+    let jobs = ids
+        .iter()
+        .map(|id| {
+            let (api, path) = (api.clone(), format!("/api/v1/{kind}/{}", segment(id)));
+            Box::pin(async move { api.get(&path, &[]).await }) as Job<_>
+        })
+        .collect();
+    let answers = all(jobs).await?.into_iter().collect::<Result<Vec<_>, _>>()?;
+    Ok(answers.into_iter().flatten().collect())
+}
+
 /// Everything [`tree::render`] needs, from the API at `opts.url`.
 pub async fn snapshot(opts: &Options) -> Result<Snapshot, StatusError> {
     let mut client =
@@ -167,31 +170,8 @@ pub async fn snapshot(opts: &Options) -> Result<Snapshot, StatusError> {
             .filter_map(|h| h["id"].as_str().map(str::to_owned))
             .collect()
     };
-    let host_ids = list(api.get("/api/v1/hosts", &[]).await?);
-    let endpoint_ids = list(api.get("/api/v1/endpoints", &[]).await?);
-
-    let details = |kind: &'static str, ids: &[String]| -> Vec<Job<Result<Option<Value>, StatusError>>> {
-        ids.iter()
-            .map(|id| {
-                let (api, path) = (api.clone(), format!("/api/v1/{kind}/{}", segment(id)));
-                Box::pin(async move { api.get(&path, &[]).await }) as Job<_>
-            })
-            .collect()
-    };
-    let hosts: Vec<Value> = all(details("hosts", &host_ids))
-        .await?
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .flatten()
-        .collect();
-    let endpoints: Vec<Value> = all(details("endpoints", &endpoint_ids))
-        .await?
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .flatten()
-        .collect();
+    let hosts = details(&api, "hosts", list(api.get("/api/v1/hosts", &[]).await?)).await?;
+    let endpoints = details(&api, "endpoints", list(api.get("/api/v1/endpoints", &[]).await?)).await?;
 
     // Trend queries: (host, metric, extra parameters) and how to read each answer.
     let window_ms = opts.window.as_millis() as i64;

@@ -164,7 +164,8 @@ pub fn http_get_at(addr: SocketAddr, path: &str, token: Option<&str>) -> std::io
     Ok((status, body))
 }
 
-fn dechunk(mut body: &str) -> String {
+/// The body of a chunked answer.
+pub(crate) fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
         let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
