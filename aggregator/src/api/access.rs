@@ -132,6 +132,17 @@ impl Access {
     }
 }
 
+/// Where a request came from, for the audit log: the connection's address, and what a proxy in
+/// front says about the client (Fly's `Fly-Client-IP`, or `X-Forwarded-For`), recorded as said,
+/// not trusted.
+fn origin(peer: Option<SocketAddr>, forwarded: Option<&str>) -> String {
+    let peer = peer.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+    match forwarded.map(str::trim).filter(|f| !f.is_empty()) {
+        Some(f) => format!("{peer}, forwarded for {}", f.chars().take(128).collect::<String>()),
+        None => peer,
+    }
+}
+
 fn bearer(request: &Request) -> Option<&str> {
     let value = request.headers().get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
@@ -158,10 +169,11 @@ async fn authorize(state: AppState, mut request: Request, next: Next, needed: Ro
         access.stats.unauthorized.fetch_add(1, Relaxed);
         return Err(ApiError::unauthorized("unknown token"));
     };
-    let from = request
-        .extensions()
-        .get::<ConnectInfo<Peer>>()
-        .map_or_else(|| "unknown".to_owned(), |ConnectInfo(Peer(addr))| addr.to_string());
+    let peer = request.extensions().get::<ConnectInfo<Peer>>().map(|ConnectInfo(Peer(addr))| *addr);
+    let forwarded = ["fly-client-ip", "x-forwarded-for"]
+        .iter()
+        .find_map(|h| request.headers().get(*h).and_then(|v| v.to_str().ok()));
+    let from = origin(peer, forwarded);
     if grant.role < needed {
         access.stats.forbidden.fetch_add(1, Relaxed);
         let now = now_ms();
@@ -181,6 +193,15 @@ async fn authorize(state: AppState, mut request: Request, next: Next, needed: Ro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_origin_names_the_peer_and_what_a_proxy_says() {
+        let peer: SocketAddr = "172.19.0.2:41234".parse().unwrap();
+        assert_eq!(origin(Some(peer), None), "172.19.0.2:41234");
+        assert_eq!(origin(Some(peer), Some(" 203.0.113.7 ")), "172.19.0.2:41234, forwarded for 203.0.113.7");
+        assert_eq!(origin(None, Some("")), "unknown");
+        assert_eq!(origin(None, Some(&"9".repeat(500))).len(), "unknown, forwarded for ".len() + 128);
+    }
 
     #[test]
     fn refused_attempts_are_audited_at_most_every_ten_seconds_per_token() {
