@@ -16,7 +16,7 @@ fn audit_log(config: &Config) -> AuditLog {
 
 /// Records `result` in the audit log (with `detail` of a success) and passes it on. An
 /// unwritable log is reported but does not undo what was done.
-fn audited<T, E: std::fmt::Display>(
+pub fn audited<T, E: std::fmt::Display>(
     config: &Config,
     action: &str,
     target: &str,

@@ -8,6 +8,8 @@ use twinwatch_aggregator::auth::{Role, TokenError, Tokens};
 use twinwatch_aggregator::certs;
 use twinwatch_aggregator::config::Config;
 
+use crate::admin::audited;
+
 fn write_secret(path: &Path, token: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -45,8 +47,11 @@ pub async fn run(data_dir: &Path, http_port: u16, quic_port: u16) -> anyhow::Res
     let mut config = Config::in_dir(data_dir.join("aggregator"));
     config.quic_listen = twinwatch_aggregator::listen::ListenAddr::Ip(([127, 0, 0, 1], quic_port).into());
     config.http_listen = twinwatch_aggregator::listen::ListenAddr::Ip(([127, 0, 0, 1], http_port).into());
+    let certs_dir = config.certs_dir.display().to_string();
     if !config.certs_dir.join(certs::CA_CERT).exists() {
-        certs::init(&config.certs_dir, &[], false)?;
+        audited(&config, "certs.init", &certs_dir, certs::init(&config.certs_dir, &[], false), |_| {
+            "quickstart".into()
+        })?;
     }
     let tokens = Tokens::new(config.tokens_file.clone());
     let read_token = data_dir.join("read-token");
@@ -61,13 +66,16 @@ pub async fn run(data_dir: &Path, http_port: u16, quic_port: u16) -> anyhow::Res
                 Err(TokenError::Exists(_)) => tokens.revoke(name).and_then(|_| tokens.create(role, name, now)),
                 other => other,
             };
-            write_secret(path, &token?.secret)?;
+            let token =
+                audited(&config, "token.create", name, token, |_| format!("role {}, quickstart", role.as_str()))?;
+            write_secret(path, &token.secret)?;
         }
     }
 
     let agent_dir = data_dir.join("agent");
     let id = agent_id();
-    certs::issue(&config.certs_dir, &id, "local", 825, &agent_dir.join("certs"))?;
+    let issued = certs::issue(&config.certs_dir, &id, "local", 825, &agent_dir.join("certs"));
+    audited(&config, "certs.issue", &id, issued, |i| format!("dc local, serial {}, quickstart", i.serial))?;
     let agent_config: PathBuf = agent_dir.join("agent.toml");
     std::fs::write(
         &agent_config,
