@@ -177,3 +177,80 @@ pub async fn audit_list(
     let records = blocking(move || access.audit.recent(limit)).await?.map_err(ApiError::internal)?;
     Ok(Json(records))
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::header::AUTHORIZATION;
+    use axum::http::{Request, StatusCode};
+    use serde_json::{json, Value};
+    use tower::ServiceExt;
+
+    use crate::api::{router, test_state};
+    use crate::auth::Role;
+    use crate::twin::Twin;
+
+    async fn call(app: &axum::Router, method: &str, path: &str, token: &str, body: &str) -> (StatusCode, Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::from(body.to_owned()))
+            .expect("request");
+        let response = app.clone().oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    #[tokio::test]
+    async fn admin_routes_check_their_input_and_audit_every_change() {
+        let dir = std::env::temp_dir().join(format!("twinwatch-api-admin-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let state = test_state(&dir, Twin::default());
+        let admin = state.access.tokens.create(Role::Admin, "ops", 0).unwrap().secret;
+        let app = router(state.clone());
+
+        for (body, want) in [
+            ("{", StatusCode::BAD_REQUEST),
+            (r#"{"role":"root"}"#, StatusCode::BAD_REQUEST),
+            (r#"{"role":"read","name":"x","ttl":5}"#, StatusCode::BAD_REQUEST),
+            (r#"{"name":"a b"}"#, StatusCode::BAD_REQUEST),
+            ("", StatusCode::CREATED),
+        ] {
+            let (status, answer) = call(&app, "POST", "/api/v1/tokens", &admin, body).await;
+            assert_eq!(status, want, "{body}: {answer}");
+        }
+        let (_, list) = call(&app, "GET", "/api/v1/tokens", &admin, "").await;
+        let made = &list[1];
+        assert_eq!(made["role"], "read");
+        assert!(made["name"].as_str().unwrap().starts_with("read-"), "{list}");
+
+        let (status, r) = call(&app, "POST", "/api/v1/agents/udm-pro/revoke", &admin, "").await;
+        assert_eq!(status, StatusCode::OK, "{r}");
+        assert_eq!(
+            (&r["kind"], &r["target"], &r["by"], &r["reason"]),
+            (&json!("agent"), &json!("udm-pro"), &json!("ops"), &json!(""))
+        );
+        let (status, _) = call(&app, "POST", "/api/v1/agents/udm-pro/revoke", &admin, r#"{"why":"x"}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (_, list) = call(&app, "GET", "/api/v1/revocations", &admin, "").await;
+        assert_eq!(list["revocations"].as_array().unwrap().len(), 1);
+
+        let (_, audit) = call(&app, "GET", "/api/v1/audit", &admin, "").await;
+        let seen: Vec<(&str, &str)> = audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["action"].as_str().unwrap(), r["outcome"].as_str().unwrap()))
+            .collect();
+        let mut want = vec![("agent.revoke", "failed"), ("agent.revoke", "ok"), ("token.create", "ok")];
+        want.extend([("token.create", "failed"); 4]);
+        assert_eq!(seen, want);
+        // In-process, the server gave no address.
+        assert_eq!(audit[0]["from"], "unknown");
+        let (status, _) = call(&app, "GET", "/api/v1/audit?limit=x", &admin, "").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
