@@ -33,18 +33,14 @@ fn api(agg: &Aggregator, method: &str, path: &str, token: Option<&str>, body: Op
     request(agg.http_addr(), method, path, token, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
-/// The unix user the CLI runs as, as the audit log names it.
+/// The unix user the CLI runs as, as the audit log names it (`uid<N>` when it has no name).
 fn cli_user() -> String {
-    let uid = nix::unistd::getuid();
-    let name = std::fs::read_to_string("/etc/passwd")
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.get(2) == Some(&uid.to_string().as_str())).then(|| f[0].to_owned())
-        })
-        .unwrap();
-    format!("cli:{name}")
+    let uid = nix::unistd::getuid().to_string();
+    let name = std::fs::read_to_string("/etc/passwd").unwrap_or_default().lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.get(2) == Some(&uid.as_str())).then(|| f[0].to_owned())
+    });
+    format!("cli:{}", name.unwrap_or_else(|| format!("uid{uid}")))
 }
 
 fn metric(agg: &Aggregator, name: &str) -> Option<f64> {
