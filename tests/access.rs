@@ -66,6 +66,7 @@ fn tokens_roles_and_the_audit_log() {
     }
     // A read token reads, and is refused (403) on every admin route.
     assert_eq!(api(&agg, "GET", "/api/v1/hosts", Some(&agg.token), None).status, 200);
+    let first_denied = Instant::now();
     for (method, path) in [
         ("GET", "/api/v1/tokens"),
         ("POST", "/api/v1/tokens"),
@@ -101,7 +102,6 @@ fn tokens_roles_and_the_audit_log() {
     assert_eq!(api(&agg, "DELETE", "/api/v1/tokens/grafana", Some(&admin), None).status, 404);
 
     // The audit log, newest first: who, what, target, outcome, when, from where.
-    let before = Instant::now();
     let audit = api(&agg, "GET", "/api/v1/audit?limit=5", Some(&admin), None);
     assert_eq!(audit.status, 200, "{}", audit.body);
     let records = audit.json();
@@ -139,7 +139,9 @@ fn tokens_roles_and_the_audit_log() {
     // Refused attempts by one token are recorded once per ten seconds, not once per request.
     let all = api(&agg, "GET", "/api/v1/audit?limit=1000", Some(&admin), None).json();
     let denied = all.as_array().unwrap().iter().filter(|r| r["outcome"] == "denied").count();
-    assert!(before.elapsed() < Duration::from_secs(10) && denied == 1, "{denied} denied records");
+    if first_denied.elapsed() < Duration::from_secs(10) {
+        assert_eq!(denied, 1, "refused attempts within 10 s are recorded once");
+    }
     // The CLI's own actions are there too, oldest last.
     let oldest = &all.as_array().unwrap().last().unwrap();
     assert_eq!(
