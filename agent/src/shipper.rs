@@ -97,7 +97,7 @@ impl ShipError {
     fn refusal(&self) -> Option<String> {
         match self.connection()? {
             quinn::ConnectionError::ApplicationClosed(c)
-                if [close::IDENTITY_IN_USE, close::SUPERSEDED, close::BUSY]
+                if [close::IDENTITY_IN_USE, close::SUPERSEDED, close::BUSY, close::REVOKED]
                     .contains(&(c.error_code.into_inner() as u32)) =>
             {
                 Some(String::from_utf8_lossy(&c.reason).into_owned())

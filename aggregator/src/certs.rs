@@ -18,6 +18,9 @@ pub const CA_CERT: &str = "ca.crt";
 pub const CA_KEY: &str = "ca.key";
 pub const SERVER_CERT: &str = "server.crt";
 pub const SERVER_KEY: &str = "server.key";
+/// How far before its issue time a certificate starts being valid, for hosts whose clocks run a
+/// little behind. The revocation list reads a certificate's issue time back from it.
+pub const BACKDATE: Duration = Duration::hours(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
@@ -69,7 +72,7 @@ fn params(common_name: &str, days: i64) -> CertificateParams {
     dn.push(DnType::CommonName, common_name);
     p.distinguished_name = dn;
     let now = OffsetDateTime::now_utc();
-    p.not_before = now - Duration::hours(1);
+    p.not_before = now - BACKDATE;
     p.not_after = now + Duration::days(days);
     p.serial_number = Some(serial());
     p
@@ -123,6 +126,8 @@ pub struct Issued {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// The certificate's serial number, lowercase hex (what `certs revoke --serial` takes).
+    pub serial: String,
 }
 
 /// Issues a client certificate for agent `agent` in data centre `dc`, valid for `days`, and writes
@@ -140,8 +145,10 @@ pub fn issue(ca_dir: &Path, agent: &str, dc: &str, days: i64, out: &Path) -> Res
     p.distinguished_name.push(DnType::OrganizationalUnitName, dc);
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let serial = p.serial_number.as_ref().map(|s| crate::auth::hex(s.as_ref())).unwrap_or_default();
+    let serial = serial.trim_start_matches('0').to_owned();
     let cert = p.signed_by(&key, &issuer)?;
-    let issued = Issued { ca: out.join("ca.crt"), cert: out.join("agent.crt"), key: out.join("agent.key") };
+    let issued = Issued { ca: out.join("ca.crt"), cert: out.join("agent.crt"), key: out.join("agent.key"), serial };
     write(&issued.key, &key.serialize_pem(), true)?;
     write(&issued.cert, &cert.pem(), false)?;
     write(&issued.ca, &read(&ca_dir.join(CA_CERT))?, false)?;

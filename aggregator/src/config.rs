@@ -1,13 +1,13 @@
 //! The aggregator's configuration file, `/etc/twinwatch/aggregator.toml` by default.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use twinwatch_common::config::{load_toml, parse_toml, ConfigError, Span};
+use twinwatch_common::config::{load_toml, parse_toml, Bytes, ConfigError, Span};
 
 use crate::history::Retention;
+use crate::listen::ListenAddr;
 use crate::remote_write::RemoteWriteConfig;
 
 pub const DEFAULT_PATH: &str = "/etc/twinwatch/aggregator.toml";
@@ -16,14 +16,32 @@ pub const DEFAULT_PATH: &str = "/etc/twinwatch/aggregator.toml";
 #[serde(deny_unknown_fields)]
 struct File {
     data_dir: Option<PathBuf>,
-    quic_listen: Option<SocketAddr>,
-    http_listen: Option<SocketAddr>,
+    quic_listen: Option<ListenAddr>,
+    http_listen: Option<ListenAddr>,
     certs_dir: Option<PathBuf>,
     tokens_file: Option<PathBuf>,
+    revocations_file: Option<PathBuf>,
     offline_after: Option<Span>,
     metrics_open: Option<bool>,
     history: Option<HistoryFile>,
     remote_write: Option<Vec<RemoteWriteConfig>>,
+    audit: Option<AuditFile>,
+    http_tls: Option<HttpTlsFile>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditFile {
+    path: Option<PathBuf>,
+    max_file_size: Option<Bytes>,
+    keep: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpTlsFile {
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -36,14 +54,36 @@ struct HistoryFile {
     checkpoint_interval: Option<Span>,
 }
 
+/// `[audit]`: where the audit log is and how much of it is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    pub path: PathBuf,
+    /// Rotated past this size.
+    pub max_file_bytes: u64,
+    /// Rotated files kept.
+    pub keep: usize,
+}
+
+/// `[http_tls]`: serve the REST API over TLS with this certificate chain and key (PEM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
-    pub quic_listen: SocketAddr,
-    pub http_listen: SocketAddr,
+    pub quic_listen: ListenAddr,
+    pub http_listen: ListenAddr,
     /// `ca.crt`, `ca.key`, `server.crt`, `server.key`.
     pub certs_dir: PathBuf,
     pub tokens_file: PathBuf,
+    /// Revoked agent certificates.
+    pub revocations_file: PathBuf,
+    pub audit: AuditConfig,
+    /// Plain HTTP when `None` (the default: a proxy such as Fly's terminates TLS).
+    pub http_tls: Option<HttpTls>,
     /// A host silent this long is offline (before that, past three intervals, it is stale).
     pub offline_after: Duration,
     /// Serve `/metrics` without a token (for a Prometheus on a trusted network).
@@ -75,6 +115,20 @@ impl Config {
                 message: i.message,
             })?;
         }
+        if let Some(audit) = &file.audit {
+            let invalid = |key: &str, message: &str| ConfigError::Invalid {
+                path: path.to_owned(),
+                line: None,
+                key: key.into(),
+                message: message.into(),
+            };
+            if audit.max_file_size.is_some_and(|b| b.0 < 64 << 10) {
+                return Err(invalid("audit.max_file_size", "at least 64KiB"));
+            }
+            if audit.keep.is_some_and(|k| k > 1000) {
+                return Err(invalid("audit.keep", "at most 1000 files"));
+            }
+        }
         Ok(Self::resolve(file, path))
     }
 
@@ -88,11 +142,19 @@ impl Config {
         let history = file.history.clone().unwrap_or_default();
         let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
         let data_dir = abs(file.data_dir.unwrap_or_else(|| "/var/lib/twinwatch/aggregator".into()));
+        let audit = file.audit.unwrap_or_default();
         Config {
             quic_listen: file.quic_listen.unwrap_or_else(|| "0.0.0.0:4433".parse().expect("static")),
             http_listen: file.http_listen.unwrap_or_else(|| "0.0.0.0:8080".parse().expect("static")),
             certs_dir: file.certs_dir.map(abs).unwrap_or_else(|| data_dir.join("certs")),
             tokens_file: file.tokens_file.map(abs).unwrap_or_else(|| data_dir.join("tokens")),
+            revocations_file: file.revocations_file.map(abs).unwrap_or_else(|| data_dir.join("revocations")),
+            audit: AuditConfig {
+                path: audit.path.map(abs).unwrap_or_else(|| data_dir.join("audit.log")),
+                max_file_bytes: audit.max_file_size.map_or(4 << 20, |b| b.0),
+                keep: audit.keep.unwrap_or(7),
+            },
+            http_tls: file.http_tls.map(|t| HttpTls { cert: abs(t.cert), key: abs(t.key) }),
             offline_after: file.offline_after.map_or(Duration::from_secs(60), |s| s.0),
             metrics_open: file.metrics_open.unwrap_or(false),
             retention: {
@@ -143,6 +205,35 @@ mod tests {
         assert_eq!(c.http_listen.port(), 8080);
         let err = Config::parse(Path::new("x.toml"), "quic_listen = \"nowhere\"\n").unwrap_err().to_string();
         assert!(err.starts_with("x.toml:1: key `quic_listen`"), "{err}");
+        assert_eq!(c.revocations_file, Path::new("/srv/tw/revocations"));
+        assert_eq!(c.audit, AuditConfig { path: "/srv/tw/audit.log".into(), max_file_bytes: 4 << 20, keep: 7 });
+        assert_eq!(c.http_tls, None);
+    }
+
+    #[test]
+    fn listen_names_audit_bounds_and_http_tls() {
+        let path = Path::new("/etc/twinwatch/aggregator.toml");
+        let text = "quic_listen = \"fly-global-services:4433\"\nhttp_listen = \"[::]:8080\"\n\
+                    [audit]\nmax_file_size = \"1MiB\"\nkeep = 3\n\
+                    [http_tls]\ncert = \"tls/api.crt\"\nkey = \"/srv/api.key\"\n";
+        let c = Config::parse(path, text).unwrap();
+        assert_eq!(c.quic_listen.to_string(), "fly-global-services:4433");
+        assert_eq!(c.http_listen.port(), 8080);
+        assert_eq!((c.audit.max_file_bytes, c.audit.keep), (1 << 20, 3));
+        let tls = c.http_tls.unwrap();
+        assert_eq!(
+            (tls.cert.as_path(), tls.key.as_path()),
+            (Path::new("/etc/twinwatch/tls/api.crt"), Path::new("/srv/api.key"))
+        );
+
+        let err = Config::parse(path, "\n[http_tls]\ncert = \"a.crt\"\n").unwrap_err().to_string();
+        assert!(err.contains("key `key`") && err.contains("missing field"), "{err}");
+        let err = Config::parse(path, "[http_tls]\ncert = \"a\"\nkey = \"b\"\nca = \"c\"\n").unwrap_err().to_string();
+        assert!(err.starts_with("/etc/twinwatch/aggregator.toml:4: key `ca`"), "{err}");
+        let err = Config::parse(path, "[audit]\nmax_file_size = \"1KiB\"\n").unwrap_err().to_string();
+        assert!(err.starts_with("/etc/twinwatch/aggregator.toml: key `audit.max_file_size`"), "{err}");
+        let err = Config::parse(path, "\nhttp_listen = \"host:http\"\n").unwrap_err().to_string();
+        assert!(err.starts_with("/etc/twinwatch/aggregator.toml:2: key `http_listen`"), "{err}");
     }
 
     #[test]

@@ -46,14 +46,18 @@ pub fn from_der(der: &[u8]) -> Result<AgentIdentity, IdentityError> {
     Ok(AgentIdentity { id, dc })
 }
 
-/// The identity of a QUIC connection whose client certificate the TLS layer has verified.
-pub fn from_connection(conn: &quinn::Connection) -> Result<AgentIdentity, IdentityError> {
+/// The client certificate of a QUIC connection, as the TLS layer verified it.
+pub fn leaf_certificate(conn: &quinn::Connection) -> Result<rustls_pki_types::CertificateDer<'static>, IdentityError> {
     let certs = conn
         .peer_identity()
         .and_then(|any| any.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>().ok())
         .ok_or(IdentityError::NoCertificate)?;
-    let leaf = certs.first().ok_or(IdentityError::NoCertificate)?;
-    from_der(leaf)
+    certs.first().cloned().ok_or(IdentityError::NoCertificate)
+}
+
+/// The identity of a QUIC connection whose client certificate the TLS layer has verified.
+pub fn from_connection(conn: &quinn::Connection) -> Result<AgentIdentity, IdentityError> {
+    from_der(&leaf_certificate(conn)?)
 }
 
 #[cfg(test)]

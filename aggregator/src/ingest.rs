@@ -8,6 +8,10 @@
 //! host's new state in one sled batch, flushes, and only then sends `Ack`s for the ranges it
 //! took. Each ack carries the aggregator's clock, which the agent echoes for the skew estimate.
 //!
+//! Revocation: the TLS layer refuses revoked certificates at the handshake (`tls.rs`); a
+//! session straight after a resumed handshake is checked here, and [`Ingest::watch_revocations`]
+//! closes connected agents whose certificate the list refuses as soon as the list changes.
+//!
 //! Admission: at most [`MAX_HANDSHAKES`] connections may be between accept and `Welcome` at a
 //! time. Past that, new ones are refused before any cryptography, and the agents back off: an
 //! aggregator restarting under hundreds of agents serves them in waves instead of drowning.
@@ -26,11 +30,14 @@ use twinwatch_common::reader::MessageReader;
 use crate::checkpoint;
 use crate::claims::Claim;
 use crate::identity::{self, AgentIdentity, IdentityError};
+use crate::revocation::{Credential, RevocationList, Revocations};
 use crate::runs::Runs;
 use crate::store::{Store, StoreError};
 use crate::twin::{Outcome, Twin};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the revocation list file is looked at for changes made by another process.
+pub const REVOCATION_POLL: Duration = Duration::from_secs(1);
 /// Connections allowed between accept and `Welcome` at once.
 pub const MAX_HANDSHAKES: usize = 64;
 
@@ -60,8 +67,16 @@ pub enum IngestError {
     Refused(String),
     #[error("a newer connection of this agent took over")]
     Superseded,
+    #[error("refused: certificate revoked by {0}")]
+    Revoked(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A connection past its hello, and the certificate it presented.
+struct Open {
+    conn: quinn::Connection,
+    credential: Credential,
 }
 
 /// Shared by every connection.
@@ -70,20 +85,22 @@ pub struct Ingest {
     pub twin: Arc<Mutex<Twin>>,
     pub store: Arc<Store>,
     next_conn: AtomicU64,
-    /// Open connections by id, so one superseded by another can be closed.
-    connections: Mutex<HashMap<u64, quinn::Connection>>,
+    /// Open connections by id, so one superseded by another, or revoked, can be closed.
+    connections: Mutex<HashMap<u64, Open>>,
+    pub revocations: Arc<Revocations>,
     handshakes: Arc<tokio::sync::Semaphore>,
     /// Connections refused at admission.
     pub refused_busy: AtomicU64,
 }
 
 impl Ingest {
-    pub fn new(twin: Arc<Mutex<Twin>>, store: Arc<Store>) -> Self {
+    pub fn new(twin: Arc<Mutex<Twin>>, store: Arc<Store>, revocations: Arc<Revocations>) -> Self {
         Ingest {
             twin,
             store,
             next_conn: AtomicU64::new(1),
             connections: Mutex::new(HashMap::new()),
+            revocations,
             handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES)),
             refused_busy: AtomicU64::new(0),
         }
@@ -93,8 +110,48 @@ impl Ingest {
         self.twin.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn connections(&self) -> std::sync::MutexGuard<'_, HashMap<u64, quinn::Connection>> {
+    fn connections(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Open>> {
         self.connections.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes every connected agent whose certificate `list` refuses; returns how many.
+    pub fn enforce(&self, list: &RevocationList) -> usize {
+        let revoked: Vec<(u64, Open, String)> = {
+            let mut open = self.connections();
+            let ids: Vec<(u64, String)> =
+                open.iter().filter_map(|(id, o)| list.refuses(&o.credential).map(|r| (*id, r.by.clone()))).collect();
+            ids.into_iter().filter_map(|(id, by)| open.remove(&id).map(|o| (id, o, by))).collect()
+        };
+        for (_, open, by) in &revoked {
+            self.revocations.stats.disconnected.fetch_add(1, Relaxed);
+            tracing::warn!(
+                agent = %open.credential.agent,
+                serial = %open.credential.serial,
+                remote = %open.conn.remote_address(),
+                revoked_by = %by,
+                "certificate revoked: disconnecting the agent"
+            );
+            open.conn.close(close::REVOKED.into(), format!("certificate revoked by {by}").as_bytes());
+        }
+        revoked.len()
+    }
+
+    /// Enforces the revocation list whenever it changes: at once when this process changed it,
+    /// within [`REVOCATION_POLL`] when the CLI did.
+    pub async fn watch_revocations(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut seen = None;
+        loop {
+            let (generation, list) = self.revocations.current();
+            if seen != Some(generation) {
+                seen = Some(generation);
+                self.enforce(&list);
+            }
+            tokio::select! {
+                _ = self.revocations.changed.notified() => {}
+                _ = tokio::time::sleep(REVOCATION_POLL) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
     }
 
     /// Accepts connections until the endpoint is closed.
@@ -128,8 +185,15 @@ impl Ingest {
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<AgentIdentity, (Option<AgentIdentity>, IngestError)> {
         let conn = incoming.await.map_err(|e| (None, e.into()))?;
-        let who = identity::from_connection(&conn).map_err(|e| (None, e.into()))?;
-        let result = self.session(&conn, conn_id, &who, permit).await;
+        let leaf = identity::leaf_certificate(&conn).map_err(|e| (None, e.into()))?;
+        let who = identity::from_der(&leaf).map_err(|e| (None, e.into()))?;
+        let credential = Credential::from_der(&leaf).map_err(|e| (None, e.into()))?;
+        if let Some(r) = self.revocations.refuses(&credential) {
+            self.revocations.stats.refused.fetch_add(1, Relaxed);
+            conn.close(close::REVOKED.into(), format!("certificate revoked by {}", r.by).as_bytes());
+            return Err((Some(who), IngestError::Revoked(r.by)));
+        }
+        let result = self.session(&conn, conn_id, &who, credential, permit).await;
         self.twin().handle_disconnect(&who.id, conn_id);
         self.connections().remove(&conn_id);
         match result {
@@ -145,6 +209,10 @@ impl Ingest {
                 conn.close(close::SUPERSEDED.into(), b"a newer connection of this agent took over");
                 Err((Some(who), IngestError::Superseded))
             }
+            Err(IngestError::Revoked(by)) => {
+                conn.close(close::REVOKED.into(), format!("certificate revoked by {by}").as_bytes());
+                Err((Some(who), IngestError::Revoked(by)))
+            }
             Err(e) => {
                 conn.close(close::ERROR.into(), e.to_string().as_bytes());
                 Err((Some(who), e))
@@ -157,6 +225,7 @@ impl Ingest {
         conn: &quinn::Connection,
         conn_id: u64,
         who: &AgentIdentity,
+        credential: Credential,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<(), IngestError> {
         let (mut send, mut recv) =
@@ -195,11 +264,17 @@ impl Ingest {
             Claim::Accept { supersedes } => {
                 if let Some(old) = supersedes.and_then(|old| self.connections().remove(&old)) {
                     tracing::info!(agent = %who, "a newer connection takes over; closing the old one");
-                    old.close(close::SUPERSEDED.into(), b"a newer connection of this agent took over");
+                    old.conn.close(close::SUPERSEDED.into(), b"a newer connection of this agent took over");
                 }
             }
         }
-        self.connections().insert(conn_id, conn.clone());
+        self.connections().insert(conn_id, Open { conn: conn.clone(), credential: credential.clone() });
+        // A revocation written since the check after the handshake found no connection to close.
+        if let Some(r) = self.revocations.refuses(&credential) {
+            self.connections().remove(&conn_id);
+            self.revocations.stats.refused.fetch_add(1, Relaxed);
+            return Err(IngestError::Revoked(r.by));
+        }
         tracing::info!(
             agent = %who,
             hostname = %hello.host.hostname,

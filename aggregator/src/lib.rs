@@ -12,16 +12,21 @@
 //!   ack), and [`history`] (raw segments, rollups, retention, queries).
 //! - [`checkpoint`]: writes hosts and recorded points and truncates the log; replays the log
 //!   after a crash; compacts and expires history in the background.
-//! - [`api`]: the axum REST API.
+//! - [`api`]: the axum REST API; [`http_tls`] serves it over TLS when configured.
 //! - [`exposition`]: the twins as Prometheus text, for `/metrics`.
 //! - [`remote_write`]: stored samples sent on to Prometheus remote write receivers, from a
 //!   durable queue per remote.
 //! - [`certs`], [`identity`], [`tls`]: the CA, identities from client certificates, QUIC TLS.
-//! - [`auth`]: hashed API tokens with read and admin roles.
+//! - [`auth`]: hashed API tokens with read and admin roles; [`revocation`]: the list of revoked
+//!   agent certificates; [`audit`]: the log of admin actions; [`watched`]: the state files the
+//!   aggregator and its CLI share.
+//! - [`status`]: `twinwatch-aggregator status`, a tree of DCs, hosts and endpoints from the API.
+//! - [`listen`]: listen addresses, IP or host name.
 //! - [`endpoint`]: the QUIC endpoint and its restart-proof stateless-reset key.
 //! - [`config`]: the configuration file, `/etc/twinwatch/aggregator.toml` by default.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod certs;
 pub mod checkpoint;
@@ -32,14 +37,19 @@ pub mod endpoint;
 pub mod endpoints;
 pub mod exposition;
 pub mod history;
+pub mod http_tls;
 pub mod identity;
 pub mod ingest;
 pub mod ledger;
+pub mod listen;
 pub mod remote_write;
+pub mod revocation;
 pub mod runs;
+pub mod status;
 pub mod store;
 pub mod tls;
 pub mod twin;
+pub mod watched;
 pub mod zstd_context;
 
 use std::net::SocketAddr;
@@ -48,8 +58,10 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
+use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::ingest::Ingest;
+use crate::revocation::{RevocationError, Revocations};
 use crate::store::{Store, StoreError};
 use crate::tls::TlsError;
 use crate::twin::Twin;
@@ -64,6 +76,12 @@ pub enum AggregatorError {
     Endpoint(#[from] endpoint::EndpointError),
     #[error("listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("{key} = \"{addr}\": {source}")]
+    Resolve { key: &'static str, addr: String, source: std::io::Error },
+    #[error(transparent)]
+    Revocations(#[from] RevocationError),
+    #[error("http_tls: {0}")]
+    HttpTls(TlsError),
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
 }
@@ -73,6 +91,10 @@ pub enum AggregatorError {
 pub struct Listening {
     pub quic: SocketAddr,
     pub http: SocketAddr,
+}
+
+async fn resolve(key: &'static str, addr: &listen::ListenAddr) -> Result<SocketAddr, AggregatorError> {
+    addr.resolve().await.map_err(|source| AggregatorError::Resolve { key, addr: addr.to_string(), source })
 }
 
 /// Runs the aggregator until `shutdown` turns true. `on_listen` is told the bound addresses.
@@ -99,45 +121,61 @@ pub async fn run(
         store.set_remote(remote);
     }
 
+    let revocations = Arc::new(Revocations::open(config.revocations_file.clone())?);
     let server = tls::server_config(
         &config.certs_dir.join(certs::CA_CERT),
         &config.certs_dir.join(certs::SERVER_CERT),
         &config.certs_dir.join(certs::SERVER_KEY),
+        revocations.clone(),
     )?;
-    let endpoint = endpoint::bind(config.quic_listen, server, &config.data_dir.join("reset-key"))?;
-    let listener = tokio::net::TcpListener::bind(config.http_listen)
+    let http_tls = match &config.http_tls {
+        Some(t) => Some(http_tls::server_config(&t.cert, &t.key).map_err(AggregatorError::HttpTls)?),
+        None => None,
+    };
+    let quic_addr = resolve("quic_listen", &config.quic_listen).await?;
+    let http_addr = resolve("http_listen", &config.http_listen).await?;
+    let endpoint = endpoint::bind(quic_addr, server, &config.data_dir.join("reset-key"))?;
+    let listener = tokio::net::TcpListener::bind(http_addr)
         .await
-        .map_err(|source| AggregatorError::Bind { addr: config.http_listen, source })?;
+        .map_err(|source| AggregatorError::Bind { addr: http_addr, source })?;
     let listening = Listening {
-        quic: endpoint.local_addr().map_err(|source| AggregatorError::Bind { addr: config.quic_listen, source })?,
-        http: listener.local_addr().map_err(|source| AggregatorError::Bind { addr: config.http_listen, source })?,
+        quic: endpoint.local_addr().map_err(|source| AggregatorError::Bind { addr: quic_addr, source })?,
+        http: listener.local_addr().map_err(|source| AggregatorError::Bind { addr: http_addr, source })?,
     };
 
     let checkpoints = {
         let (twin, store, every, stop) = (twin.clone(), store.clone(), config.checkpoint_interval, shutdown.clone());
         tokio::spawn(async move { checkpoint::run(&twin, &store, every, stop).await })
     };
-    let ingest = Arc::new(Ingest::new(twin.clone(), store.clone()));
-    tokio::spawn(ingest.serve(endpoint.clone()));
+    let ingest = Arc::new(Ingest::new(twin.clone(), store.clone(), revocations.clone()));
+    tokio::spawn(ingest.clone().serve(endpoint.clone()));
+    tokio::spawn(ingest.watch_revocations(shutdown.clone()));
     let ready = Arc::new(AtomicBool::new(true));
+    let audit = AuditLog::new(config.audit.path.clone(), config.audit.max_file_bytes, config.audit.keep);
     let state = api::AppState {
         twin,
         store: store.clone(),
-        tokens: Arc::new(auth::Tokens::new(config.tokens_file.clone())),
+        access: Arc::new(api::access::Access::new(auth::Tokens::new(config.tokens_file.clone()), revocations, audit)),
         ready: ready.clone(),
         offline_after: config.offline_after,
         metrics_open: config.metrics_open,
     };
-    tracing::info!(quic = %listening.quic, http = %listening.http, "aggregator listening");
+    let scheme = if http_tls.is_some() { "https" } else { "http" };
+    tracing::info!(quic = %listening.quic, http = %listening.http, scheme, "aggregator listening");
     on_listen(listening);
 
     let mut stop = shutdown.clone();
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await
-        .map_err(AggregatorError::Http)?;
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let app = api::router(state).into_make_service_with_connect_info::<api::access::Peer>();
+    match http_tls {
+        Some(tls) => {
+            let listener = http_tls::TlsListener::new(listener, tls).map_err(AggregatorError::Http)?;
+            axum::serve(listener, app).with_graceful_shutdown(stopped).await.map_err(AggregatorError::Http)?;
+        }
+        None => axum::serve(listener, app).with_graceful_shutdown(stopped).await.map_err(AggregatorError::Http)?,
+    }
     let _ = shutdown.wait_for(|s| *s).await;
     ready.store(false, Relaxed);
     endpoint.close(0u32.into(), b"aggregator shutting down");

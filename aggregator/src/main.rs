@@ -1,16 +1,17 @@
-//! `twinwatch-aggregator`: run the aggregator, manage its certificates and tokens, or start a
-//! local quickstart.
+//! `twinwatch-aggregator`: run the aggregator, manage its certificates, revocations and tokens,
+//! read its audit log, show a status tree, or start a local quickstart.
 
+mod admin;
 mod quickstart;
+mod status_cmd;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use twinwatch_aggregator::auth::{Role, Tokens};
-use twinwatch_aggregator::certs;
+use twinwatch_aggregator::auth::Role;
 use twinwatch_aggregator::config::{Config, DEFAULT_PATH};
+use twinwatch_aggregator::listen::ListenAddr;
 
 #[derive(Parser)]
 #[command(name = "twinwatch-aggregator", version, about = "Collects agents' twins over QUIC and serves them over REST")]
@@ -26,19 +27,42 @@ struct Cli {
 enum Command {
     /// Run the aggregator (the default).
     Run {
-        /// Override `quic_listen`.
+        /// Override `quic_listen` (an address or a host name, with a port).
         #[arg(long)]
-        quic_listen: Option<SocketAddr>,
+        quic_listen: Option<ListenAddr>,
         /// Override `http_listen`.
         #[arg(long)]
-        http_listen: Option<SocketAddr>,
+        http_listen: Option<ListenAddr>,
     },
-    /// Certificates: the CA, the server certificate, agent certificates.
+    /// Certificates: the CA, the server certificate, agent certificates and their revocation.
     #[command(subcommand)]
     Certs(CertsCommand),
     /// API tokens.
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// The audit log of admin actions, newest first.
+    Audit {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// A tree of DCs, hosts and the endpoints they probe, with 24 h trends, from the REST API.
+    Status {
+        /// The API's address (default: this machine's `http_listen`).
+        #[arg(long)]
+        url: Option<String>,
+        /// A read (or admin) token.
+        #[arg(long, conflicts_with = "token_file")]
+        token: Option<String>,
+        /// A file holding the token (default: <data_dir>/read-token).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// A CA certificate (PEM) to trust for an https URL, besides the system's.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Trends compare this much time before now with the same span before it.
+        #[arg(long, default_value = "24h")]
+        window: String,
+    },
     /// Start an aggregator and a local agent with fresh certificates, for a first look.
     Quickstart {
         /// Where certificates, tokens and data go.
@@ -74,6 +98,20 @@ enum CertsCommand {
         #[arg(long, default_value_t = 825)]
         days: i64,
     },
+    /// Revoke an agent's certificates issued until now, or one certificate by serial number.
+    /// A connected agent is closed; every handshake after is refused. A certificate issued to
+    /// the same agent afterwards works.
+    Revoke {
+        #[arg(long, required_unless_present = "serial", conflicts_with = "serial")]
+        agent: Option<String>,
+        /// Hex, as `certs issue` or `openssl x509 -serial` print it.
+        #[arg(long)]
+        serial: Option<String>,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// List the revocations.
+    Revocations,
 }
 
 #[derive(Subcommand)]
@@ -82,9 +120,14 @@ enum TokensCommand {
     Create {
         #[arg(long, default_value = "read")]
         role: Role,
+        /// A unique name, the token's identity in the audit log (default: made up).
         #[arg(long, default_value = "")]
         name: String,
     },
+    /// Names, roles and creation times; never the secrets.
+    List,
+    /// Revoke a token by name: its next request is refused.
+    Revoke { name: String },
 }
 
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
@@ -102,9 +145,10 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let runtime = || tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
+    let config = || load_config(cli.config.as_deref());
     match cli.command.unwrap_or(Command::Run { quic_listen: None, http_listen: None }) {
         Command::Run { quic_listen, http_listen } => {
-            let mut config = load_config(cli.config.as_deref())?;
+            let mut config = config()?;
             config.quic_listen = quic_listen.unwrap_or(config.quic_listen);
             config.http_listen = http_listen.unwrap_or(config.http_listen);
             runtime()?.block_on(async {
@@ -116,29 +160,22 @@ fn main() -> anyhow::Result<()> {
                 twinwatch_aggregator::run(&config, rx, |_| {}).await.context("aggregator failed")
             })
         }
-        Command::Certs(CertsCommand::Init { names, force }) => {
-            let config = load_config(cli.config.as_deref())?;
-            certs::init(&config.certs_dir, &names, force)?;
-            println!("CA and server certificate written to {}", config.certs_dir.display());
-            Ok(())
-        }
+        Command::Certs(CertsCommand::Init { names, force }) => admin::certs_init(&config()?, &names, force),
         Command::Certs(CertsCommand::Issue { agent, dc, out, days }) => {
-            let config = load_config(cli.config.as_deref())?;
-            let out = out.unwrap_or_else(|| PathBuf::from(&agent));
-            let issued = certs::issue(&config.certs_dir, &agent, &dc, days, &out)?;
-            println!(
-                "agent {agent} in {dc}: {} {} {}",
-                issued.cert.display(),
-                issued.key.display(),
-                issued.ca.display()
-            );
-            Ok(())
+            admin::certs_issue(&config()?, &agent, &dc, out, days)
         }
-        Command::Tokens(TokensCommand::Create { role, name }) => {
-            let config = load_config(cli.config.as_deref())?;
-            let token = Tokens::new(config.tokens_file.clone()).create(role, &name)?;
-            println!("{token}");
-            Ok(())
+        Command::Certs(CertsCommand::Revoke { agent, serial, reason }) => {
+            admin::certs_revoke(&config()?, agent, serial, &reason)
+        }
+        Command::Certs(CertsCommand::Revocations) => admin::certs_revocations(&config()?),
+        Command::Tokens(TokensCommand::Create { role, name }) => admin::tokens_create(&config()?, role, &name),
+        Command::Tokens(TokensCommand::List) => admin::tokens_list(&config()?),
+        Command::Tokens(TokensCommand::Revoke { name }) => admin::tokens_revoke(&config()?, &name),
+        Command::Audit { limit } => admin::audit(&config()?, limit),
+        Command::Status { url, token, token_file, ca, window } => {
+            let config = config()?;
+            let args = status_cmd::Args { url, token, token_file, ca, window };
+            runtime()?.block_on(status_cmd::run(args, &config))
         }
         Command::Quickstart { data_dir, http_port, quic_port } => {
             runtime()?.block_on(quickstart::run(&data_dir, http_port, quic_port))

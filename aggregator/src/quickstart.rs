@@ -4,9 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use twinwatch_aggregator::auth::{Role, Tokens};
+use twinwatch_aggregator::auth::{Role, TokenError, Tokens};
 use twinwatch_aggregator::certs;
 use twinwatch_aggregator::config::Config;
+
+use crate::admin::audited;
 
 fn write_secret(path: &Path, token: &str) -> anyhow::Result<()> {
     use std::io::Write;
@@ -43,10 +45,13 @@ pub async fn run(data_dir: &Path, http_port: u16, quic_port: u16) -> anyhow::Res
     }
 
     let mut config = Config::in_dir(data_dir.join("aggregator"));
-    config.quic_listen = ([127, 0, 0, 1], quic_port).into();
-    config.http_listen = ([127, 0, 0, 1], http_port).into();
+    config.quic_listen = twinwatch_aggregator::listen::ListenAddr::Ip(([127, 0, 0, 1], quic_port).into());
+    config.http_listen = twinwatch_aggregator::listen::ListenAddr::Ip(([127, 0, 0, 1], http_port).into());
+    let certs_dir = config.certs_dir.display().to_string();
     if !config.certs_dir.join(certs::CA_CERT).exists() {
-        certs::init(&config.certs_dir, &[], false)?;
+        audited(&config, "certs.init", &certs_dir, certs::init(&config.certs_dir, &[], false), |_| {
+            "quickstart".into()
+        })?;
     }
     let tokens = Tokens::new(config.tokens_file.clone());
     let read_token = data_dir.join("read-token");
@@ -55,13 +60,22 @@ pub async fn run(data_dir: &Path, http_port: u16, quic_port: u16) -> anyhow::Res
         [(&read_token, Role::Read, "quickstart-read"), (&admin_token, Role::Admin, "quickstart-admin")]
     {
         if !path.exists() {
-            write_secret(path, &tokens.create(role, name)?)?;
+            let now = twinwatch_aggregator::ingest::now_ms();
+            // The secret file is gone but its token is not: replace the token.
+            let token = match tokens.create(role, name, now) {
+                Err(TokenError::Exists(_)) => tokens.revoke(name).and_then(|_| tokens.create(role, name, now)),
+                other => other,
+            };
+            let token =
+                audited(&config, "token.create", name, token, |_| format!("role {}, quickstart", role.as_str()))?;
+            write_secret(path, &token.secret)?;
         }
     }
 
     let agent_dir = data_dir.join("agent");
     let id = agent_id();
-    certs::issue(&config.certs_dir, &id, "local", 825, &agent_dir.join("certs"))?;
+    let issued = certs::issue(&config.certs_dir, &id, "local", 825, &agent_dir.join("certs"));
+    audited(&config, "certs.issue", &id, issued, |i| format!("dc local, serial {}, quickstart", i.serial))?;
     let agent_config: PathBuf = agent_dir.join("agent.toml");
     std::fs::write(
         &agent_config,
@@ -101,6 +115,7 @@ pub async fn run(data_dir: &Path, http_port: u16, quic_port: u16) -> anyhow::Res
     println!("  read token   {}", read_token.display());
     println!("  admin token  {}", admin_token.display());
     println!("  try          curl -s -H \"Authorization: Bearer $(cat {})\" {api}/api/v1/hosts", read_token.display());
+    println!("  status       twinwatch-aggregator status --url {api} --token-file {}", read_token.display());
     println!("Ctrl-C stops both.");
 
     tokio::select! {

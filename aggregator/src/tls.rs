@@ -1,12 +1,21 @@
 //! The aggregator's QUIC server: TLS 1.3 with the ring provider, and a client certificate signed
-//! by our CA required of every agent.
+//! by our CA, and not revoked, required of every agent.
+//!
+//! Revocation is checked in the handshake itself ([`RevocationVerifier`]), so a revoked agent is
+//! answered with TLS's `certificate_revoked` alert before it can send anything. (A resumed TLS
+//! session skips certificate verification; ingest checks again once the handshake is done.)
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+
+use crate::revocation::{Credential, Revocations};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -16,24 +25,94 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
     #[error("client verifier: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("{}: no certificate in the file", .0.display())]
+    NoCertificate(PathBuf),
     #[error("QUIC TLS setup: {0}")]
     Quic(String),
 }
 
-fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|source| TlsError::Pem { path: path.to_owned(), source })
 }
 
-pub fn server_config(ca: &Path, cert: &Path, key: &Path) -> Result<quinn::ServerConfig, TlsError> {
+/// Our CA's verifier, then the revocation list.
+pub struct RevocationVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    revocations: Arc<Revocations>,
+}
+
+impl std::fmt::Debug for RevocationVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevocationVerifier").field("list", &self.revocations.path()).finish()
+    }
+}
+
+impl ClientCertVerifier for RevocationVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        let credential = Credential::from_der(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        if let Some(r) = self.revocations.refuses(&credential) {
+            self.revocations.stats.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                agent = %credential.agent,
+                serial = %credential.serial,
+                revoked_by = %r.by,
+                "agent refused at the handshake: certificate revoked"
+            );
+            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+pub fn server_config(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    revocations: Arc<Revocations>,
+) -> Result<quinn::ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for c in certs(ca)? {
         roots.add(c)?;
     }
-    let verifier =
+    let inner =
         rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
+    let verifier = Arc::new(RevocationVerifier { inner, revocations });
     let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Pem { path: key.to_owned(), source })?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?

@@ -113,6 +113,8 @@ pub mod close {
     pub const IDENTITY_IN_USE: u32 = 3;
     /// A newer connection of the same agent took over.
     pub const SUPERSEDED: u32 = 4;
+    /// The agent's certificate was revoked; the reason says by whom.
+    pub const REVOKED: u32 = 5;
 }
 
 /// The aggregator cannot apply deltas after `after_seq`: the agent should send a keyframe next.

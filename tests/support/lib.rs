@@ -13,6 +13,7 @@ use serde_json::Value;
 
 pub mod backlog;
 pub mod bench;
+pub mod http;
 pub mod netns;
 pub mod prometheus;
 pub mod prometheus_server;
@@ -165,7 +166,8 @@ pub fn http_get_at(addr: SocketAddr, path: &str, token: Option<&str>) -> std::io
     Ok((status, body))
 }
 
-fn dechunk(mut body: &str) -> String {
+/// The body of a chunked answer.
+pub(crate) fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
         let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
@@ -287,6 +289,18 @@ impl Aggregator {
 
     pub fn get(&self, path: &str) -> Option<Value> {
         get_json_at(self.http_addr(), path, &self.token)
+    }
+
+    /// Runs `twinwatch-aggregator --config <its config> <args>` and returns what it did.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        let config = self.dir.join("aggregator.toml");
+        Command::new(bin("twinwatch-aggregator"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("running twinwatch-aggregator")
     }
 
     /// Issues an agent certificate from this aggregator's CA into `out`.

@@ -50,10 +50,6 @@ pub async fn services(State(state): State<AppState>, query: Params) -> Result<Js
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
-    use std::sync::{Arc, Mutex};
-    use std::time::Duration;
-
     use axum::body::Body;
     use axum::http::header::AUTHORIZATION;
     use axum::http::{Request, StatusCode};
@@ -65,11 +61,10 @@ mod tests {
     use twinwatch_common::probe;
     use twinwatch_common::sample::{Metric, Sample, SeriesKey, Value as V};
 
-    use crate::api::{router, AppState};
+    use crate::api::router;
     use crate::auth::{Role, Tokens};
     use crate::endpoints::tests::http_result;
     use crate::identity::AgentIdentity;
-    use crate::store::Store;
     use crate::twin::Twin;
 
     const LEAF_EXPIRY: i64 = 1_900_000_000;
@@ -190,7 +185,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("twinwatch-api-endpoints-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let tokens = Tokens::new(dir.join("tokens"));
-        let token = tokens.create(Role::Read, "test").unwrap();
+        let token = tokens.create(Role::Read, "test", 0).unwrap().secret;
 
         let now = crate::ingest::now_ms();
         let mut twin = Twin::default();
@@ -200,15 +195,7 @@ mod tests {
         // A host silent for ten minutes: what it last saw is unknown now.
         feed(&mut twin, "old-1", "fra", now - 600_000, &[(503, 0.1)]);
 
-        let state = AppState {
-            twin: Arc::new(Mutex::new(twin)),
-            store: Arc::new(Store::open(&dir.join("db"), crate::history::Retention::default()).unwrap()),
-            tokens: Arc::new(tokens),
-            ready: Arc::new(AtomicBool::new(true)),
-            offline_after: Duration::from_secs(60),
-            metrics_open: false,
-        };
-        let app = router(state);
+        let app = router(crate::api::test_state(&dir, twin));
 
         let (status, list) = get(&app, "/api/v1/endpoints", &token).await;
         assert_eq!(status, StatusCode::OK, "{list}");

@@ -24,6 +24,14 @@ impl ApiError {
         ApiError { status: StatusCode::UNAUTHORIZED, error: "unauthorized", detail: detail.into().into() }
     }
 
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::FORBIDDEN, error: "forbidden", detail: detail.into().into() }
+    }
+
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::CONFLICT, error: "conflict", detail: detail.into().into() }
+    }
+
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!("API internal error: {detail}");
         // Internals stay in the log; the client learns only that it was our fault.

@@ -15,5 +15,6 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Some(remote) = state.store.remote() {
         remote.render_metrics(&mut body);
     }
+    state.access.render_metrics(&mut body);
     ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }

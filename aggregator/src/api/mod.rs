@@ -1,9 +1,12 @@
-//! The REST API (axum): health, hosts, endpoints and services, and the errors and tokens around
-//! them.
+//! The REST API (axum): health, hosts, endpoints and services, admin routes, and the errors and
+//! tokens around them.
 //!
-//! The API reads the twin and the store; it never calls back into ingest. [`router`] builds the
-//! whole app, so tests can drive it without a socket.
+//! The API reads the twin and the store; it never calls back into ingest (a revocation is
+//! written to the list, which ingest watches). [`router`] builds the whole app, so tests can
+//! drive it without a socket.
 
+pub mod access;
+mod admin;
 mod endpoints;
 mod error;
 mod health;
@@ -15,16 +18,12 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::http::header::AUTHORIZATION;
-use axum::middleware::Next;
-use axum::response::Response;
-use axum::routing::get;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{delete, get, post};
 use axum::Router;
 
 pub use error::ApiError;
 
-use crate::auth::{Role, Tokens};
 use crate::store::Store;
 use crate::twin::Twin;
 
@@ -33,7 +32,8 @@ use crate::twin::Twin;
 pub struct AppState {
     pub twin: Arc<Mutex<Twin>>,
     pub store: Arc<Store>,
-    pub tokens: Arc<Tokens>,
+    /// Tokens, revocations, the audit log.
+    pub access: Arc<access::Access>,
     /// Storage open and QUIC listening.
     pub ready: Arc<AtomicBool>,
     pub offline_after: Duration,
@@ -57,36 +57,42 @@ pub fn router(state: AppState) -> Router {
         .route("/endpoints", get(endpoints::list))
         .route("/endpoints/{id}", get(endpoints::one))
         .route("/services", get(endpoints::services))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), require_read));
+        .layer(from_fn_with_state(state.clone(), access::require_read));
+    let admin = Router::new()
+        .route("/tokens", get(admin::tokens_list).post(admin::tokens_create))
+        .route("/tokens/{name}", delete(admin::tokens_revoke))
+        .route("/agents/{id}/revoke", post(admin::agent_revoke))
+        .route("/revocations", get(admin::revocations_list))
+        .route("/audit", get(admin::audit_list))
+        .layer(from_fn_with_state(state.clone(), access::require_admin));
     let metrics = Router::new().route("/metrics", get(metrics::metrics));
     let metrics = if state.metrics_open {
         metrics
     } else {
-        metrics.layer(axum::middleware::from_fn_with_state(state.clone(), require_read))
+        metrics.layer(from_fn_with_state(state.clone(), access::require_read))
     };
     Router::new()
         .merge(metrics)
         .route("/health", get(health::health))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
-        .nest("/api/v1", api)
+        .nest("/api/v1", api.merge(admin))
         .fallback(|| async { ApiError::not_found("no such path") })
         .with_state(state)
 }
 
-/// Lets a request through with a read or admin bearer token.
-async fn require_read(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
-    let token = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(token) = token else {
-        return Err(ApiError::unauthorized("a bearer token is required"));
-    };
-    match state.tokens.check(token) {
-        Some(Role::Read | Role::Admin) => Ok(next.run(request).await),
-        None => Err(ApiError::unauthorized("unknown token")),
+/// An app state for in-process tests: a store, tokens, revocations and audit log under `dir`.
+#[cfg(test)]
+pub(crate) fn test_state(dir: &std::path::Path, twin: Twin) -> AppState {
+    use crate::{audit::AuditLog, auth::Tokens, history::Retention, revocation::Revocations};
+    let revocations = Arc::new(Revocations::open(dir.join("revocations")).expect("revocations"));
+    let audit = AuditLog::new(dir.join("audit.log"), 1 << 20, 1);
+    AppState {
+        twin: Arc::new(Mutex::new(twin)),
+        store: Arc::new(Store::open(&dir.join("db"), Retention::default()).expect("store")),
+        access: Arc::new(access::Access::new(Tokens::new(dir.join("tokens")), revocations, audit)),
+        ready: Arc::new(AtomicBool::new(true)),
+        offline_after: Duration::from_secs(60),
+        metrics_open: false,
     }
 }

@@ -19,6 +19,9 @@ mod queue;
 mod sender;
 mod stats;
 
+/// Shared with `status`, the other HTTP client: an error with its causes on one line.
+pub(crate) use sender::error_chain;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 

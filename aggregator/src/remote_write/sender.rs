@@ -196,7 +196,7 @@ async fn post(ep: &Endpoint, request: &Request) -> Answer {
 }
 
 /// An error with its causes, which is where reqwest says "connection refused" or "timed out".
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
