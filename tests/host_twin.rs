@@ -7,11 +7,19 @@ use std::time::Duration;
 use serde_json::Value;
 use twinwatch_tests::{bin, http_get, wait_for, Aggregator, Proc, TempDir};
 
-/// `name{labels}` -> value from Prometheus text, checking every sample line has a `# TYPE` above.
+/// `name{labels}` -> value from Prometheus text, checking every sample line has a `# TYPE` above
+/// and that a family has at most one `# HELP`, with text.
 fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
     let mut typed = std::collections::HashSet::new();
+    let mut helped = std::collections::HashSet::new();
     let mut out = BTreeMap::new();
     for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or_else(|| panic!("HELP without text: {line:?}"));
+            assert!(!help.trim().is_empty(), "empty HELP for {name}");
+            assert!(helped.insert(name.to_owned()), "two HELP lines for {name}");
+            continue;
+        }
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let mut f = rest.split(' ');
             let (name, kind) = (f.next().unwrap(), f.next().unwrap());
