@@ -20,8 +20,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the agent (the default).
-    Run,
-    /// Validate the configuration file and print the settings in force.
+    Run(Overrides),
+    /// Validate the configuration file and the certificate it names, and print the settings in
+    /// force; fails when the agent could not connect as configured.
     Check,
     /// Take one sample of this host and print it, one series per line.
     Sample {
@@ -40,10 +41,14 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TWINWATCH_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    match cli.command.unwrap_or(Command::Run) {
+    match cli.command.unwrap_or(Command::Run(Overrides::default())) {
         Command::Check => {
             let config = Config::load(&cli.config)?;
             println!("{config:#?}");
+            let enrolled = twinwatch_agent::tls::check_enrolment(&config.ca, &config.cert, &config.key)
+                .context("the agent's certificate")?;
+            let until = twinwatch_common::time::rfc3339(enrolled.not_after.saturating_mul(1000));
+            println!("certificate: agent {:?} in dc {:?}, valid until {until}", enrolled.agent, enrolled.dc);
             Ok(())
         }
         Command::Sample { cost: Some(rounds) } => {
@@ -78,8 +83,9 @@ fn main() -> anyhow::Result<()> {
             print_metrics(out);
             Ok(())
         }
-        Command::Run => {
-            let config = Config::load(&cli.config)?;
+        Command::Run(overrides) => {
+            let mut config = Config::load(&cli.config)?;
+            overrides.apply(&mut config);
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(async {
                 let (tx, rx) = tokio::sync::watch::channel(false);
@@ -89,6 +95,43 @@ fn main() -> anyhow::Result<()> {
                 });
                 twinwatch_agent::run(config, rx).await.context("agent failed")
             })
+        }
+    }
+}
+
+/// Settings given on the command line win over the file's: a supervisor (the aggregator's
+/// `[local_agent]`) runs the operator's probes with a connection and identity of its own.
+#[derive(clap::Args, Default)]
+struct Overrides {
+    /// The aggregator's QUIC address (`aggregator`).
+    #[arg(long)]
+    aggregator: Option<String>,
+    /// The name the aggregator's certificate carries (`server_name`).
+    #[arg(long)]
+    server_name: Option<String>,
+    /// The buffer's directory (`state_dir`).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// A directory holding ca.crt, agent.crt and agent.key (`ca`, `cert`, `key`).
+    #[arg(long)]
+    certs: Option<PathBuf>,
+}
+
+impl Overrides {
+    fn apply(self, config: &mut Config) {
+        if let Some(a) = self.aggregator {
+            config.aggregator = a;
+        }
+        if let Some(n) = self.server_name {
+            config.server_name = n;
+        }
+        if let Some(d) = self.state_dir {
+            config.state_dir = d;
+        }
+        if let Some(d) = self.certs {
+            config.ca = d.join("ca.crt");
+            config.cert = d.join("agent.crt");
+            config.key = d.join("agent.key");
         }
     }
 }

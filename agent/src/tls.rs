@@ -18,6 +18,8 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
     #[error("QUIC TLS setup: {0}")]
     Quic(String),
+    #[error("{}: {detail}", path.display())]
+    Certificate { path: PathBuf, detail: String },
 }
 
 pub(crate) fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -58,4 +60,44 @@ pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<quinn::Client
     let mut client = quinn::ClientConfig::new(Arc::new(quic));
     client.transport_config(Arc::new(transport()));
     Ok(client)
+}
+
+/// Who the agent's certificate says it is, as `twinwatch-agent check` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrolment {
+    /// The agent id (the certificate's common name).
+    pub agent: String,
+    /// The DC (its organisational unit).
+    pub dc: String,
+    /// The end of its validity, unix seconds.
+    pub not_after: i64,
+}
+
+/// Loads the CA, certificate and key as [`client_config`] does, and checks what a handshake
+/// would: the certificate chains to the CA and is valid now, and names an agent and a DC. A
+/// package's scripts start the agent only when this succeeds.
+pub fn check_enrolment(ca: &Path, cert: &Path, key: &Path) -> Result<Enrolment, TlsError> {
+    client_config(ca, cert, key)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs(ca)? {
+        roots.add(c)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| TlsError::Certificate { path: ca.to_owned(), detail: e.to_string() })?;
+    let chain = certs(cert)?;
+    let refused = |detail: String| TlsError::Certificate { path: cert.to_owned(), detail };
+    verifier
+        .verify_client_cert(&chain[0], &chain[1..], rustls_pki_types::UnixTime::now())
+        .map_err(|e| refused(format!("not accepted with {} as the CA: {e}", ca.display())))?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(&chain[0]).map_err(|e| refused(e.to_string()))?;
+    let first = |it: &mut dyn Iterator<Item = &x509_parser::x509::AttributeTypeAndValue>| {
+        it.next().and_then(|a| a.as_str().ok()).map(str::to_owned)
+    };
+    let subject = parsed.subject();
+    let agent = first(&mut subject.iter_common_name()).ok_or_else(|| refused("no common name (agent id)".into()))?;
+    let dc =
+        first(&mut subject.iter_organizational_unit()).ok_or_else(|| refused("no organisational unit (DC)".into()))?;
+    Ok(Enrolment { agent, dc, not_after: parsed.validity().not_after.timestamp() })
 }
