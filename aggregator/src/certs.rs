@@ -93,7 +93,14 @@ pub fn init(dir: &Path, names: &[String], force: bool) -> Result<(), CertError> 
     write(&dir.join(CA_KEY), &ca_key.serialize_pem(), true)?;
     write(&ca_path, &ca_cert.pem(), false)?;
     let issuer = Issuer::new(ca, ca_key);
-    server(dir, names, &issuer)
+    server(dir, names, &issuer)?;
+    // Run with sudo on a packaged install, the files go to the data directory's owner: the
+    // aggregator runs as its own user and reads its key and the CA's.
+    crate::watched::own_like_parent(dir);
+    for name in [CA_KEY, CA_CERT, SERVER_KEY, SERVER_CERT] {
+        crate::watched::own_like_parent(&dir.join(name));
+    }
+    Ok(())
 }
 
 fn server(dir: &Path, names: &[String], issuer: &Issuer<'_, KeyPair>) -> Result<(), CertError> {

@@ -27,6 +27,16 @@ struct File {
     remote_write: Option<Vec<RemoteWriteConfig>>,
     audit: Option<AuditFile>,
     http_tls: Option<HttpTlsFile>,
+    local_agent: Option<LocalAgentFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocalAgentFile {
+    dc: String,
+    id: Option<String>,
+    config: Option<PathBuf>,
+    binary: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -64,6 +74,20 @@ pub struct AuditConfig {
     pub keep: usize,
 }
 
+/// `[local_agent]`: an agent the aggregator runs beside itself, one more vantage point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalAgent {
+    /// Its agent id (the certificate's common name); by default this host's name.
+    pub id: String,
+    /// Its DC (on Fly.io, the DC the aggregator is in).
+    pub dc: String,
+    /// The agent's own configuration (probes, collectors); `aggregator`, `server_name`,
+    /// `state_dir` and the certificate are the aggregator's to set.
+    pub config: PathBuf,
+    /// `twinwatch-agent`, by default beside the aggregator's own binary.
+    pub binary: Option<PathBuf>,
+}
+
 /// `[http_tls]`: serve the REST API over TLS with this certificate chain and key (PEM).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpTls {
@@ -94,6 +118,8 @@ pub struct Config {
     pub checkpoint_interval: Duration,
     /// `[[remote_write]]`: remotes every stored sample is sent to.
     pub remote_write: Option<Vec<RemoteWriteConfig>>,
+    /// `[local_agent]`, when the aggregator's host is a vantage point too.
+    pub local_agent: Option<LocalAgent>,
 }
 
 impl Config {
@@ -127,6 +153,20 @@ impl Config {
             }
             if audit.keep.is_some_and(|k| k > 1000) {
                 return Err(invalid("audit.keep", "at most 1000 files"));
+            }
+        }
+        if let Some(local) = &file.local_agent {
+            let invalid = |key: &str, value: &str| ConfigError::Invalid {
+                path: path.to_owned(),
+                line: None,
+                key: format!("local_agent.{key}"),
+                message: format!("{value:?}: 1 to 64 letters, digits, '.', '_' or '-'"),
+            };
+            if !crate::identity::valid_name(&local.dc) {
+                return Err(invalid("dc", &local.dc));
+            }
+            if let Some(id) = local.id.as_deref().filter(|id| !crate::identity::valid_name(id)) {
+                return Err(invalid("id", id));
             }
         }
         Ok(Self::resolve(file, path))
@@ -170,6 +210,12 @@ impl Config {
             },
             checkpoint_interval: history.checkpoint_interval.map_or(Duration::from_secs(30), |s| s.0),
             remote_write: file.remote_write,
+            local_agent: file.local_agent.map(|l| LocalAgent {
+                id: l.id.unwrap_or_else(crate::local_agent::host_name),
+                dc: l.dc,
+                config: abs(l.config.unwrap_or_else(|| "agent.toml".into())),
+                binary: l.binary.map(abs),
+            }),
             data_dir,
         }
     }

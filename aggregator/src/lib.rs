@@ -22,6 +22,7 @@
 //!   aggregator and its CLI share.
 //! - [`status`]: `twinwatch-aggregator status`, a tree of DCs, hosts and endpoints from the API.
 //! - [`listen`]: listen addresses, IP or host name.
+//! - [`local_agent`]: an agent the aggregator runs beside itself, as one more vantage point.
 //! - [`endpoint`]: the QUIC endpoint and its restart-proof stateless-reset key.
 //! - [`config`]: the configuration file, `/etc/twinwatch/aggregator.toml` by default.
 
@@ -42,6 +43,7 @@ pub mod identity;
 pub mod ingest;
 pub mod ledger;
 pub mod listen;
+pub mod local_agent;
 pub mod remote_write;
 pub mod revocation;
 pub mod runs;
@@ -84,6 +86,8 @@ pub enum AggregatorError {
     HttpTls(TlsError),
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
+    #[error("local_agent.config: {}: {source}", path.display())]
+    LocalAgentConfig { path: std::path::PathBuf, source: std::io::Error },
 }
 
 /// Where a running aggregator listens.
@@ -95,6 +99,27 @@ pub struct Listening {
 
 async fn resolve(key: &'static str, addr: &listen::ListenAddr) -> Result<SocketAddr, AggregatorError> {
     addr.resolve().await.map_err(|source| AggregatorError::Resolve { key, addr: addr.to_string(), source })
+}
+
+/// Loads what [`run`] loads before it binds (the CA, the server certificate and key, the
+/// revocation list, the API's TLS certificate, the local agent's configuration), so that an
+/// operator or a package's scripts learn of a missing certificate before starting the service.
+pub fn check(config: &Config) -> Result<(), AggregatorError> {
+    let revocations = Arc::new(Revocations::open(config.revocations_file.clone())?);
+    tls::server_config(
+        &config.certs_dir.join(certs::CA_CERT),
+        &config.certs_dir.join(certs::SERVER_CERT),
+        &config.certs_dir.join(certs::SERVER_KEY),
+        revocations,
+    )?;
+    if let Some(t) = &config.http_tls {
+        http_tls::server_config(&t.cert, &t.key).map_err(AggregatorError::HttpTls)?;
+    }
+    if let Some(local) = &config.local_agent {
+        std::fs::metadata(&local.config)
+            .map_err(|source| AggregatorError::LocalAgentConfig { path: local.config.clone(), source })?;
+    }
+    Ok(())
 }
 
 /// Runs the aggregator until `shutdown` turns true. `on_listen` is told the bound addresses.
@@ -152,6 +177,11 @@ pub async fn run(
     tokio::spawn(ingest.watch_revocations(shutdown.clone()));
     let ready = Arc::new(AtomicBool::new(true));
     let audit = AuditLog::new(config.audit.path.clone(), config.audit.max_file_bytes, config.audit.keep);
+    let local_agent = config.local_agent.clone().map(|local| {
+        let dir = config.data_dir.join("local-agent");
+        let (certs, audit, stop) = (config.certs_dir.clone(), audit.clone(), shutdown.clone());
+        tokio::spawn(local_agent::supervise(local, certs, dir, listening.quic, audit, stop))
+    });
     let state = api::AppState {
         twin,
         store: store.clone(),
@@ -178,6 +208,9 @@ pub async fn run(
     }
     let _ = shutdown.wait_for(|s| *s).await;
     ready.store(false, Relaxed);
+    if let Some(local_agent) = local_agent {
+        let _ = local_agent.await;
+    }
     endpoint.close(0u32.into(), b"aggregator shutting down");
     let _ = checkpoints.await;
     store.flush().await?;

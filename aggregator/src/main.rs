@@ -34,6 +34,9 @@ enum Command {
         #[arg(long)]
         http_listen: Option<ListenAddr>,
     },
+    /// Validate the configuration and load every certificate `run` needs; print the settings
+    /// in force. Fails when the aggregator could not start as configured.
+    Check,
     /// Certificates: the CA, the server certificate, agent certificates and their revocation.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -159,6 +162,26 @@ fn main() -> anyhow::Result<()> {
                 });
                 twinwatch_aggregator::run(&config, rx, |_| {}).await.context("aggregator failed")
             })
+        }
+        Command::Check => {
+            let config = config()?;
+            twinwatch_aggregator::check(&config)?;
+            // Not the whole configuration: remote write credentials stay out of terminals.
+            println!("data_dir      {}", config.data_dir.display());
+            println!("quic_listen   {}", config.quic_listen);
+            println!(
+                "http_listen   {} ({})",
+                config.http_listen,
+                if config.http_tls.is_some() { "https" } else { "http" }
+            );
+            println!("certificates  {} (CA, server certificate and key load)", config.certs_dir.display());
+            for remote in config.remote_write.iter().flatten() {
+                println!("remote_write  {} {}", remote.name, remote.url);
+            }
+            if let Some(local) = &config.local_agent {
+                println!("local_agent   {} in {} with {}", local.id, local.dc, local.config.display());
+            }
+            Ok(())
         }
         Command::Certs(CertsCommand::Init { names, force }) => admin::certs_init(&config()?, &names, force),
         Command::Certs(CertsCommand::Issue { agent, dc, out, days }) => {

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use twinwatch_aggregator::auth::{Role, TokenError, Tokens};
 use twinwatch_aggregator::certs;
-use twinwatch_aggregator::config::Config;
+use twinwatch_aggregator::config::{Config, LocalAgent};
+use twinwatch_aggregator::local_agent::host_name;
 
 use crate::admin::audited;
 
@@ -22,18 +23,6 @@ fn write_secret(path: &Path, token: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))?;
     writeln!(f, "{token}")?;
     Ok(())
-}
-
-/// A name the certificate accepts, from this host's name.
-fn agent_id() -> String {
-    let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
-    let id: String =
-        host.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' }).take(64).collect();
-    if id.is_empty() {
-        "local".into()
-    } else {
-        id
-    }
 }
 
 pub async fn run(data_dir: &Path, http_port: u16, quic_port: u16) -> anyhow::Result<()> {
@@ -72,18 +61,21 @@ pub async fn run(data_dir: &Path, http_port: u16, quic_port: u16) -> anyhow::Res
         }
     }
 
-    let agent_dir = data_dir.join("agent");
-    let id = agent_id();
-    let issued = certs::issue(&config.certs_dir, &id, "local", 825, &agent_dir.join("certs"));
-    audited(&config, "certs.issue", &id, issued, |i| format!("dc local, serial {}, quickstart", i.serial))?;
-    let agent_config: PathBuf = agent_dir.join("agent.toml");
-    std::fs::write(
-        &agent_config,
-        format!(
-            "# Written by twinwatch-aggregator quickstart.\naggregator = \"127.0.0.1:{quic_port}\"\nserver_name = \"localhost\"\nstate_dir = \"{}\"\ninterval = \"1s\"\n",
-            agent_dir.display()
-        ),
-    )?;
+    // The local agent is the aggregator's `[local_agent]`: it issues the certificate, starts
+    // the agent beside itself and restarts it if it exits.
+    let agent_config: PathBuf = data_dir.join("agent.toml");
+    if !agent_config.exists() {
+        std::fs::write(
+            &agent_config,
+            "# The quickstart's agent: every source of this host each second. Add [[probe]] sections\n\
+             # (see packaging/agent.toml); the connection and certificate are the aggregator's to set.\n\
+             interval = \"1s\"\n",
+        )
+        .with_context(|| format!("writing {}", agent_config.display()))?;
+    }
+    let id = host_name();
+    config.local_agent =
+        Some(LocalAgent { id: id.clone(), dc: "local".into(), config: agent_config.clone(), binary: Some(agent_exe) });
 
     let (tx, rx) = tokio::sync::watch::channel(false);
     let (listening_tx, listening_rx) = tokio::sync::oneshot::channel();
@@ -100,14 +92,6 @@ pub async fn run(data_dir: &Path, http_port: u16, quic_port: u16) -> anyhow::Res
         return aggregator.await?.context("aggregator failed to start");
     };
 
-    let mut agent = tokio::process::Command::new(&agent_exe)
-        .arg("--config")
-        .arg(&agent_config)
-        .arg("run")
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", agent_exe.display()))?;
-
     let api = format!("http://{}", listening.http);
     println!("twinwatch quickstart: aggregator and agent {id:?} (dc \"local\") are running");
     println!("  API          {api}/api/v1/hosts");
@@ -116,16 +100,16 @@ pub async fn run(data_dir: &Path, http_port: u16, quic_port: u16) -> anyhow::Res
     println!("  admin token  {}", admin_token.display());
     println!("  try          curl -s -H \"Authorization: Bearer $(cat {})\" {api}/api/v1/hosts", read_token.display());
     println!("  status       twinwatch-aggregator status --url {api} --token-file {}", read_token.display());
+    println!("  agent config {}", agent_config.display());
     println!("Ctrl-C stops both.");
 
-    tokio::select! {
-        _ = crate::wait_for_signal() => {}
-        status = agent.wait() => tracing::error!("agent exited: {status:?}"),
-    }
-    if let Some(pid) = agent.id() {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), agent.wait()).await;
-    }
-    let _ = tx.send(true);
-    aggregator.await?.context("aggregator failed")
+    // Ctrl-C stops the aggregator, which stops the agent; an aggregator that ends by itself
+    // ends the quickstart with its error.
+    let signal = tokio::spawn(async move {
+        crate::wait_for_signal().await;
+        let _ = tx.send(true);
+    });
+    let result = aggregator.await;
+    signal.abort();
+    result?.context("aggregator failed")
 }

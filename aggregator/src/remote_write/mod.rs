@@ -29,6 +29,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::{watch, Notify};
 
 pub use config::RemoteWriteConfig;
+pub use sender::unit_random;
 
 use queue::Queue;
 use stats::Stats;

@@ -53,7 +53,7 @@ pub fn verdict(status: Option<u16>) -> Verdict {
 }
 
 /// A uniform random number in `[0, 1)` from the system's generator.
-fn unit_random() -> f64 {
+pub fn unit_random() -> f64 {
     use ring::rand::SecureRandom;
     let mut b = [0u8; 8];
     if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
