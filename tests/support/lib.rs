@@ -13,6 +13,7 @@ use serde_json::Value;
 
 pub mod backlog;
 pub mod bench;
+pub mod dist;
 pub mod http;
 pub mod netns;
 pub mod prometheus;

@@ -2,8 +2,11 @@
 //!
 //! - `cargo xtask quickstart [ARGS]`: build release binaries and run
 //!   `twinwatch-aggregator quickstart ARGS` (an aggregator and a local agent).
-//! - `cargo xtask test`: install what the tests need, build the binaries, run every test, then
-//!   fuzz the network decoders for a minute each (`cargo xtask fuzz`).
+//! - `cargo xtask test`: install what the tests need, build the binaries and the release
+//!   artefacts (`cargo xtask dist`), run every test, then fuzz the network decoders for a minute
+//!   each (`cargo xtask fuzz`).
+//! - `cargo xtask dist`: static binaries for x86_64 and aarch64, .debs for amd64 and arm64, the
+//!   UniFi OS tarball and the Fly.io build context, under `<target dir>/dist`; see `dist.rs`.
 //! - `cargo xtask bench [--seconds N]`: release binaries next to their peers (node_exporter, blackbox_exporter) in
 //!   the same run; prints medians and ratios, writes `target/bench/*.json`.
 //! - `cargo xtask dictionary`: sample this host for two minutes and train the wire's zstd
@@ -15,6 +18,7 @@
 use std::path::PathBuf;
 use std::process::{exit, Command};
 
+mod dist;
 mod fuzz;
 
 fn main() {
@@ -23,6 +27,7 @@ fn main() {
         Some("quickstart") => quickstart(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("dist") => dist::dist(&args[1..]).map(|_| ()),
         Some("dictionary") => dictionary(),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("fuzz-corpus") => fuzz::corpus(),
@@ -30,6 +35,7 @@ fn main() {
             eprintln!("usage: cargo xtask quickstart [--data-dir DIR] [--http-port P] [--quic-port Q]");
             eprintln!("       cargo xtask test [extra cargo test args]");
             eprintln!("       cargo xtask bench [--seconds N]");
+            eprintln!("       cargo xtask dist");
             eprintln!("       cargo xtask dictionary");
             eprintln!("       cargo xtask fuzz [--seconds N]");
             eprintln!("       cargo xtask fuzz-corpus");
@@ -74,11 +80,15 @@ fn run(mut cmd: Command) -> Result<(), String> {
     }
 }
 
-/// Debian packages the test suite needs, installed when missing (as root, with apt).
-const APT_PACKAGES: &[&str] = &["prometheus-node-exporter", "prometheus-blackbox-exporter", "prometheus", "iproute2"];
+/// Debian packages the test suite needs, installed when missing (as root, with apt): the peers
+/// it compares against, iproute2 for network namespaces, and what the package tests use
+/// (`systemd-analyze`, `adduser` for the .debs' scripts).
+const APT_PACKAGES: &[&str] =
+    &["prometheus-node-exporter", "prometheus-blackbox-exporter", "prometheus", "iproute2", "systemd", "adduser"];
 
-fn ensure_apt_packages() -> Result<(), String> {
-    let missing: Vec<&str> = APT_PACKAGES
+/// Installs those of `packages` that are missing.
+pub(crate) fn ensure_apt_packages(packages: &[&str]) -> Result<(), String> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| {
@@ -114,13 +124,15 @@ fn quickstart(args: &[String]) -> Result<(), String> {
 }
 
 fn test(args: &[String]) -> Result<(), String> {
-    ensure_apt_packages()?;
-    // End-to-end tests start the real binaries: build them first.
+    ensure_apt_packages(APT_PACKAGES)?;
+    // End-to-end tests start the real binaries: build them first, and the release artefacts the
+    // packaging tests install and run.
     let mut build = cargo();
     build.args(["build", "--bins", "-p", "twinwatch-agent", "-p", "twinwatch-aggregator"]);
     run(build)?;
+    let dist = dist::dist(&[])?;
     let mut test = cargo();
-    test.args(["test", "--workspace"]).args(args);
+    test.args(["test", "--workspace"]).args(args).env("TWINWATCH_DIST", dist);
     let total = run_counting(test)?;
     // The fuzzers run once the tests pass, and the count still ends the run.
     let fuzzed = fuzz::fuzz(&[]);
@@ -163,7 +175,7 @@ fn run_counting(mut cmd: Command) -> Result<String, String> {
 }
 
 fn bench(args: &[String]) -> Result<(), String> {
-    ensure_apt_packages()?;
+    ensure_apt_packages(APT_PACKAGES)?;
     let mut build = cargo();
     build.args(["build", "--release", "--bins", "-p", "twinwatch-agent", "-p", "twinwatch-aggregator"]);
     run(build)?;
