@@ -24,10 +24,18 @@ fn purge() {
     let _ = Command::new("dpkg").arg("--purge").args(PACKAGES).output();
 }
 
+/// As the package's user, the way its unit runs it; `setpriv` execs, so signals reach it.
+const AS_TWINWATCH: [&str; 3] = ["--reuid=twinwatch", "--regid=twinwatch", "--init-groups"];
+
 fn as_twinwatch(program: &str) -> Command {
     let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid=twinwatch", "--regid=twinwatch", "--init-groups", program]);
+    cmd.args(AS_TWINWATCH).arg(program);
     cmd
+}
+
+fn spawn_as_twinwatch(program: &str, args: &[&str], log: &Path) -> Proc {
+    let all: Vec<&str> = AS_TWINWATCH.iter().copied().chain([program]).chain(args.iter().copied()).collect();
+    Proc::spawn(Path::new("setpriv"), &all, log.to_owned())
 }
 
 fn uid_of(user: &str) -> Option<u32> {
@@ -122,24 +130,18 @@ fn the_amd64_packages_install_run_and_purge_cleanly() {
     let (quic, http) = (free_port(), free_port());
     let quic_addr = format!("127.0.0.1:{quic}");
     let http_addr = format!("127.0.0.1:{http}");
-    let mut aggregator = Proc::spawn(
-        Path::new("setpriv"),
-        &["--reuid=twinwatch", "--regid=twinwatch", "--init-groups", "/usr/bin/twinwatch-aggregator", "run"]
-            .into_iter()
-            .chain(["--quic-listen", &quic_addr, "--http-listen", &http_addr])
-            .collect::<Vec<_>>(),
-        tmp.path().join("aggregator.log"),
+    let mut aggregator = spawn_as_twinwatch(
+        "/usr/bin/twinwatch-aggregator",
+        &["run", "--quic-listen", &quic_addr, "--http-listen", &http_addr],
+        &tmp.path().join("aggregator.log"),
     );
     wait_for("the installed aggregator", Duration::from_secs(20), || {
         matches!(http_get(http, "/health/ready", None), Ok((200, _))).then_some(())
     });
-    let mut agent = Proc::spawn(
-        Path::new("setpriv"),
-        &["--reuid=twinwatch", "--regid=twinwatch", "--init-groups", "/usr/bin/twinwatch-agent", "run"]
-            .into_iter()
-            .chain(["--aggregator", &quic_addr, "--server-name", "localhost"])
-            .collect::<Vec<_>>(),
-        tmp.path().join("agent.log"),
+    let mut agent = spawn_as_twinwatch(
+        "/usr/bin/twinwatch-agent",
+        &["run", "--aggregator", &quic_addr, "--server-name", "localhost"],
+        &tmp.path().join("agent.log"),
     );
     let host = wait_for("the installed agent's host", Duration::from_secs(30), || {
         get_json(http, "/api/v1/hosts/deb-host", &token).filter(|h| h["memory"].is_object())
