@@ -105,21 +105,31 @@ async fn resolve(key: &'static str, addr: &listen::ListenAddr) -> Result<SocketA
 /// revocation list, the API's TLS certificate, the local agent's configuration), so that an
 /// operator or a package's scripts learn of a missing certificate before starting the service.
 pub fn check(config: &Config) -> Result<(), AggregatorError> {
-    let revocations = Arc::new(Revocations::open(config.revocations_file.clone())?);
-    tls::server_config(
-        &config.certs_dir.join(certs::CA_CERT),
-        &config.certs_dir.join(certs::SERVER_CERT),
-        &config.certs_dir.join(certs::SERVER_KEY),
-        revocations,
-    )?;
-    if let Some(t) = &config.http_tls {
-        http_tls::server_config(&t.cert, &t.key).map_err(AggregatorError::HttpTls)?;
-    }
+    load_tls(config, Arc::new(Revocations::open(config.revocations_file.clone())?))?;
     if let Some(local) = &config.local_agent {
         std::fs::metadata(&local.config)
             .map_err(|source| AggregatorError::LocalAgentConfig { path: local.config.clone(), source })?;
     }
     Ok(())
+}
+
+/// The QUIC server's TLS (the CA, the server certificate and key) and, with `[http_tls]`, the
+/// API's: what both [`check`] and [`run`] load.
+fn load_tls(
+    config: &Config,
+    revocations: Arc<Revocations>,
+) -> Result<(quinn::ServerConfig, Option<Arc<rustls::ServerConfig>>), AggregatorError> {
+    let server = tls::server_config(
+        &config.certs_dir.join(certs::CA_CERT),
+        &config.certs_dir.join(certs::SERVER_CERT),
+        &config.certs_dir.join(certs::SERVER_KEY),
+        revocations,
+    )?;
+    let http_tls = match &config.http_tls {
+        Some(t) => Some(http_tls::server_config(&t.cert, &t.key).map_err(AggregatorError::HttpTls)?),
+        None => None,
+    };
+    Ok((server, http_tls))
 }
 
 /// Runs the aggregator until `shutdown` turns true. `on_listen` is told the bound addresses.
@@ -147,16 +157,7 @@ pub async fn run(
     }
 
     let revocations = Arc::new(Revocations::open(config.revocations_file.clone())?);
-    let server = tls::server_config(
-        &config.certs_dir.join(certs::CA_CERT),
-        &config.certs_dir.join(certs::SERVER_CERT),
-        &config.certs_dir.join(certs::SERVER_KEY),
-        revocations.clone(),
-    )?;
-    let http_tls = match &config.http_tls {
-        Some(t) => Some(http_tls::server_config(&t.cert, &t.key).map_err(AggregatorError::HttpTls)?),
-        None => None,
-    };
+    let (server, http_tls) = load_tls(config, revocations.clone())?;
     let quic_addr = resolve("quic_listen", &config.quic_listen).await?;
     let http_addr = resolve("http_listen", &config.http_listen).await?;
     let endpoint = endpoint::bind(quic_addr, server, &config.data_dir.join("reset-key"))?;
