@@ -79,7 +79,7 @@ fn the_udm_install_survives_a_firmware_update_and_its_agent_runs_under_qemu() {
     let quic = format!("127.0.0.1:{}", agg.quic_port);
     let said = s.install(&["--certs", certs.to_str().unwrap(), "--aggregator", &quic, "--server-name", "localhost"]);
     assert!(said.contains("certificate: agent \"udm-pro\" in dc \"dc1\""), "{said}");
-    assert!(said.contains("started"), "{said}");
+    assert!(said.contains("twinwatch: started") && !said.contains("not started"), "{said}");
     let agent = data.join("bin/twinwatch-agent");
     assert_eq!(elf_machine(&agent), 183, "the installed agent is aarch64");
     assert!(!is_dynamic(&agent), "the installed agent is static");

@@ -82,9 +82,16 @@ fn run(mut cmd: Command) -> Result<(), String> {
 
 /// Debian packages the test suite needs, installed when missing (as root, with apt): the peers
 /// it compares against, iproute2 for network namespaces, and what the package tests use
-/// (`systemd-analyze`, `adduser` for the .debs' scripts).
-const APT_PACKAGES: &[&str] =
-    &["prometheus-node-exporter", "prometheus-blackbox-exporter", "prometheus", "iproute2", "systemd", "adduser"];
+/// (`systemd-analyze`; `adduser` and `deb-systemd-helper` for the .debs' scripts).
+const APT_PACKAGES: &[&str] = &[
+    "prometheus-node-exporter",
+    "prometheus-blackbox-exporter",
+    "prometheus",
+    "iproute2",
+    "systemd",
+    "adduser",
+    "init-system-helpers",
+];
 
 /// Installs those of `packages` that are missing.
 pub(crate) fn ensure_apt_packages(packages: &[&str]) -> Result<(), String> {
