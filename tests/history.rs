@@ -101,7 +101,17 @@ fn read(
     to: i64,
 ) -> Points {
     let idx = twin.lock().unwrap().history.host(HOST).unwrap().keys().iter().position(|k| *k == key(s)).unwrap() as u32;
-    query::read(archive, HOST, idx, (res, step), from, to, &pending(twin, idx, from, to)).unwrap()
+    query::read(
+        archive,
+        HOST,
+        idx,
+        (res, step),
+        from,
+        to,
+        &pending(twin, idx, from, to),
+        &query::Budget::new(usize::MAX),
+    )
+    .unwrap()
 }
 
 /// Checks raw points and every tier for a few series against the generated data.

@@ -29,7 +29,7 @@ pub enum AuditError {
     Io { path: PathBuf, source: std::io::Error },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// Done.
@@ -41,7 +41,7 @@ pub enum Outcome {
 }
 
 /// One admin action.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Record {
     /// RFC 3339, UTC.
     pub time: String,

@@ -14,7 +14,9 @@ use twinwatch_common::time::{parse_rfc3339, rfc3339};
 use crate::identity::valid_name;
 use crate::watched::{self, Stamp};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Read,
@@ -63,7 +65,7 @@ pub struct Grant {
 }
 
 /// A token as listed: never its secret, nor its hash.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub name: String,
     pub role: Role,

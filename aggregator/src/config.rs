@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use twinwatch_common::config::{load_toml, parse_toml, Bytes, ConfigError, Span};
 
+use crate::api::server::HttpLimits;
 use crate::history::Retention;
 use crate::listen::ListenAddr;
 use crate::remote_write::RemoteWriteConfig;
@@ -28,6 +29,16 @@ struct File {
     audit: Option<AuditFile>,
     http_tls: Option<HttpTlsFile>,
     local_agent: Option<LocalAgentFile>,
+    http: Option<HttpFile>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpFile {
+    header_timeout: Option<Span>,
+    body_timeout: Option<Span>,
+    max_body: Option<Bytes>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -120,6 +131,8 @@ pub struct Config {
     pub remote_write: Option<Vec<RemoteWriteConfig>>,
     /// `[local_agent]`, when the aggregator's host is a vantage point too.
     pub local_agent: Option<LocalAgent>,
+    /// `[http]`: the API server's limits of time, size and number.
+    pub http: HttpLimits,
 }
 
 impl Config {
@@ -153,6 +166,29 @@ impl Config {
             }
             if audit.keep.is_some_and(|k| k > 1000) {
                 return Err(invalid("audit.keep", "at most 1000 files"));
+            }
+        }
+        if let Some(http) = &file.http {
+            let invalid = |key: &str, message: &str| ConfigError::Invalid {
+                path: path.to_owned(),
+                line: None,
+                key: format!("http.{key}"),
+                message: message.into(),
+            };
+            let short = |s: &Option<Span>| {
+                s.is_some_and(|s| s.0 < Duration::from_millis(100) || s.0 > Duration::from_secs(3600))
+            };
+            if short(&http.header_timeout) {
+                return Err(invalid("header_timeout", "from 100ms to 1h"));
+            }
+            if short(&http.body_timeout) {
+                return Err(invalid("body_timeout", "from 100ms to 1h"));
+            }
+            if http.max_body.is_some_and(|b| b.0 < 1024 || b.0 > 1 << 30) {
+                return Err(invalid("max_body", "from 1KiB to 1GiB"));
+            }
+            if http.max_connections.is_some_and(|n| !(1..=1_000_000).contains(&n)) {
+                return Err(invalid("max_connections", "from 1 to 1000000"));
             }
         }
         if let Some(local) = &file.local_agent {
@@ -216,6 +252,16 @@ impl Config {
                 config: abs(l.config.unwrap_or_else(|| "agent.toml".into())),
                 binary: l.binary.map(abs),
             }),
+            http: {
+                let h = file.http.unwrap_or_default();
+                let d = HttpLimits::default();
+                HttpLimits {
+                    header_timeout: h.header_timeout.map_or(d.header_timeout, |s| s.0),
+                    body_timeout: h.body_timeout.map_or(d.body_timeout, |s| s.0),
+                    max_body: h.max_body.map_or(d.max_body, |b| b.0 as usize),
+                    max_connections: h.max_connections.unwrap_or(d.max_connections),
+                }
+            },
             data_dir,
         }
     }

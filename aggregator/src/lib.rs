@@ -183,29 +183,28 @@ pub async fn run(
         let (certs, audit, stop) = (config.certs_dir.clone(), audit.clone(), shutdown.clone());
         tokio::spawn(local_agent::supervise(local, certs, dir, listening.quic, audit, stop))
     });
-    let state = api::AppState {
+    let http_stats = Arc::new(api::server::HttpStats::default());
+    let state = api::AppState::new(
         twin,
-        store: store.clone(),
-        access: Arc::new(api::access::Access::new(auth::Tokens::new(config.tokens_file.clone()), revocations, audit)),
-        ready: ready.clone(),
-        offline_after: config.offline_after,
-        metrics_open: config.metrics_open,
-    };
+        store.clone(),
+        Arc::new(api::access::Access::new(auth::Tokens::new(config.tokens_file.clone()), revocations, audit)),
+        ready.clone(),
+        config.offline_after,
+        config.metrics_open,
+        api::limits::BodyLimits { max_bytes: config.http.max_body, timeout: config.http.body_timeout },
+        http_stats.clone(),
+    );
     let scheme = if http_tls.is_some() { "https" } else { "http" };
     tracing::info!(quic = %listening.quic, http = %listening.http, scheme, "aggregator listening");
     on_listen(listening);
 
-    let mut stop = shutdown.clone();
-    let stopped = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
-    let app = api::router(state).into_make_service_with_connect_info::<api::access::Peer>();
+    let app = api::router(state);
     match http_tls {
         Some(tls) => {
             let listener = http_tls::TlsListener::new(listener, tls).map_err(AggregatorError::Http)?;
-            axum::serve(listener, app).with_graceful_shutdown(stopped).await.map_err(AggregatorError::Http)?;
+            api::server::serve(listener, app, config.http, http_stats, shutdown.clone()).await;
         }
-        None => axum::serve(listener, app).with_graceful_shutdown(stopped).await.map_err(AggregatorError::Http)?,
+        None => api::server::serve(listener, app, config.http, http_stats, shutdown.clone()).await,
     }
     let _ = shutdown.wait_for(|s| *s).await;
     ready.store(false, Relaxed);

@@ -101,7 +101,7 @@ pub struct HostTwin {
 }
 
 /// How current a host's twin is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HostStatus {
     Online,

@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask quickstart [ARGS]`: build release binaries and run
 //!   `twinwatch-aggregator quickstart ARGS` (an aggregator and a local agent).
-//! - `cargo xtask test`: install what the tests need, build the binaries and the release
+//! - `cargo xtask test`: install what the tests need (Debian packages, schemathesis in a virtual
+//!   environment), build the binaries and the release
 //!   artefacts (`cargo xtask dist`), run every test, then fuzz the network decoders for a minute
 //!   each (`cargo xtask fuzz`).
 //! - `cargo xtask dist`: static binaries for x86_64 and aarch64, .debs for amd64 and arm64, the
@@ -120,6 +121,28 @@ pub(crate) fn ensure_apt_packages(packages: &[&str]) -> Result<(), String> {
     run(install)
 }
 
+/// schemathesis, at the versions `tests/schemathesis/requirements.txt` pins, in a virtual
+/// environment under the target directory (made again when the pins change); returns its `st`.
+fn ensure_schemathesis() -> Result<PathBuf, String> {
+    let pins = workspace().join("tests/schemathesis/requirements.txt");
+    let wanted = std::fs::read_to_string(&pins).map_err(|e| format!("{}: {e}", pins.display()))?;
+    let venv = target_dir().join("schemathesis");
+    let st = venv.join("bin/st");
+    let stamp = venv.join("installed-requirements.txt");
+    if st.exists() && std::fs::read_to_string(&stamp).is_ok_and(|had| had == wanted) {
+        return Ok(st);
+    }
+    let _ = std::fs::remove_dir_all(&venv);
+    let mut make = Command::new("python3");
+    make.args(["-m", "venv"]).arg(&venv);
+    run(make)?;
+    let mut install = Command::new(venv.join("bin/pip"));
+    install.args(["install", "--quiet", "--disable-pip-version-check", "--no-input", "-r"]).arg(&pins);
+    run(install)?;
+    std::fs::write(&stamp, wanted).map_err(|e| format!("{}: {e}", stamp.display()))?;
+    Ok(st)
+}
+
 fn quickstart(args: &[String]) -> Result<(), String> {
     let mut build = cargo();
     build.args(["build", "--release", "--bins", "-p", "twinwatch-agent", "-p", "twinwatch-aggregator"]);
@@ -138,8 +161,12 @@ fn test(args: &[String]) -> Result<(), String> {
     build.args(["build", "--bins", "-p", "twinwatch-agent", "-p", "twinwatch-aggregator"]);
     run(build)?;
     let dist = dist::dist(&[])?;
+    let schemathesis = ensure_schemathesis()?;
     let mut test = cargo();
-    test.args(["test", "--workspace"]).args(args).env("TWINWATCH_DIST", dist);
+    test.args(["test", "--workspace"])
+        .args(args)
+        .env("TWINWATCH_DIST", dist)
+        .env("TWINWATCH_SCHEMATHESIS", schemathesis);
     let total = run_counting(test)?;
     // The fuzzers run once the tests pass, and the count still ends the run.
     let fuzzed = fuzz::fuzz(&[]);

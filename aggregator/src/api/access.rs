@@ -10,38 +10,24 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::serve::IncomingStream;
 
 use super::{ApiError, AppState};
 use crate::audit::{AuditLog, Outcome, Record};
 use crate::auth::{Role, Tokens};
-use crate::http_tls::TlsListener;
 use crate::ingest::now_ms;
 use crate::revocation::Revocations;
 
 /// A refused admin attempt by the same token is audited at most this often.
 const DENIED_AUDIT_EVERY_MS: i64 = 10_000;
 
-/// The client's address, as the server accepted the connection (plain or TLS).
+/// The client's address, as the server accepted the connection (plain or TLS); the server
+/// ([`super::server`]) puts it in every request as `ConnectInfo<Peer>`.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
-
-impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        Peer(*stream.remote_addr())
-    }
-}
-
-impl Connected<IncomingStream<'_, TlsListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
-        Peer(*stream.remote_addr())
-    }
-}
 
 /// Who made a request: inserted by the auth layer for handlers to use.
 #[derive(Debug, Clone)]

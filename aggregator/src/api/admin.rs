@@ -58,13 +58,21 @@ fn body<T: for<'de> Deserialize<'de> + Default>(bytes: &Bytes) -> Result<T, ApiE
     serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("JSON body: {e}")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/tokens",
+    tag = "admin",
+    summary = "API tokens: names, roles, creation times (never secrets)",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Every token", body = Vec<crate::auth::TokenInfo>), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody)),
+)]
 pub async fn tokens_list(State(state): State<AppState>) -> Result<Json<Vec<TokenInfo>>, ApiError> {
     let access = state.access.clone();
     let list = blocking(move || access.tokens.list()).await?.map_err(ApiError::internal)?;
     Ok(Json(list))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewToken {
     role: Option<Role>,
@@ -81,6 +89,15 @@ fn token_error(e: TokenError) -> ApiError {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/tokens",
+    tag = "admin",
+    summary = "A new token; its secret is in this answer only",
+    request_body(content = Option<NewToken>, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses((status = 201, description = "The new token, with its secret", body = serde_json::Value), (status = 400, description = "A parameter is not valid", body = crate::api::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody), (status = 409, description = "A token of that name exists", body = crate::api::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::api::openapi::ErrorBody)),
+)]
 pub async fn tokens_create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -105,6 +122,15 @@ pub async fn tokens_create(
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/tokens/{name}",
+    tag = "admin",
+    summary = "Revoke a token",
+    params(("name" = String, Path, description = "The token's name")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "Revoked", body = serde_json::Value), (status = 400, description = "A parameter is not valid", body = crate::api::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody), (status = 404, description = "No such thing", body = crate::api::openapi::ErrorBody)),
+)]
 pub async fn tokens_revoke(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -118,13 +144,23 @@ pub async fn tokens_revoke(
     Ok(Json(json!({ "name": gone.name, "role": gone.role, "revoked": true })))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RevokeBody {
     #[serde(default)]
     reason: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/agents/{id}/revoke",
+    tag = "admin",
+    summary = "Refuse an agent's certificates issued until now; a connected agent is closed",
+    params(("id" = String, Path, description = "The agent's id")),
+    request_body(content = Option<RevokeBody>, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The revocation", body = serde_json::Value), (status = 400, description = "A parameter is not valid", body = crate::api::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody), (status = 413, description = "Body too large", body = crate::api::openapi::ErrorBody)),
+)]
 pub async fn agent_revoke(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -150,6 +186,14 @@ pub async fn agent_revoke(
     Ok(Json(revocation.to_json()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/revocations",
+    tag = "admin",
+    summary = "The revocation list",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Every revocation", body = serde_json::Value), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody)),
+)]
 pub async fn revocations_list(State(state): State<AppState>) -> Json<Value> {
     let (_, list) = state.access.revocations.current();
     Json(json!({ "revocations": list.entries().iter().map(|r| r.to_json()).collect::<Vec<_>>() }))
@@ -160,6 +204,15 @@ pub struct AuditQuery {
     limit: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/audit",
+    tag = "admin",
+    summary = "The newest audit records first",
+    params(("limit" = Option<usize>, Query, description = "How many, 1 to 1000 (default 100)", minimum = 1, maximum = 1000)),
+    security(("bearer" = [])),
+    responses((status = 200, description = "Audit records", body = Vec<crate::audit::Record>), (status = 400, description = "A parameter is not valid", body = crate::api::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody)),
+)]
 pub async fn audit_list(
     State(state): State<AppState>,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,

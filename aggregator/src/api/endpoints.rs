@@ -25,6 +25,15 @@ fn scope(state: &AppState, query: Params) -> Result<Scope, ApiError> {
     Ok(Scope { now_ms: now_ms(), offline_after_ms: state.offline_after.as_millis() as i64, window })
 }
 
+#[utoipa::path(
+    get,
+    path = "/endpoints",
+    tag = "endpoints",
+    summary = "Every probed endpoint with its state per vantage (DC)",
+    params(("window" = Option<String>, Query, description = "Span of the statistics, a duration such as `15m` (default `1h`)")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "Every endpoint", body = [Endpoint<VantageSummary>]), (status = 400, description = "A parameter is not valid", body = crate::api::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody)),
+)]
 pub async fn list(
     State(state): State<AppState>,
     query: Params,
@@ -33,6 +42,15 @@ pub async fn list(
     Ok(Json(view::list(&state.twin(), &scope)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/endpoints/{id}",
+    tag = "endpoints",
+    summary = "One endpoint: per-vantage latency percentiles, success rate, statuses, TLS, schema results, verdict",
+    params(("id" = String, Path, description = "The endpoint's id"), ("window" = Option<String>, Query, description = "Span of the statistics, a duration such as `15m` (default `1h`)")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The endpoint", body = Endpoint<VantageDetail>), (status = 400, description = "A parameter is not valid", body = crate::api::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody), (status = 404, description = "No such thing", body = crate::api::openapi::ErrorBody)),
+)]
 pub async fn one(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -43,6 +61,15 @@ pub async fn one(
     endpoint.map(Json).ok_or_else(|| ApiError::not_found(format!("no endpoint {id:?}")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/services",
+    tag = "endpoints",
+    summary = "Every service probed from its OpenAPI spec: coverage and endpoints per vantage",
+    params(("window" = Option<String>, Query, description = "Span of the statistics, a duration such as `15m` (default `1h`)")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "Every service", body = Vec<Service>), (status = 400, description = "A parameter is not valid", body = crate::api::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody)),
+)]
 pub async fn services(State(state): State<AppState>, query: Params) -> Result<Json<Vec<Service>>, ApiError> {
     let scope = scope(&state, query)?;
     Ok(Json(view::services(&state.twin(), &scope)))

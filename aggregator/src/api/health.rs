@@ -11,6 +11,13 @@ use super::AppState;
 use crate::ingest::now_ms;
 use crate::twin::HostStatus;
 
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    summary = "The aggregator's own health: readiness, hosts by status, storage",
+    responses((status = 200, description = "Ready", body = serde_json::Value), (status = 503, description = "Starting", body = serde_json::Value)),
+)]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let ready = state.ready.load(Relaxed);
     let now = now_ms();
@@ -33,10 +40,24 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     (code, Json(body))
 }
 
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    tag = "health",
+    summary = "Alive",
+    responses((status = 200, description = "Alive", body = serde_json::Value)),
+)]
 pub async fn live() -> Json<Value> {
     Json(json!({ "status": "alive" }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "health",
+    summary = "Ready: storage open, QUIC listening",
+    responses((status = 200, description = "Ready", body = serde_json::Value), (status = 503, description = "Starting", body = serde_json::Value)),
+)]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     if state.ready.load(Relaxed) {
         (StatusCode::OK, Json(json!({ "status": "ready" })))

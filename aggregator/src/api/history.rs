@@ -18,13 +18,23 @@ use twinwatch_common::sample::{Kind, SeriesKey};
 use twinwatch_common::time::rfc3339;
 
 use super::{ApiError, AppState};
-use crate::history::query::{self, Pending, Points, MAX_POINTS};
+use crate::history::archive::ArchiveError;
+use crate::history::query::{self, Budget, Pending, Points, MAX_POINTS, MAX_RAW_POINTS};
 use crate::history::recorder::WINDOW_MS;
 use crate::ingest::now_ms;
 
 const RESERVED: [&str; 5] = ["from", "to", "step", "rate", "trend"];
 
 /// `GET /api/v1/hosts/{id}/metrics`: every series name the host has history for, with its label sets.
+#[utoipa::path(
+    get,
+    path = "/hosts/{id}/metrics",
+    tag = "history",
+    summary = "Every series name a host has history for, with its label sets",
+    params(("id" = String, Path, description = "The host's id (its agent certificate's name)")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "Series names and label sets", body = serde_json::Value), (status = 400, description = "A parameter is not valid", body = crate::api::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody), (status = 404, description = "No such thing", body = crate::api::openapi::ErrorBody)),
+)]
 pub async fn names(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let twin = state.twin();
     let rec = twin.history.host(&id).ok_or_else(|| ApiError::not_found(format!("no history for host {id:?}")))?;
@@ -43,24 +53,50 @@ pub async fn names(State(state): State<AppState>, Path(id): Path<String>) -> Res
     Ok(Json(json!({ "host": id, "metrics": names })))
 }
 
+/// Earliest time a query may name: the Unix epoch (history holds nothing before it).
+const MIN_TIME_MS: i64 = 0;
+/// Latest: the end of year 9999, the last instant RFC 3339 can write.
+const MAX_TIME_MS: i64 = 253_402_300_799_999;
+/// Longest step: a year.
+const MAX_STEP_MS: i64 = 366 * 86_400_000;
+
+/// `s` as milliseconds since the epoch: unix seconds (a finite number) or RFC 3339, between 1970
+/// and the end of 9999. Anything else is a 400 that says what was wrong.
 fn parse_time(name: &str, s: &str) -> Result<i64, ApiError> {
-    if let Ok(secs) = f64::from_str(s) {
-        return Ok((secs * 1000.0) as i64);
+    let ms = match f64::from_str(s) {
+        Ok(secs) if !secs.is_finite() => {
+            return Err(ApiError::bad_request(format!("`{name}` must be a finite number of unix seconds, not {s:?}")))
+        }
+        Ok(secs) => secs * 1000.0,
+        Err(_) => match time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
+            Ok(t) => (t.unix_timestamp_nanos() / 1_000_000) as f64,
+            Err(_) => {
+                return Err(ApiError::bad_request(format!("`{name}` must be RFC 3339 or unix seconds, not {s:?}")))
+            }
+        },
+    };
+    if !(MIN_TIME_MS as f64..=MAX_TIME_MS as f64).contains(&ms) {
+        return Err(ApiError::bad_request(format!(
+            "`{name}` = {s:?} is outside 1970-01-01T00:00:00Z ..= 9999-12-31T23:59:59Z"
+        )));
     }
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-        .map_err(|_| ApiError::bad_request(format!("`{name}` must be RFC 3339 or unix seconds, not {s:?}")))
+    Ok(ms as i64)
 }
 
+/// `s` as milliseconds: seconds, or a duration such as `5m`; from 1 ms to a year.
 fn parse_step(s: &str) -> Result<i64, ApiError> {
     let ms = match f64::from_str(s) {
-        Ok(secs) => (secs * 1000.0) as i64,
-        Err(_) => Span::from_str(s).map_err(ApiError::bad_request)?.0.as_millis() as i64,
+        Ok(secs) if secs.is_finite() => secs * 1000.0,
+        Ok(_) => return Err(ApiError::bad_request(format!("`step` must be a finite number of seconds, not {s:?}"))),
+        Err(_) => Span::from_str(s).map_err(|e| ApiError::bad_request(format!("`step`: {e}")))?.0.as_millis() as f64,
     };
-    if ms < 1 {
-        return Err(ApiError::bad_request("`step` must be positive"));
+    if ms < 1.0 {
+        return Err(ApiError::bad_request(format!("`step` must be at least 1 ms, not {s:?}")));
     }
-    Ok(ms)
+    if ms > MAX_STEP_MS as f64 {
+        return Err(ApiError::bad_request(format!("`step` must be at most a year, not {s:?}")));
+    }
+    Ok(ms as i64)
 }
 
 fn flag(params: &HashMap<String, String>, name: &str) -> bool {
@@ -75,6 +111,15 @@ struct Selected {
 }
 
 /// `GET /api/v1/hosts/{id}/metrics/{metric}`.
+#[utoipa::path(
+    get,
+    path = "/hosts/{id}/metrics/{metric}",
+    tag = "history",
+    summary = "History of one metric's series over a range, raw or from a rollup",
+    params(("id" = String, Path, description = "The host's id (its agent certificate's name)"), ("metric" = String, Path, description = "A series name, e.g. `node_load1`"), ("from" = Option<String>, Query, description = "Start: RFC 3339 or unix seconds, 1970 to 9999 (default: an hour before `to`)"), ("to" = Option<String>, Query, description = "End: RFC 3339 or unix seconds (default: now)"), ("step" = Option<String>, Query, description = "Seconds or a duration such as `5m`, 1 ms to a year; 60 s or more reads rollups"), ("rate" = Option<bool>, Query, description = "Counters as per-second rates"), ("trend" = Option<bool>, Query, description = "Add each series' mean over the window before, and the change")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "Points per series", body = serde_json::Value), (status = 400, description = "A parameter is not valid", body = crate::api::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody), (status = 404, description = "No such thing", body = crate::api::openapi::ErrorBody)),
+)]
 pub async fn series(
     State(state): State<AppState>,
     Path((id, metric)): Path<(String, String)>,
@@ -82,9 +127,10 @@ pub async fn series(
 ) -> Result<Json<Value>, ApiError> {
     let now = now_ms();
     let to = params.get("to").map(|s| parse_time("to", s)).transpose()?.unwrap_or(now);
-    let from = params.get("from").map(|s| parse_time("from", s)).transpose()?.unwrap_or(to - 3_600_000);
+    let from =
+        params.get("from").map(|s| parse_time("from", s)).transpose()?.unwrap_or((to - 3_600_000).max(MIN_TIME_MS));
     if from >= to {
-        return Err(ApiError::bad_request("`from` must be before `to`"));
+        return Err(ApiError::bad_request(format!("`from` ({}) must be before `to` ({})", rfc3339(from), rfc3339(to))));
     }
     let step = params.get("step").map(|s| parse_step(s)).transpose()?;
     if step.is_some_and(|s| (to - from) / s > MAX_POINTS) {
@@ -125,9 +171,16 @@ pub async fn series(
     };
 
     let mut out = Vec::new();
+    let budget = Budget::new(MAX_RAW_POINTS);
     for (s, pending) in selected.iter().zip(&pending) {
         let read = |from: i64, to: i64| {
-            query::read(&state.store.archive, &id, s.idx, plan, from, to, pending).map_err(ApiError::internal)
+            query::read(&state.store.archive, &id, s.idx, plan, from, to, pending, &budget).map_err(|e| match e {
+                ArchiveError::TooManyPoints { limit } => ApiError::bad_request(format!(
+                    "this range holds more than {limit} raw points: give a larger `step` (60 or more reads rollups) \
+                     or a shorter range"
+                )),
+                e => ApiError::internal(e),
+            })
         };
         let points = read(from, to)?;
         let values = query::values(&points, s.counter);
@@ -169,5 +222,49 @@ fn render(points: &Points, rates: Option<&[(i64, f64)]>) -> Value {
             .iter()
             .map(|b| json!({ "t": b.start_ms, "min": b.min, "max": b.max, "avg": b.avg(), "last": b.last, "count": b.count }))
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_step, parse_time, MAX_TIME_MS};
+
+    #[test]
+    fn times_outside_1970_to_9999_or_not_finite_are_refused() {
+        for bad in [
+            "-inf",
+            "inf",
+            "NaN",
+            "-1e300",
+            "1e300",
+            "-9223372036854775808",
+            "9223372036854775807",
+            "-1",
+            "9e15",
+            "10000-01-01T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "2026-02-30T00:00:00Z",
+            "yesterday",
+            "",
+        ] {
+            let e = parse_time("from", bad).expect_err(bad);
+            assert_eq!(e.status, 400, "{bad}");
+            assert!(e.detail.as_str().is_some_and(|d| d.contains("`from`")), "{bad}: {:?}", e.detail);
+        }
+        assert_eq!(parse_time("to", "0").unwrap(), 0);
+        assert_eq!(parse_time("to", "1.5").unwrap(), 1500);
+        assert_eq!(parse_time("to", "2026-12-07T00:00:00Z").unwrap(), 1_796_601_600_000);
+        assert_eq!(parse_time("to", "9999-12-31T23:59:59.999Z").unwrap(), MAX_TIME_MS);
+    }
+
+    #[test]
+    fn steps_from_a_millisecond_to_a_year() {
+        for bad in ["0", "-5", "NaN", "inf", "1e300", "0.0001", "100000000000000d", "400d", "5x", ""] {
+            assert_eq!(parse_step(bad).expect_err(bad).status, 400, "{bad}");
+        }
+        assert_eq!(parse_step("0.001").unwrap(), 1);
+        assert_eq!(parse_step("60").unwrap(), 60_000);
+        assert_eq!(parse_step("5m").unwrap(), 300_000);
+        assert_eq!(parse_step("366d").unwrap(), 366 * 86_400_000);
     }
 }

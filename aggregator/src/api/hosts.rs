@@ -28,6 +28,14 @@ fn summary(host: &HostTwin, now: i64, offline_after: i64) -> Value {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/hosts",
+    tag = "hosts",
+    summary = "Every host twin: id, DC, hostname, status, last seen, agent version",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Every host", body = serde_json::Value), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody)),
+)]
 pub async fn list(State(state): State<AppState>) -> Json<Value> {
     let now = now_ms();
     let offline_after = state.offline_after.as_millis() as i64;
@@ -35,6 +43,15 @@ pub async fn list(State(state): State<AppState>) -> Json<Value> {
     Json(Value::Array(twin.hosts().map(|h| summary(h, now, offline_after)).collect()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/hosts/{id}",
+    tag = "hosts",
+    summary = "One host's current twin: identity, latest metrics in sections, filesystems, interfaces, processes, probes",
+    params(("id" = String, Path, description = "The host's id (its agent certificate's name)")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The host's twin", body = serde_json::Value), (status = 400, description = "A parameter is not valid", body = crate::api::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody), (status = 404, description = "No such thing", body = crate::api::openapi::ErrorBody)),
+)]
 pub async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let now = now_ms();
     let offline_after = state.offline_after.as_millis() as i64;
@@ -43,6 +60,15 @@ pub async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Resul
     Ok(Json(detail(host, now, offline_after)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/hosts/{id}/batches",
+    tag = "hosts",
+    summary = "What the aggregator stored of a host's batches: counters and stored runs per incarnation",
+    params(("id" = String, Path, description = "The host's id (its agent certificate's name)")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "Ingest counters and stored runs", body = serde_json::Value), (status = 400, description = "A parameter is not valid", body = crate::api::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody), (status = 404, description = "No such thing", body = crate::api::openapi::ErrorBody)),
+)]
 pub async fn batches(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let twin = state.twin();
     let host = twin.host(&id).ok_or_else(|| ApiError::not_found(format!("no host {id:?}")))?;

@@ -8,6 +8,14 @@ use super::AppState;
 use crate::exposition;
 use crate::ingest::now_ms;
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "metrics",
+    summary = "Prometheus text exposition: the aggregator's own metrics and every twin's latest values",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody)),
+)]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let offline_after = state.offline_after.as_millis() as i64;
     let mut body = String::with_capacity(64 * 1024);

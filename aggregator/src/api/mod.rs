@@ -7,20 +7,26 @@
 
 pub mod access;
 mod admin;
+mod bare_status;
 mod endpoints;
 mod error;
 mod health;
 mod history;
 mod hosts;
+pub mod limits;
 mod metrics;
+pub mod openapi;
+pub mod server;
 
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use axum::middleware::from_fn_with_state;
-use axum::routing::{delete, get, post};
+use axum::middleware::{from_fn_with_state, map_response};
 use axum::Router;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 
@@ -39,46 +45,95 @@ pub struct AppState {
     pub offline_after: Duration,
     /// `/metrics` without a token.
     pub metrics_open: bool,
+    /// Request bodies' size and time.
+    pub body_limits: limits::BodyLimits,
+    /// What the HTTP server refused, for `/metrics`.
+    pub http_stats: Arc<server::HttpStats>,
+    /// The OpenAPI description, set by [`router`].
+    description: Arc<OnceLock<String>>,
 }
 
 impl AppState {
     fn twin(&self) -> std::sync::MutexGuard<'_, Twin> {
         self.twin.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The state around these parts, with the description yet to be made by [`router`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        twin: Arc<Mutex<Twin>>,
+        store: Arc<Store>,
+        access: Arc<access::Access>,
+        ready: Arc<AtomicBool>,
+        offline_after: Duration,
+        metrics_open: bool,
+        body_limits: limits::BodyLimits,
+        http_stats: Arc<server::HttpStats>,
+    ) -> Self {
+        AppState {
+            twin,
+            store,
+            access,
+            ready,
+            offline_after,
+            metrics_open,
+            body_limits,
+            http_stats,
+            description: Arc::new(OnceLock::new()),
+        }
+    }
 }
 
-pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/hosts", get(hosts::list))
-        .route("/hosts/{id}", get(hosts::one))
-        .route("/hosts/{id}/batches", get(hosts::batches))
-        .route("/hosts/{id}/metrics", get(history::names))
-        .route("/hosts/{id}/metrics/{metric}", get(history::series))
-        .route("/endpoints", get(endpoints::list))
-        .route("/endpoints/{id}", get(endpoints::one))
-        .route("/services", get(endpoints::services))
+/// The routes and their description, before the state is given.
+fn routes(state: &AppState) -> OpenApiRouter<AppState> {
+    let read = OpenApiRouter::new()
+        .routes(routes!(hosts::list))
+        .routes(routes!(hosts::one))
+        .routes(routes!(hosts::batches))
+        .routes(routes!(history::names))
+        .routes(routes!(history::series))
+        .routes(routes!(endpoints::list))
+        .routes(routes!(endpoints::one))
+        .routes(routes!(endpoints::services))
+        .routes(routes!(openapi::description))
         .layer(from_fn_with_state(state.clone(), access::require_read));
-    let admin = Router::new()
-        .route("/tokens", get(admin::tokens_list).post(admin::tokens_create))
-        .route("/tokens/{name}", delete(admin::tokens_revoke))
-        .route("/agents/{id}/revoke", post(admin::agent_revoke))
-        .route("/revocations", get(admin::revocations_list))
-        .route("/audit", get(admin::audit_list))
+    let admin = OpenApiRouter::new()
+        .routes(routes!(admin::tokens_list, admin::tokens_create))
+        .routes(routes!(admin::tokens_revoke))
+        .routes(routes!(admin::agent_revoke))
+        .routes(routes!(admin::revocations_list))
+        .routes(routes!(admin::audit_list))
         .layer(from_fn_with_state(state.clone(), access::require_admin));
-    let metrics = Router::new().route("/metrics", get(metrics::metrics));
+    let metrics = OpenApiRouter::new().routes(routes!(metrics::metrics));
     let metrics = if state.metrics_open {
         metrics
     } else {
         metrics.layer(from_fn_with_state(state.clone(), access::require_read))
     };
-    Router::new()
+    OpenApiRouter::with_openapi(openapi::Frame::openapi())
         .merge(metrics)
-        .route("/health", get(health::health))
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
-        .nest("/api/v1", api.merge(admin))
-        .fallback(|| async { ApiError::not_found("no such path") })
+        .routes(routes!(health::health))
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .nest("/api/v1", read.merge(admin))
+}
+
+/// The whole app: every route, bodies bounded ([`limits`]), every error answer as JSON
+/// ([`error::as_json`]), and the description at `/api/v1/openapi.json`.
+pub fn router(state: AppState) -> Router {
+    let (app, description) = routes(&state).split_for_parts();
+    let json = description.to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    let _ = state.description.set(json);
+    let limits = state.body_limits;
+    app.fallback(|| async { ApiError::not_found("no such path") })
         .with_state(state)
+        .layer(from_fn_with_state(limits, limits::bounded_body))
+        .layer(map_response(error::as_json))
+}
+
+/// The description alone, for tests and the `openapi` subcommand.
+pub fn description(state: &AppState) -> utoipa::openapi::OpenApi {
+    routes(state).into_openapi()
 }
 
 /// An app state for in-process tests: a store, tokens, revocations and audit log under `dir`.
@@ -94,5 +149,8 @@ pub(crate) fn test_state(dir: &std::path::Path, twin: Twin) -> AppState {
         ready: Arc::new(AtomicBool::new(true)),
         offline_after: Duration::from_secs(60),
         metrics_open: false,
+        body_limits: limits::BodyLimits { max_bytes: 1 << 20, timeout: Duration::from_secs(10) },
+        http_stats: Arc::default(),
+        description: Arc::default(),
     }
 }

@@ -14,7 +14,7 @@ use twinwatch_common::probe::PHASES;
 use super::ProbeResult;
 
 /// Latency of the whole probe, seconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Latency {
     pub p50: Option<f64>,
     pub p95: Option<f64>,
@@ -23,7 +23,7 @@ pub struct Latency {
 }
 
 /// Median and 95th percentile of one HTTP phase, seconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Spread {
     pub median: Option<f64>,
     pub p95: Option<f64>,

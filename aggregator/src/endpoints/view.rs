@@ -49,7 +49,7 @@ pub struct Scope {
     pub window: Window,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum VantageStatus {
     Up,
@@ -57,7 +57,7 @@ pub enum VantageStatus {
     Unknown,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     /// Every vantage that knows sees it up.
@@ -94,7 +94,7 @@ pub fn verdict<'a>(vantages: impl IntoIterator<Item = (&'a str, VantageStatus)>)
 }
 
 /// What `twinwatch_probe_info` says about the endpoint.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct ProbeInfo {
     pub kind: Option<String>,
     pub target: Option<String>,
@@ -109,7 +109,7 @@ pub struct ProbeInfo {
 }
 
 /// One endpoint; `V` is a [`VantageSummary`] in the list and a [`VantageDetail`] alone.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Endpoint<V> {
     pub id: String,
     #[serde(flatten)]
@@ -120,7 +120,7 @@ pub struct Endpoint<V> {
     pub vantages: Vec<V>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VantageSummary {
     pub host: String,
     pub dc: String,
@@ -134,7 +134,7 @@ pub struct VantageSummary {
     pub success_rate: Option<f64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VantageDetail {
     #[serde(flatten)]
     pub summary: VantageSummary,
@@ -159,7 +159,7 @@ pub struct VantageDetail {
 }
 
 /// One HTTP phase, seconds: the last result's, and the window's median and 95th percentile.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Phase {
     pub last: Option<f64>,
     pub median: Option<f64>,
@@ -167,7 +167,7 @@ pub struct Phase {
 }
 
 /// The HTTP phases in the order they happen, and time to first byte (all but `transfer`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Phases {
     pub resolve: Phase,
     pub connect: Phase,
@@ -178,7 +178,7 @@ pub struct Phases {
 }
 
 /// The last result, from the host twin's current series.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Last {
     pub timestamp: String,
     pub timestamp_ms: i64,
@@ -195,7 +195,7 @@ pub struct Last {
     pub duration: Option<f64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Tls {
     pub leaf_expiry: Option<String>,
     pub leaf_expiry_unix: Option<i64>,
@@ -212,27 +212,27 @@ pub struct Tls {
     pub verified: Option<bool>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Dns {
     pub lookup_seconds: Option<f64>,
     pub answer_count: Option<u32>,
     pub answers: Vec<String>,
 }
 
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 pub struct Violation {
     pub pointer: String,
     pub message: String,
 }
 
 /// Schema validation of an OpenAPI-generated probe's last response.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Schema {
     pub count: u32,
     pub violations: Vec<Violation>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Coverage {
     pub operations: Option<u32>,
     pub probed: Option<u32>,
@@ -240,7 +240,7 @@ pub struct Coverage {
     pub ratio: Option<f64>,
 }
 
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 pub struct Unprobed {
     pub operation: String,
     pub method: String,
@@ -249,7 +249,7 @@ pub struct Unprobed {
 }
 
 /// A service as one host sees it: its spec and how much of it is probed.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ServiceState {
     pub name: String,
     pub coverage: Coverage,
@@ -262,7 +262,7 @@ pub struct ServiceState {
     pub unprobed: Vec<Unprobed>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ServiceVantage {
     pub host: String,
     pub dc: String,
@@ -271,7 +271,7 @@ pub struct ServiceVantage {
     pub state: ServiceState,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ServiceEndpoint {
     pub id: String,
     pub operation: Option<String>,
@@ -279,7 +279,7 @@ pub struct ServiceEndpoint {
 }
 
 /// A service: one line of figures over all its endpoints and vantages, then the parts.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Service {
     pub name: String,
     pub window: String,

@@ -37,6 +37,9 @@ pub enum ArchiveError {
     Rollup(#[from] RollupError),
     #[error("stored series key does not decode: {0}")]
     Series(String),
+    /// A read would hold more raw points than its budget allows.
+    #[error("the range holds more than {limit} raw points")]
+    TooManyPoints { limit: usize },
 }
 
 /// What one compaction or retention pass did.
@@ -176,6 +179,22 @@ impl Archive {
 
     /// Every stored point of series `idx` of `host` in `[from, to)`.
     pub fn raw(&self, host: &str, idx: u32, from: i64, to: i64) -> Result<Option<Column>, ArchiveError> {
+        let mut unlimited = usize::MAX;
+        self.raw_bounded(host, idx, from, to, &mut unlimited)
+    }
+
+    /// [`Archive::raw`], taking the points it keeps from `budget` and failing with
+    /// [`ArchiveError::TooManyPoints`] once it is spent, so that a wide query stops at a memory
+    /// bound instead of decoding the whole retention.
+    pub fn raw_bounded(
+        &self,
+        host: &str,
+        idx: u32,
+        from: i64,
+        to: i64,
+        budget: &mut usize,
+    ) -> Result<Option<Column>, ArchiveError> {
+        let limit = *budget;
         let _r = self.segments.read().unwrap_or_else(|e| e.into_inner());
         let mut out: Option<Column> = None;
         let Some((first, last)) = self.stored_times(b"r")? else {
@@ -187,6 +206,7 @@ impl Archive {
                 let (_, v) = item?;
                 if let Some(mut col) = segment::decode(window, &v, Some(idx))?.remove(&idx) {
                     col.points.retain(|p| p.0 >= from && p.0 < to);
+                    *budget = budget.checked_sub(col.points.len()).ok_or(ArchiveError::TooManyPoints { limit })?;
                     match &mut out {
                         Some(o) => o.merge(&col),
                         None => out = Some(col),

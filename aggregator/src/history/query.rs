@@ -7,6 +7,7 @@
 //! compaction. Counter rates are taken between consecutive points (or buckets' last values),
 //! counting a drop as a reset from zero, as Prometheus' `rate` does.
 
+use std::cell::Cell;
 use std::collections::BTreeSet;
 
 use super::archive::{Archive, ArchiveError};
@@ -19,6 +20,19 @@ use super::Retention;
 pub const MAX_POINTS: i64 = 11_000;
 /// Points aimed at when no step is given.
 const AUTO_POINTS: i64 = 1_500;
+/// Most raw points one request may decode, over all its series: about 16 MiB of points, so a
+/// wide range at a fine step is refused at a memory bound instead of read whole.
+pub const MAX_RAW_POINTS: usize = 1_000_000;
+
+/// What is left of a request's raw points ([`MAX_RAW_POINTS`]), shared by its series.
+#[derive(Debug)]
+pub struct Budget(Cell<usize>);
+
+impl Budget {
+    pub fn new(points: usize) -> Self {
+        Budget(Cell::new(points))
+    }
+}
 
 /// Where an answer is read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +88,9 @@ pub enum Points {
     Buckets(Vec<Bucket>),
 }
 
-/// Reads series `idx` of `host` over `[from, to)` at `resolution`, re-bucketed to `step`.
+/// Reads series `idx` of `host` over `[from, to)` at `resolution`, re-bucketed to `step`, taking
+/// the raw points it decodes from `budget`.
+#[allow(clippy::too_many_arguments)] // One series of one query: each argument is a different part of it.
 pub fn read(
     archive: &Archive,
     host: &str,
@@ -83,17 +99,22 @@ pub fn read(
     from: i64,
     to: i64,
     pending: &Pending,
+    budget: &Budget,
 ) -> Result<Points, ArchiveError> {
     let raw = |from: i64, to: i64| -> Result<Vec<(i64, f64)>, ArchiveError> {
-        let mut col = archive.raw(host, idx, from, to)?;
+        let mut left = budget.0.get();
+        let limit = left;
+        let mut col = archive.raw_bounded(host, idx, from, to, &mut left)?;
         if let Some(p) = &pending.column {
             let mut p = p.clone();
             p.points.retain(|x| x.0 >= from && x.0 < to);
+            left = left.checked_sub(p.points.len()).ok_or(ArchiveError::TooManyPoints { limit })?;
             match &mut col {
                 Some(c) => c.merge(&p),
                 None => col = Some(p),
             }
         }
+        budget.0.set(left);
         Ok(col.map(|c| c.reals().collect()).unwrap_or_default())
     };
     let tier = match resolution {
