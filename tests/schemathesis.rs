@@ -51,7 +51,7 @@ fn run(agg: &Aggregator, token: &str, label: &str, report: &std::path::Path) {
         .args(["--exclude-checks", "positive_data_acceptance"])
         .args(["--max-examples", "40", "--seed", "1", "--workers", "1"])
         .args(["--phases", "examples,coverage,fuzzing,stateful"])
-        .args(["--request-timeout", "10", "--max-time", "240"])
+        .args(["--request-timeout", "10", "--max-time", "150"])
         .args(["--suppress-health-check", "all", "--no-color"])
         .arg("--report-dir")
         .arg(report)

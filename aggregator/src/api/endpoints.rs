@@ -30,7 +30,7 @@ fn scope(state: &AppState, query: Params) -> Result<Scope, ApiError> {
     path = "/endpoints",
     tag = "endpoints",
     summary = "Every probed endpoint with its state per vantage (DC)",
-    params(("window" = Option<String>, Query, description = "Span of the statistics, a duration such as `15m` (default `1h`)")),
+    params(("window" = Option<String>, Query, description = "Span of the statistics, a duration such as `15m` (default `1h`)", pattern = r"^[0-9]{1,12}(\.[0-9]+)?(ms|s|m|h|d)$")),
     security(("bearer" = [])),
     responses((status = 200, description = "Every endpoint", body = [Endpoint<VantageSummary>]), (status = 400, description = "A parameter is not valid", body = crate::api::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody)),
 )]
@@ -47,7 +47,7 @@ pub async fn list(
     path = "/endpoints/{id}",
     tag = "endpoints",
     summary = "One endpoint: per-vantage latency percentiles, success rate, statuses, TLS, schema results, verdict",
-    params(("id" = String, Path, description = "The endpoint's id"), ("window" = Option<String>, Query, description = "Span of the statistics, a duration such as `15m` (default `1h`)")),
+    params(("id" = String, Path, description = "The endpoint's id"), ("window" = Option<String>, Query, description = "Span of the statistics, a duration such as `15m` (default `1h`)", pattern = r"^[0-9]{1,12}(\.[0-9]+)?(ms|s|m|h|d)$")),
     security(("bearer" = [])),
     responses((status = 200, description = "The endpoint", body = Endpoint<VantageDetail>), (status = 400, description = "A parameter is not valid", body = crate::api::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody), (status = 404, description = "No such thing", body = crate::api::openapi::ErrorBody)),
 )]
@@ -66,7 +66,7 @@ pub async fn one(
     path = "/services",
     tag = "endpoints",
     summary = "Every service probed from its OpenAPI spec: coverage and endpoints per vantage",
-    params(("window" = Option<String>, Query, description = "Span of the statistics, a duration such as `15m` (default `1h`)")),
+    params(("window" = Option<String>, Query, description = "Span of the statistics, a duration such as `15m` (default `1h`)", pattern = r"^[0-9]{1,12}(\.[0-9]+)?(ms|s|m|h|d)$")),
     security(("bearer" = [])),
     responses((status = 200, description = "Every service", body = Vec<Service>), (status = 400, description = "A parameter is not valid", body = crate::api::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody)),
 )]

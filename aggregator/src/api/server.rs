@@ -83,7 +83,8 @@ pub async fn serve<L>(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
-        .max_buf_size(MAX_HEAD_BYTES)
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_buf_size(2 * MAX_HEAD_BYTES)
         .max_headers(MAX_HEADERS)
         .keep_alive(true);
     let mut last_refusal_log: Option<Instant> = None;

@@ -144,6 +144,8 @@ pub struct VantageDetail {
     pub since: Option<String>,
     pub latency: Latency,
     pub status_classes: BTreeMap<&'static str, u32>,
+    /// JSON keys are strings: the codes as `"200"`.
+    #[schema(value_type = BTreeMap<String, u32>)]
     pub status_codes: BTreeMap<u16, u32>,
     pub outcomes: BTreeMap<&'static str, u32>,
     pub phases: Option<Phases>,
