@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{verify_server_name, WebPkiServerVerifier};
-use rustls::server::ParsedCertificate;
 use rustls::crypto::CryptoProvider;
+use rustls::server::ParsedCertificate;
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
@@ -320,7 +320,10 @@ mod tests {
             verify(&pinned, "x.test", in_2026).as_deref(),
             Some("certificate is not valid for host x.test (it is for app.test)")
         );
-        assert_eq!(verify(&pinned, "app.test", at(1_900_000_000)).as_deref(), Some("certificate expired on 2030-01-01"));
+        assert_eq!(
+            verify(&pinned, "app.test", at(1_900_000_000)).as_deref(),
+            Some("certificate expired on 2030-01-01")
+        );
         assert_eq!(
             verify(&pinned, "app.test", at(1_600_000_000)).as_deref(),
             Some("certificate is not valid before 2024-01-01")

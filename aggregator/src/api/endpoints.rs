@@ -284,7 +284,10 @@ mod tests {
             json!({ "count": 1, "violations": [{ "pointer": "/0/id", "message": "expected integer" }] })
         );
         let service = &f["service"];
-        assert_eq!(service["coverage"], json!({ "operations": 6, "gets": 5, "callable_gets": 4, "probed": 3, "ratio": 0.75 }));
+        assert_eq!(
+            service["coverage"],
+            json!({ "operations": 6, "gets": 5, "callable_gets": 4, "probed": 3, "ratio": 0.75 })
+        );
         assert_eq!(
             (&service["spec_ok"], &service["title"], &service["error"]),
             (&json!(true), &json!("Shop"), &Value::Null)

@@ -136,7 +136,8 @@ fn words(name: &str) -> String {
     let mut out = String::with_capacity(name.len() + 8);
     for (i, &c) in chars.iter().enumerate() {
         let after_lower = i > 0 && chars[i - 1].is_ascii_lowercase();
-        let ends_acronym = i > 0 && chars[i - 1].is_ascii_uppercase() && chars.get(i + 1).is_some_and(char::is_ascii_lowercase);
+        let ends_acronym =
+            i > 0 && chars[i - 1].is_ascii_uppercase() && chars.get(i + 1).is_some_and(char::is_ascii_lowercase);
         if c.is_ascii_uppercase() && (after_lower || ends_acronym) {
             out.push(' ');
         }
@@ -205,10 +206,7 @@ mod tests {
     fn an_expired_certificate_says_when() {
         let (root, leaf) = chain("Reason Root", NEW_YEAR);
         assert_eq!(verdict(&[&root], &leaf, "app.test", NEW_YEAR + 86_400), "certificate expired on 2026-01-01");
-        assert_eq!(
-            verdict(&[&root], &leaf, "app.test", 1_600_000_000),
-            "certificate is not valid before 2023-11-14"
-        );
+        assert_eq!(verdict(&[&root], &leaf, "app.test", 1_600_000_000), "certificate is not valid before 2023-11-14");
     }
 
     #[test]
@@ -250,7 +248,8 @@ mod tests {
             "the server ended the handshake: handshake failure"
         );
         assert_eq!(handshake(&Error::NoCertificatesPresented), "the server presented no certificate");
-        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, Error::AlertReceived(AlertDescription::UnknownCA));
+        let io =
+            std::io::Error::new(std::io::ErrorKind::InvalidData, Error::AlertReceived(AlertDescription::UnknownCA));
         assert_eq!(super::io(&io), "the server ended the handshake: unknown ca");
         assert_eq!(words("CaUsedAsEndEntity"), "ca used as end entity");
         assert_eq!(words("TLSRecordTooBig(3)"), "tls record too big");
