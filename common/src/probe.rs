@@ -88,6 +88,13 @@ pub const SERVICE: &str = "service";
 pub const SERVICE_OPERATIONS: &str = "twinwatch_service_operations";
 /// Operations with a generated probe, gauge, label `service`.
 pub const SERVICE_PROBED: &str = "twinwatch_service_operations_probed";
+/// GET operations in the spec, gauge, label `service`.
+pub const SERVICE_GETS: &str = "twinwatch_service_operations_get";
+/// GET operations the agent may call (no credentials needed, or the service has them), gauge,
+/// label `service`: what coverage is measured against.
+pub const SERVICE_CALLABLE: &str = "twinwatch_service_operations_callable";
+/// Coverage: probed over callable GET operations, 0 to 1; absent when none is callable.
+pub const SERVICE_COVERAGE: &str = "twinwatch_service_coverage_ratio";
 /// 1 if the last spec fetch and parse succeeded.
 pub const SERVICE_SPEC_OK: &str = "twinwatch_service_spec_ok";
 /// 1, labels `service`, `base_url`, `spec_url`, `title`, `version`, `error` (last fetch error).

@@ -149,7 +149,13 @@ async fn hop(
     let invalid = seen.invalid.clone();
     result.tls = Some(seen);
     match handshake {
-        Ok(stream) => exchange(stream, request, keep, check.body_limit, result).await,
+        Ok(stream) => {
+            if let Some(reason) = invalid {
+                // Accepted only because the probe is `insecure`: still worth saying why.
+                result.detail = reason;
+            }
+            exchange(stream, request, keep, check.body_limit, result).await
+        }
         Err(e) => {
             match invalid {
                 Some(reason) => result.fail(Outcome::CertInvalid, reason),

@@ -110,6 +110,9 @@ pub struct Operation {
     pub method: String,
     /// The path template as in the spec: `/pets/{petId}`.
     pub path: String,
+    /// A GET the agent may call: one that needs no credentials, or whose service has them.
+    /// Coverage is probed operations over callable ones.
+    pub callable: bool,
     /// How to probe it, or why it is not probed.
     pub plan: Result<Plan, String>,
     /// JSON pointer to the operation object in the document.
@@ -176,6 +179,7 @@ impl Spec {
             .and_then(Value::as_array)
             .map_or_else(Vec::new, |s| s.iter().filter_map(server_url).collect());
 
+        let cx = plan::Context { doc: &doc, ref_siblings: minor >= 1, root_security: root.get("security"), options };
         let mut operations = Vec::new();
         let mut ids = Ids::default();
         for (path, item) in paths.iter().filter(|(path, _)| !path.starts_with("x-")) {
@@ -185,11 +189,12 @@ impl Spec {
                 let Some(op @ Value::Object(_)) = item.get(method) else { continue };
                 let id = op.get("operationId").and_then(Value::as_str).filter(|id| !id.is_empty());
                 let id = id.map_or_else(|| derived_id(method, path), sanitize_id);
-                let plan = plan::plan(&doc, path, method, item.get("parameters"), op, root.get("security"), options);
+                let plan = plan::plan(&cx, path, method, item.get("parameters"), op);
                 operations.push(Operation {
                     id: ids.unique(id),
                     method: method.to_ascii_uppercase(),
                     path: path.clone(),
+                    callable: cx.callable(method, op),
                     plan,
                     pointer: format!("{pointer}/{method}"),
                 });
@@ -404,20 +409,27 @@ fn openapi_version(root: &Map<String, Value>) -> Result<(String, u32), SpecError
 }
 
 /// Follows `$ref`s (`#/...` only) from `value`, found at `pointer`, to the object they name.
+/// Siblings of each `$ref` are ignored: right for 3.0, and for 3.1 Reference Objects, whose
+/// `summary` and `description` are all that may stand beside them.
 fn resolve<'a>(doc: &'a Value, mut pointer: String, mut value: &'a Value) -> Result<(String, &'a Value), String> {
     for _ in 0..MAX_REF_HOPS {
         let Some(reference) = value.get("$ref").and_then(Value::as_str) else { return Ok((pointer, value)) };
-        let shown = || clip(reference.into(), 200);
-        let Some(fragment) = reference.strip_prefix('#') else {
-            return Err(format!("reference `{}` is outside the spec", shown()));
-        };
-        let Some(target) = schema::unfragment(fragment).filter(|t| t.is_empty() || t.starts_with('/')) else {
-            return Err(format!("reference `{}` is not a JSON pointer", shown()));
-        };
-        value = doc.pointer(&target).ok_or_else(|| format!("reference `{}` does not resolve", shown()))?;
-        pointer = target;
+        (pointer, value) = target(doc, reference)?;
     }
     Err(format!("more than {MAX_REF_HOPS} references in a row at {pointer}"))
+}
+
+/// What one `$ref` (`#/...` only) names, and its pointer.
+fn target<'a>(doc: &'a Value, reference: &str) -> Result<(String, &'a Value), String> {
+    let shown = || clip(reference.into(), 200);
+    let Some(fragment) = reference.strip_prefix('#') else {
+        return Err(format!("reference `{}` is outside the spec", shown()));
+    };
+    let Some(target) = schema::unfragment(fragment).filter(|t| t.is_empty() || t.starts_with('/')) else {
+        return Err(format!("reference `{}` is not a JSON pointer", shown()));
+    };
+    let value = doc.pointer(&target).ok_or_else(|| format!("reference `{}` does not resolve", shown()))?;
+    Ok((target, value))
 }
 
 fn scalar_text(value: &Value) -> String {

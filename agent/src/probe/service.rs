@@ -97,10 +97,16 @@ pub fn plan(svc: &ServiceDef, spec: &Spec) -> (Vec<ProbeDef>, Vec<Metric>) {
         });
     }
     let key = |name: &str| SeriesKey::new(name).with(names::SERVICE, svc.name.as_str());
+    let coverage = Coverage::of(spec, probes.len());
     let mut metrics = vec![
-        Metric::gauge(key(names::SERVICE_OPERATIONS), Value::Int(spec.operations.len() as i64)),
-        Metric::gauge(key(names::SERVICE_PROBED), Value::Int(probes.len() as i64)),
+        Metric::gauge(key(names::SERVICE_OPERATIONS), Value::Int(coverage.operations as i64)),
+        Metric::gauge(key(names::SERVICE_GETS), Value::Int(coverage.gets as i64)),
+        Metric::gauge(key(names::SERVICE_CALLABLE), Value::Int(coverage.callable_gets as i64)),
+        Metric::gauge(key(names::SERVICE_PROBED), Value::Int(coverage.probed as i64)),
     ];
+    if let Some(ratio) = coverage.ratio() {
+        metrics.push(Metric::gauge(key(names::SERVICE_COVERAGE), Value::Float(ratio)));
+    }
     for (op, reason) in unprobed.into_iter().take(MAX_UNPROBED) {
         let k = key(names::SERVICE_UNPROBED_INFO)
             .with("operation", label_value(&op.id))
@@ -110,6 +116,33 @@ pub fn plan(svc: &ServiceDef, spec: &Spec) -> (Vec<ProbeDef>, Vec<Metric>) {
         metrics.push(Metric::gauge(k, Value::Int(1)));
     }
     (probes, metrics)
+}
+
+/// How much of a spec is probed. Only GETs are ever probed, and only those the agent may call,
+/// so coverage is measured against those; the other totals stand beside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Coverage {
+    pub probed: usize,
+    pub callable_gets: usize,
+    pub gets: usize,
+    pub operations: usize,
+}
+
+impl Coverage {
+    pub fn of(spec: &Spec, probed: usize) -> Coverage {
+        let gets = spec.operations.iter().filter(|op| op.method == "GET");
+        Coverage {
+            probed,
+            callable_gets: gets.clone().filter(|op| op.callable).count(),
+            gets: gets.count(),
+            operations: spec.operations.len(),
+        }
+    }
+
+    /// Probed over callable GETs; `None` when there are none.
+    pub fn ratio(&self) -> Option<f64> {
+        (self.callable_gets > 0).then(|| self.probed as f64 / self.callable_gets as f64)
+    }
 }
 
 fn info(svc: &ServiceDef, spec: Option<&Spec>, error: &str) -> Vec<Metric> {
@@ -161,7 +194,15 @@ pub async fn run_forever(svc: ServiceDef, table: Arc<Table>, permits: Arc<Semaph
             }
             Ok((hash, spec)) => {
                 let (probes, coverage) = plan(&svc, &spec);
-                tracing::info!(service = %svc.name, operations = spec.operations.len(), probed = probes.len(), "spec loaded");
+                let c = Coverage::of(&spec, probes.len());
+                tracing::info!(
+                    service = %svc.name,
+                    probed = c.probed,
+                    callable_gets = c.callable_gets,
+                    gets = c.gets,
+                    operations = c.operations,
+                    "spec loaded"
+                );
                 for task in running.drain(..) {
                     task.abort();
                 }

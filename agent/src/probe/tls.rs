@@ -4,14 +4,22 @@
 //! before answering, so an expired or unknown certificate is reported (expiry, issuer, reason) as
 //! the probe's outcome rather than lost in a handshake error. Each run builds a fresh client
 //! configuration, so no session is resumed and every run measures a full handshake.
+//!
+//! A self-signed certificate in a probe's `ca_file` is also trusted when the server presents
+//! exactly that certificate, as curl and OpenSSL trust it, even with `CA:TRUE` (what
+//! `openssl req -x509` makes), which WebPKI refuses as a server certificate. Its name and
+//! validity dates are still checked. Refusals are reported in words ([`reason`]).
+
+mod reason;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
+use rustls::client::{verify_server_name, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::server::ParsedCertificate;
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -44,6 +52,8 @@ fn provider() -> Arc<CryptoProvider> {
 #[derive(Clone)]
 pub struct TlsContext {
     verifier: Arc<WebPkiServerVerifier>,
+    /// The self-signed certificates of the `ca_file`, trusted as they are when presented.
+    pinned: Arc<Vec<CertificateDer<'static>>>,
     /// Report the chain and whether it verified, but carry on when it does not.
     insecure: bool,
 }
@@ -62,20 +72,28 @@ impl TlsContext {
             let verifier = shared.clone().map_err(|e| {
                 TlsError::Quic(format!("{e} (the system has no trusted roots: give the probe a ca_file)"))
             })?;
-            return Ok(TlsContext { verifier, insecure });
+            return Ok(TlsContext { verifier, pinned: Arc::default(), insecure });
         };
         let mut roots = system_roots().clone();
+        let mut pinned = Vec::new();
         for cert in crate::tls::certs(path)? {
+            if self_signed(&cert) {
+                pinned.push(cert.clone());
+            }
             roots.add(cert)?;
         }
-        Ok(TlsContext { verifier: build(roots)?, insecure })
+        Ok(TlsContext { verifier: build(roots)?, pinned: Arc::new(pinned), insecure })
+    }
+
+    fn verifier(&self, seen: Arc<Mutex<Seen>>) -> Capturing {
+        Capturing { inner: self.verifier.clone(), pinned: self.pinned.clone(), seen, insecure: self.insecure }
     }
 
     /// Completes a handshake on `tcp`. Whatever happens, the returned [`Seen`] has the chain the
     /// server presented, if it got that far.
     pub async fn handshake(&self, tcp: TcpStream, host: &str) -> (Result<TlsStream<TcpStream>, String>, Seen) {
         let seen = Arc::new(Mutex::new(Seen::default()));
-        let verifier = Capturing { inner: self.verifier.clone(), seen: seen.clone(), insecure: self.insecure };
+        let verifier = self.verifier(seen.clone());
         let config = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map(|b| b.dangerous().with_custom_certificate_verifier(Arc::new(verifier)).with_no_client_auth());
@@ -83,7 +101,7 @@ impl TlsContext {
             (Ok(mut config), Ok(name)) => {
                 config.alpn_protocols = vec![b"http/1.1".to_vec()];
                 let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-                connector.connect(name.to_owned(), tcp).await.map_err(|e| e.to_string())
+                connector.connect(name.to_owned(), tcp).await.map_err(|e| reason::io(&e))
             }
             (Err(e), _) => Err(e.to_string()),
             (_, Err(e)) => Err(format!("server name {host:?}: {e}")),
@@ -105,7 +123,7 @@ impl TlsContext {
 pub struct Seen {
     /// Leaf first, as presented.
     pub chain: Vec<CertificateDer<'static>>,
-    /// `Some(reason)` when the chain did not verify.
+    /// `Some(reason)`, in words, when the chain did not verify.
     pub invalid: Option<String>,
     pub version: Option<String>,
 }
@@ -120,8 +138,36 @@ impl Seen {
 #[derive(Debug)]
 struct Capturing {
     inner: Arc<WebPkiServerVerifier>,
+    pinned: Arc<Vec<CertificateDer<'static>>>,
     seen: Arc<Mutex<Seen>>,
     insecure: bool,
+}
+
+/// Issuer and subject are the same name.
+fn self_signed(der: &[u8]) -> bool {
+    x509_parser::parse_x509_certificate(der).is_ok_and(|(_, c)| c.issuer().as_raw() == c.subject().as_raw())
+}
+
+/// The verdict on a certificate trusted as it is: it must name the server and be valid `now`.
+/// The handshake's signature, checked afterwards, proves the server holds its key.
+fn verify_pinned(
+    cert: &CertificateDer<'_>,
+    server_name: &ServerName<'_>,
+    now: UnixTime,
+) -> Result<ServerCertVerified, rustls::Error> {
+    verify_server_name(&ParsedCertificate::try_from(cert)?, server_name)?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).map_err(|_| CertificateError::BadEncoding)?;
+    let at = |t: i64| UnixTime::since_unix_epoch(std::time::Duration::from_secs(t.max(0).unsigned_abs()));
+    let validity = parsed.validity();
+    let (not_before, not_after) = (validity.not_before.timestamp(), validity.not_after.timestamp());
+    let time = now.as_secs();
+    if time < at(not_before).as_secs() {
+        return Err(CertificateError::NotValidYetContext { time: now, not_before: at(not_before) }.into());
+    }
+    if time > at(not_after).as_secs() {
+        return Err(CertificateError::ExpiredContext { time: now, not_after: at(not_after) }.into());
+    }
+    Ok(ServerCertVerified::assertion())
 }
 
 impl ServerCertVerifier for Capturing {
@@ -133,11 +179,15 @@ impl ServerCertVerifier for Capturing {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let verdict = self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
+        let mut verdict = self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
+        if verdict.is_err() && self.pinned.iter().any(|p| p.as_ref() == end_entity.as_ref()) {
+            verdict = verify_pinned(end_entity, server_name, now);
+        }
         {
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             seen.chain = std::iter::once(end_entity).chain(intermediates).map(|c| c.clone().into_owned()).collect();
-            seen.invalid = verdict.as_ref().err().map(|e| e.to_string());
+            let host = server_name.to_str();
+            seen.invalid = verdict.as_ref().err().map(|e| reason::certificate(e, &host, end_entity));
         }
         if self.insecure {
             return Ok(ServerCertVerified::assertion());
@@ -233,5 +283,55 @@ mod tests {
         assert_eq!(info.subject, "CN=app.test");
         assert_eq!(info.fingerprint_sha256.len(), 64);
         assert!(CertInfo::parse(b"not a certificate").is_none());
+    }
+
+    #[test]
+    fn a_self_signed_ca_in_ca_file_is_trusted_when_presented_for_its_name_and_time() {
+        use rcgen::{BasicConstraints, IsCa};
+        // What `openssl req -x509 -newkey ... -subj /CN=app.test -addext subjectAltName=...` makes.
+        let self_signed_ca = |name: &str| {
+            let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+            params.distinguished_name.push(rcgen::DnType::CommonName, name);
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2030, 1, 1);
+            params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap()
+        };
+        let (pinned, stranger) = (self_signed_ca("app.test"), self_signed_ca("app.test"));
+        let dir = std::env::temp_dir().join(format!("twinwatch-pinned-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_file = dir.join("ca.pem");
+        std::fs::write(&ca_file, pinned.pem()).unwrap();
+        let context = TlsContext::new(Some(&ca_file), false).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let at = |secs: u64| UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs));
+        let in_2026 = at(1_770_000_000);
+        let verify = |cert: &rcgen::Certificate, host: &str, now: UnixTime| {
+            let seen = Arc::new(Mutex::new(Seen::default()));
+            let name = ServerName::try_from(host.to_owned()).unwrap();
+            let verdict = context.verifier(seen.clone()).verify_server_cert(cert.der(), &[], &name, &[], now);
+            let invalid = seen.lock().unwrap().invalid.clone();
+            assert_eq!(verdict.is_ok(), invalid.is_none(), "{invalid:?}");
+            invalid
+        };
+        assert_eq!(verify(&pinned, "app.test", in_2026), None);
+        assert_eq!(
+            verify(&pinned, "x.test", in_2026).as_deref(),
+            Some("certificate is not valid for host x.test (it is for app.test)")
+        );
+        assert_eq!(
+            verify(&pinned, "app.test", at(1_900_000_000)).as_deref(),
+            Some("certificate expired on 2030-01-01")
+        );
+        assert_eq!(
+            verify(&pinned, "app.test", at(1_600_000_000)).as_deref(),
+            Some("certificate is not valid before 2024-01-01")
+        );
+        // The same name, another key: only the very certificate in ca_file is trusted as it is.
+        assert_eq!(
+            verify(&stranger, "app.test", in_2026).as_deref(),
+            Some("self-signed certificate used as a server certificate is not in ca_file: CN=app.test")
+        );
     }
 }

@@ -146,7 +146,9 @@ mod tests {
         m.extend(pets);
         let service = |name: &str| SeriesKey::new(name).with(probe::SERVICE, "shop");
         m.extend([
-            gauge(service(probe::SERVICE_OPERATIONS), V::Int(4)),
+            gauge(service(probe::SERVICE_OPERATIONS), V::Int(6)),
+            gauge(service(probe::SERVICE_GETS), V::Int(5)),
+            gauge(service(probe::SERVICE_CALLABLE), V::Int(4)),
             gauge(service(probe::SERVICE_PROBED), V::Int(3)),
             gauge(service(probe::SERVICE_SPEC_OK), V::Int(1)),
             gauge(
@@ -309,7 +311,10 @@ mod tests {
             json!({ "count": 1, "violations": [{ "pointer": "/0/id", "message": "expected integer" }] })
         );
         let service = &f["service"];
-        assert_eq!(service["coverage"], json!({ "operations": 4, "probed": 3, "ratio": 0.75 }));
+        assert_eq!(
+            service["coverage"],
+            json!({ "operations": 6, "gets": 5, "callable_gets": 4, "probed": 3, "ratio": 0.75 })
+        );
         assert_eq!(
             (&service["spec_ok"], &service["title"], &service["error"]),
             (&json!(true), &json!("Shop"), &Value::Null)

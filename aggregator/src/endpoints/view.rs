@@ -237,8 +237,12 @@ pub struct Schema {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Coverage {
     pub operations: Option<u32>,
+    /// GET operations: the only ones probed.
+    pub gets: Option<u32>,
+    /// GET operations the agent may call (no credentials needed, or it has them).
+    pub callable_gets: Option<u32>,
     pub probed: Option<u32>,
-    /// Probed over operations, 0 to 1.
+    /// Probed over callable GETs, 0 to 1.
     pub ratio: Option<f64>,
 }
 
@@ -623,10 +627,12 @@ fn service_series<'a>(host: &'a HostTwin, name: Option<&'a str>) -> impl Iterato
 
 fn service_state(host: &HostTwin, name: &str) -> ServiceState {
     let s = Series(service_series(host, Some(name)).collect());
-    let operations = s.value(probe::SERVICE_OPERATIONS).map(|v| v as u32);
-    let probed = s.value(probe::SERVICE_PROBED).map(|v| v as u32);
-    let ratio = match (operations, probed) {
-        (Some(ops), Some(probed)) if ops > 0 => Some(f64::from(probed) / f64::from(ops)),
+    let count = |name: &str| s.value(name).map(|v| v as u32);
+    let operations = count(probe::SERVICE_OPERATIONS);
+    let (gets, callable_gets) = (count(probe::SERVICE_GETS), count(probe::SERVICE_CALLABLE));
+    let probed = count(probe::SERVICE_PROBED);
+    let ratio = match (callable_gets, probed) {
+        (Some(callable), Some(probed)) if callable > 0 => Some(f64::from(probed) / f64::from(callable)),
         _ => None,
     };
     let info = |label: &str| s.label(probe::SERVICE_INFO, label);
@@ -645,7 +651,7 @@ fn service_state(host: &HostTwin, name: &str) -> ServiceState {
     unprobed.sort();
     ServiceState {
         name: name.to_owned(),
-        coverage: Coverage { operations, probed, ratio },
+        coverage: Coverage { operations, gets, callable_gets, probed, ratio },
         spec_ok: s.value(probe::SERVICE_SPEC_OK).map(|v| v == 1.0),
         title: info("title"),
         version: info("version"),

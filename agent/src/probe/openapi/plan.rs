@@ -3,29 +3,48 @@
 
 use serde_json::{Map, Value};
 
-use super::{resolve, Plan, PlanOptions};
+use super::{resolve, target, Plan, PlanOptions, MAX_REF_HOPS};
 
 /// The longest path and query, and header value, a plan may have.
 const MAX_TARGET: usize = 8192;
 /// The most parameters an operation may have (its own and its path's) to be planned.
 const MAX_PARAMETERS: usize = 256;
+/// The most schemas looked into for one parameter's example (`$ref`s and `allOf`/`anyOf`/
+/// `oneOf` members), so a spec cannot make the search branch without end.
+const MAX_SCHEMAS: usize = 64;
+
+/// What planning needs to know about the whole spec.
+pub(super) struct Context<'a> {
+    pub doc: &'a Value,
+    /// OpenAPI 3.1 and later: a schema's `$ref` applies beside its sibling keywords, as in JSON
+    /// Schema 2020-12. In 3.0 a `$ref` replaces its object and siblings are ignored.
+    pub ref_siblings: bool,
+    pub root_security: Option<&'a Value>,
+    pub options: PlanOptions,
+}
+
+impl Context<'_> {
+    /// A GET the agent may call: it needs no credentials, or the service has some.
+    pub fn callable(&self, method: &str, op: &Value) -> bool {
+        method == "get" && (self.options.authenticated || !requires_auth(op.get("security").or(self.root_security)))
+    }
+}
 
 /// Decides whether and how to probe one operation.
 pub(super) fn plan(
-    doc: &Value,
+    cx: &Context<'_>,
     path: &str,
     method: &str,
     path_parameters: Option<&Value>,
     op: &Value,
-    root_security: Option<&Value>,
-    options: PlanOptions,
 ) -> Result<Plan, String> {
     if method != "get" {
         return Err(format!("method {} is not probed", method.to_ascii_uppercase()));
     }
-    if !options.authenticated && requires_auth(op.get("security").or(root_security)) {
+    if !cx.callable(method, op) {
         return Err("requires authentication".into());
     }
+    let doc = cx.doc;
     let parameters = parameters(doc, path_parameters, op.get("parameters"))?;
     let find = |name: &str, place: &str| parameters.iter().find(|p| p.name == name && p.place == place);
 
@@ -36,7 +55,7 @@ pub(super) fn plan(
         let close = rest[open..].find('}').ok_or_else(|| format!("path template `{path}` is malformed"))? + open;
         let name = &rest[open + 1..close];
         let p = find(name, "path").ok_or_else(|| format!("path parameter `{name}` is not declared"))?;
-        out.push_str(&p.render(doc, true)?.unwrap_or_default());
+        out.push_str(&p.render(cx, true)?.unwrap_or_default());
         rest = &rest[close + 1..];
         if out.len() > MAX_TARGET {
             return Err(format!("the request target would be longer than {MAX_TARGET} bytes"));
@@ -53,7 +72,7 @@ pub(super) fn plan(
             "header" if ["accept", "content-type", "authorization"].contains(&p.name.to_ascii_lowercase().as_str()) => {
                 continue
             }
-            _ => match p.render(doc, false)? {
+            _ => match p.render(cx, false)? {
                 Some(value) => value,
                 None => continue,
             },
@@ -83,7 +102,7 @@ pub(super) fn plan(
 
 /// Security requirements demand credentials unless there are none or one of the alternatives is
 /// the empty requirement `{}`.
-fn requires_auth(security: Option<&Value>) -> bool {
+pub(super) fn requires_auth(security: Option<&Value>) -> bool {
     match security.and_then(Value::as_array) {
         Some(alternatives) => {
             !alternatives.is_empty() && !alternatives.iter().any(|a| a.as_object().is_some_and(Map::is_empty))
@@ -126,13 +145,13 @@ fn parameters<'a>(
 impl<'a> Parameter<'a> {
     /// The parameter as it goes into the request (`name=value` for query and cookie), `None`
     /// for an optional one, or why it cannot be sent.
-    fn render(&self, doc: &'a Value, in_path: bool) -> Result<Option<String>, String> {
+    fn render(&self, cx: &Context<'a>, in_path: bool) -> Result<Option<String>, String> {
         let (name, place) = (&self.name, &self.place);
         let required = in_path || self.object.get("required") == Some(&Value::Bool(true));
         if !required {
             return Ok(None);
         }
-        let Some(value) = self.example(doc) else {
+        let Some(value) = self.example(cx) else {
             return Err(format!("required {place} parameter `{name}` has no example or default"));
         };
         let default_style = match place.as_str() {
@@ -179,23 +198,63 @@ impl<'a> Parameter<'a> {
         }))
     }
 
-    /// The first of `example`, `examples` (the first by name, with a `value`), and the schema's
-    /// `example`, `default` and `examples[0]`. Null counts as absent.
-    fn example(&self, doc: &'a Value) -> Option<&'a Value> {
-        let present = |v: Option<&'a Value>| v.filter(|v| !v.is_null());
+    /// The first of the parameter's `example` and `examples` (the first by name, with a
+    /// `value`), then what its schema suggests (see [`schema_example`]). Null counts as absent.
+    fn example(&self, cx: &Context<'a>) -> Option<&'a Value> {
+        let doc = cx.doc;
         let object = self.object;
         let from_examples = || {
             let examples = object.get("examples")?.as_object()?;
             examples.values().find_map(|e| present(resolve(doc, String::new(), e).ok()?.1.get("value")))
         };
         let from_schema = || {
-            let (_, schema) = resolve(doc, String::new(), object.get("schema")?).ok()?;
-            present(schema.get("example"))
-                .or_else(|| present(schema.get("default")))
-                .or_else(|| present(schema.get("examples")?.as_array()?.first()))
+            let mut budget = MAX_SCHEMAS;
+            schema_example(cx, object.get("schema")?, 0, &mut budget)
         };
         present(object.get("example")).or_else(from_examples).or_else(from_schema)
     }
+}
+
+fn present(value: Option<&Value>) -> Option<&Value> {
+    value.filter(|v| !v.is_null())
+}
+
+/// The first value a schema suggests: its `example`, `default`, first `examples` entry (the
+/// JSON Schema array), first non-null `enum` value or `const`; then the same of the schema its
+/// `$ref` names, then of its `allOf`, `anyOf` and `oneOf` members, depth first. In 3.1 a
+/// `$ref`'s siblings are read before the schema it names, so they win (FastAPI writes
+/// `{"$ref": ".../Weekday", "examples": ["mon"]}`); in 3.0 they are ignored.
+/// `budget` counts down the schemas still to be looked into.
+fn schema_example<'a>(cx: &Context<'a>, schema: &'a Value, hops: usize, budget: &mut usize) -> Option<&'a Value> {
+    if hops > MAX_REF_HOPS || *budget == 0 {
+        return None;
+    }
+    *budget -= 1;
+    let reference = schema.get("$ref").and_then(Value::as_str);
+    if reference.is_none() || cx.ref_siblings {
+        let own = present(schema.get("example"))
+            .or_else(|| present(schema.get("default")))
+            .or_else(|| present(schema.get("examples")?.as_array()?.first()))
+            .or_else(|| schema.get("enum")?.as_array()?.iter().find(|v| !v.is_null()))
+            .or_else(|| present(schema.get("const")));
+        if own.is_some() {
+            return own;
+        }
+    }
+    if let Some(reference) = reference {
+        let (_, referenced) = target(cx.doc, reference).ok()?;
+        if let Some(found) = schema_example(cx, referenced, hops + 1, budget) {
+            return Some(found);
+        }
+        if !cx.ref_siblings {
+            return None;
+        }
+    }
+    ["allOf", "anyOf", "oneOf"]
+        .iter()
+        .filter_map(|key| schema.get(*key)?.as_array())
+        .flatten()
+        .find_map(|member| schema_example(cx, member, hops + 1, budget))
 }
 
 /// A scalar as text; `None` for arrays and objects.

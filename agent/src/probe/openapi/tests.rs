@@ -408,6 +408,101 @@ fn plans_render_query_header_cookie_and_path_parameters() {
     );
 }
 
+/// As FastAPI 0.115 with pydantic 2 writes it for `day: Annotated[Weekday, Path(examples=["wed"])]`
+/// and its neighbours: an enum parameter is a `$ref` with sibling keywords.
+const FASTAPI_31: &str = r##"{
+  "openapi": "3.1.0",
+  "info": {"title": "Rota", "version": "0.1.0"},
+  "paths": {
+    "/schedule/{day}": {"get": {
+      "summary": "Schedule", "operationId": "schedule_schedule__day__get",
+      "parameters": [{"name": "day", "in": "path", "required": true,
+        "schema": {"$ref": "#/components/schemas/Weekday", "examples": ["wed"]}}],
+      "responses": {"200": {"description": "Successful Response", "content": {"application/json": {"schema": {}}}},
+        "422": {"description": "Validation Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}}}}}},
+    "/slots": {"get": {
+      "summary": "Slots", "operationId": "slots_slots_get",
+      "parameters": [
+        {"name": "day", "in": "query", "required": true, "schema": {"$ref": "#/components/schemas/Weekday"}},
+        {"name": "shift", "in": "query", "required": true, "schema": {"anyOf": [{"$ref": "#/components/schemas/Shift"}, {"type": "null"}], "title": "Shift"}},
+        {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "default": 10, "title": "Limit"}}],
+      "responses": {"200": {"description": "Successful Response", "content": {"application/json": {"schema": {}}}}}}},
+    "/staff/{staff_id}": {"get": {
+      "summary": "Read Staff", "operationId": "read_staff_staff__staff_id__get",
+      "parameters": [{"name": "staff_id", "in": "path", "required": true, "schema": {"type": "integer", "title": "Staff Id"}}],
+      "responses": {"200": {"description": "Successful Response", "content": {"application/json": {"schema": {}}}}}}}
+  },
+  "components": {"schemas": {
+    "Weekday": {"type": "string", "enum": ["mon", "tue", "wed", "thu", "fri"], "title": "Weekday"},
+    "Shift": {"type": "string", "enum": ["early", "late"], "title": "Shift", "default": "late"},
+    "HTTPValidationError": {"properties": {"detail": {"items": {"$ref": "#/components/schemas/ValidationError"}, "type": "array", "title": "Detail"}}, "type": "object", "title": "HTTPValidationError"},
+    "ValidationError": {"properties": {"loc": {"items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}, "type": "array", "title": "Location"},
+      "msg": {"type": "string", "title": "Message"}, "type": {"type": "string", "title": "Error Type"}},
+      "type": "object", "required": ["loc", "msg", "type"], "title": "ValidationError"}
+  }}
+}"##;
+
+#[test]
+fn openapi_31_ref_siblings_and_enums_give_examples() {
+    let spec = Spec::parse(FASTAPI_31.as_bytes()).unwrap();
+    let plan = |id: &str| spec.operations[spec.position(id).unwrap()].plan.clone().map(|p| p.path_and_query);
+    // The sibling `examples` wins over the referenced enum's first value.
+    assert_eq!(plan("schedule_schedule__day__get"), Ok("/schedule/wed".into()));
+    // Without a sibling, the referenced schema's enum; through `anyOf`, the member's default.
+    assert_eq!(plan("slots_slots_get"), Ok("/slots?day=mon&shift=late".into()));
+    assert_eq!(
+        plan("read_staff_staff__staff_id__get"),
+        Err("required path parameter `staff_id` has no example or default".into())
+    );
+}
+
+#[test]
+fn openapi_30_ignores_ref_siblings() {
+    let spec = FASTAPI_31.replace("\"openapi\": \"3.1.0\"", "\"openapi\": \"3.0.3\"");
+    let spec = Spec::parse(spec.as_bytes()).unwrap();
+    let plan = |id: &str| spec.operations[spec.position(id).unwrap()].plan.clone().map(|p| p.path_and_query);
+    // 3.0: a `$ref` replaces its object, so `examples` beside it is not read.
+    assert_eq!(plan("schedule_schedule__day__get"), Ok("/schedule/mon".into()));
+}
+
+#[test]
+fn branching_schemas_without_an_example_end_quickly() {
+    // Each level branches eight ways into itself: unbounded, the search would never end.
+    let members: Vec<String> = (0..8).map(|_| r##"{"$ref": "#/components/schemas/T"}"##.to_owned()).collect();
+    let spec = format!(
+        r##"{{"openapi": "3.1.0", "info": {{"title": "t", "version": "1"}},
+          "paths": {{"/t": {{"get": {{"parameters": [{{"name": "t", "in": "query", "required": true,
+            "schema": {{"$ref": "#/components/schemas/T"}}}}], "responses": {{}}}}}}}},
+          "components": {{"schemas": {{"T": {{"anyOf": [{}], "allOf": [{}]}}}}}}}}"##,
+        members.join(","),
+        members.join(",")
+    );
+    let started = std::time::Instant::now();
+    let spec = Spec::parse(spec.as_bytes()).unwrap();
+    assert_eq!(spec.operations[0].plan, Err("required query parameter `t` has no example or default".into()));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
+#[test]
+fn callable_gets_are_the_gets_the_credentials_allow() {
+    let spec = br#"{
+          "openapi": "3.1.0",
+          "info": {"title": "Accounts", "version": "1"},
+          "paths": {
+            "/me": {"get": {"security": [{"key": []}], "responses": {"200": {"description": "me"}}},
+                    "put": {"responses": {"200": {"description": "saved"}}}},
+            "/status": {"get": {"responses": {"200": {"description": "up"}}}}
+          }
+        }"#;
+    let callable = |authenticated| {
+        let spec = Spec::parse_with(spec, PlanOptions { authenticated }).unwrap();
+        spec.operations.iter().map(|o| (o.method.clone(), o.path.clone(), o.callable)).collect::<Vec<_>>()
+    };
+    let row = |m: &str, p: &str, c| (m.to_owned(), p.to_owned(), c);
+    assert_eq!(callable(false), [row("GET", "/me", false), row("PUT", "/me", false), row("GET", "/status", true)]);
+    assert_eq!(callable(true), [row("GET", "/me", true), row("PUT", "/me", false), row("GET", "/status", true)]);
+}
+
 #[test]
 fn ids_are_sanitized_unique_and_capped() {
     let long = "x".repeat(150);
