@@ -56,7 +56,8 @@ impl Credentials {
 
     fn install(&self) -> String {
         format!(
-            "copy DIR/agent.crt, DIR/agent.key and DIR/ca.crt over {} and its key and CA, then restart the agent",
+            "install DIR/agent.crt, DIR/agent.key and DIR/ca.crt as this agent's `cert` ({}), `key` and `ca`, \
+             then restart the agent",
             self.cert.display()
         )
     }
@@ -145,38 +146,40 @@ impl Refusal {
         let said = |detail: &str| if detail.is_empty() { String::new() } else { format!(" (aggregator: {detail})") };
         match self {
             Refusal::Revoked { detail } => format!(
-                "refused: the aggregator revoked this agent's certificate {cert}{}; if the agent should \
-                 still report, issue it a new certificate with {issue} and {install}",
+                "the aggregator refused this agent: its certificate {cert} is revoked{}; if this agent \
+                 should still report, issue it a new certificate with {issue} and {install}",
                 said(detail)
             ),
             Refusal::UnknownCa { detail } => format!(
-                "refused: the aggregator does not know the CA that signed this agent's certificate {cert}{}; \
-                 issue one from this aggregator's CA with {issue} and {install}",
+                "the aggregator refused this agent: it does not know the CA that signed its certificate \
+                 {cert}{}; issue one from the aggregator's CA with {issue} and {install}",
                 said(detail)
             ),
             Refusal::Expired { detail } => format!(
-                "refused: this agent's certificate {cert} has expired or is not valid yet{} (check this \
-                 host's clock too); issue a new one with {issue} and {install}",
+                "the aggregator refused this agent: its certificate {cert} has expired or is not valid \
+                 yet{} (check this host's clock too); issue a new one with {issue} and {install}",
                 said(detail)
             ),
             Refusal::BadCertificate { detail } => format!(
-                "refused: the aggregator rejected this agent's certificate {cert}{}; issue a new one with \
-                 {issue} and {install}",
+                "the aggregator refused this agent: it rejected its certificate {cert}{}; issue a new one \
+                 with {issue} and {install}",
                 said(detail)
             ),
             Refusal::AggregatorUntrusted { detail } => format!(
-                "refused by this agent: the aggregator's certificate does not verify ({detail}); `ca` ({}) \
+                "this agent refused the aggregator: its certificate does not verify ({detail}); `ca` ({}) \
                  must be the aggregator's ca.crt and `server_name` a name its certificate carries",
                 creds.ca.display()
             ),
             Refusal::IdentityInUse { detail } => format!(
-                "refused: another connection holds this agent's identity{}; each host needs its own \
-                 certificate: stop the other agent using {cert}, or give this host its own with {issue}",
+                "the aggregator refused this agent: another connection holds its identity{}; each host \
+                 needs its own certificate: stop the other agent using {cert}, or give this host its own \
+                 with {issue}",
                 said(detail)
             ),
             Refusal::Superseded => format!(
-                "another connection with this agent's certificate took over; each host needs its own \
-                 certificate: stop the other agent using {cert}, or give this host its own with {issue}"
+                "the aggregator closed this agent's connection: another connection with its certificate \
+                 took over; each host needs its own certificate: stop the other agent using {cert}, or \
+                 give this host its own with {issue}"
             ),
         }
     }
