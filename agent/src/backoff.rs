@@ -25,7 +25,7 @@ pub use twinwatch_common::backoff::Backoff;
 /// How long an unanswered agent keeps probing quickly.
 pub const FAST_PROBING_FOR: Duration = Duration::from_secs(600);
 /// The first delay after a refusal is between half this and this.
-pub const REFUSED_BASE: Duration = Duration::from_secs(10);
+pub const REFUSED_BASE: Duration = Duration::from_secs(5);
 pub const REFUSED_MAX: Duration = Duration::from_secs(600);
 /// After a stateless reset, the reconnect waits up to this long.
 pub const RESET_JITTER: Duration = Duration::from_millis(100);
@@ -148,10 +148,10 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Reconnect::default();
         let refused: Vec<_> = (0..8).map(|_| r.delay(Ended::Refused, t0, 1.0).as_secs()).collect();
-        assert_eq!(refused, [10, 20, 40, 80, 160, 320, 600, 600]);
+        assert_eq!(refused, [5, 10, 20, 40, 80, 160, 320, 600]);
         // Even its shortest draw waits longer than the longest unanswered or answered first delay.
         let mut fresh = Reconnect::default();
-        assert!(fresh.delay(Ended::Refused, t0, 0.0) >= Duration::from_secs(5));
+        assert!(fresh.delay(Ended::Refused, t0, 0.0) >= Duration::from_millis(2500));
         assert!(Reconnect::default().delay(Ended::Answered, t0, 1.0) <= Duration::from_millis(500));
         assert!(Reconnect::default().delay(Ended::Unanswered, t0, 1.0) <= Duration::from_millis(250));
         r.connected();
