@@ -441,13 +441,20 @@ impl Buffer {
 
     /// A connection is up: everything buffered so far is backlog; the first keyframe pushed from
     /// now on opens the live lane. Nothing is in flight yet. With nothing buffered, the next batch
-    /// opens it whatever it is, and no keyframe is needed: returns whether one is.
-    pub fn begin_session(&self) -> bool {
+    /// opens it whatever it is, and no keyframe is needed. Returns how many batches are backlog
+    /// (so a keyframe is needed unless 0).
+    pub fn begin_session(&self) -> u64 {
         let mut inner = self.inner();
         inner.in_flight.clear();
-        let empty = inner.mem.is_empty() && inner.disk_count == 0;
-        inner.session = Some(Session { any_batch_opens: empty, ..Session::default() });
-        !empty
+        let backlog = inner.mem.len() as u64 + inner.disk_count;
+        inner.session = Some(Session { any_batch_opens: backlog == 0, ..Session::default() });
+        backlog
+    }
+
+    /// Whether this session's live lane has sent its first batch: from then on the aggregator
+    /// is current, and the backlog may follow.
+    pub fn live_opened(&self) -> bool {
+        self.inner().session.as_ref().is_some_and(|s| s.live_sent.is_some())
     }
 
     /// The connection is gone: whatever was in flight will be sent again.

@@ -9,7 +9,9 @@
 //!   and a backlog lane, a cap with drop-oldest; batches leave it only when acknowledged.
 //! - [`shipper`]: the QUIC session: hello, live lane first, backlog behind it at the rate
 //!   [`throttle`] allows, acks, clock echoes.
-//! - [`backoff`]: reconnect delays by how the last attempt ended.
+//! - [`backoff`]: reconnect delays by how the last attempt ended; [`probing`]: when the connect
+//!   loop starts attempts while nobody answers.
+//! - [`refusal`]: why the aggregator refused this agent, and what the operator can do.
 //! - [`tls`]: the rustls/quinn client configuration.
 //! - [`config`], [`identity`], [`stats`]: settings, host identity, the agent's own counters.
 
@@ -19,6 +21,8 @@ pub mod collector;
 pub mod config;
 pub mod identity;
 pub mod probe;
+pub mod probing;
+pub mod refusal;
 pub mod sampler;
 pub mod shipper;
 pub mod stats;
@@ -107,6 +111,8 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
         keyframe_wanted,
         hello: shipper::hello(incarnation, config.interval, host),
         replay_rate: config.replay_rate,
+        sampler: Some(sampling.thread().clone()),
+        credentials: refusal::Credentials::load(config.ca.clone(), config.cert.clone()),
     };
     let shipping = tokio::spawn(shipper.run(shutdown.clone()));
     let _ = shutdown.wait_for(|stop| *stop).await;

@@ -30,7 +30,8 @@ pub struct Sampler {
     pub stats: Arc<Stats>,
     pub incarnation: u64,
     pub interval: Duration,
-    /// Set by the shipper when the aggregator asks for a keyframe.
+    /// Set by the shipper when the aggregator asks for a keyframe; when the shipper also unparks
+    /// this thread (a connection opened with a backlog), the keyframe is taken at once.
     pub keyframe_wanted: Arc<AtomicBool>,
     /// Woken after every push.
     pub wake: Arc<Notify>,
@@ -46,6 +47,7 @@ impl Sampler {
         let mut next = Instant::now();
         let mut metrics: Vec<Metric> = Vec::with_capacity(512);
         let mut probes_seen = 0u64;
+        let mut extra = false;
         while !self.stop.load(Relaxed) {
             metrics.clear();
             if self.keyframe_wanted.swap(false, Relaxed) | self.buffer.take_keyframe_wish() {
@@ -114,7 +116,10 @@ impl Sampler {
                 }
             }
 
-            next += self.interval;
+            // A sample taken out of turn leaves the schedule as it was.
+            if !std::mem::take(&mut extra) {
+                next += self.interval;
+            }
             let now = Instant::now();
             if next <= now {
                 // Running late (suspend, overload): skip the missed ticks rather than bursting.
@@ -123,6 +128,10 @@ impl Sampler {
             while !self.stop.load(Relaxed) {
                 let left = next.saturating_duration_since(Instant::now());
                 if left.is_zero() {
+                    break;
+                }
+                if self.keyframe_wanted.load(Relaxed) {
+                    extra = true;
                     break;
                 }
                 // One wake-up per tick: shutdown unparks this thread rather than it polling.

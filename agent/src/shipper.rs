@@ -1,6 +1,11 @@
 //! The QUIC shipper: connects to the aggregator, sends the buffer's live lane first and its
 //! backlog behind it at a bounded rate, forgets what is acknowledged, and reconnects by the
-//! policy in [`crate::backoff`] when anything goes wrong.
+//! policy in [`crate::backoff`] when anything goes wrong; a refusal is logged with what to do
+//! ([`crate::refusal`]).
+//!
+//! Live first: at a connection with a backlog, the sampler is woken for a keyframe of the present
+//! at once, and no backlog batch is sent before it (unless it fails to come within
+//! [`live_grace`]), so the aggregator shows the host's current state before it fills the gap.
 //!
 //! One bidirectional stream per connection: `Hello` → `Welcome` (whose clock is echoed at once),
 //! then batch frames straight from the buffer, up to [`WINDOW`] unacknowledged at a time, and any
@@ -15,11 +20,13 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use twinwatch_common::frame::{FrameEncoder, FrameError};
-use twinwatch_common::message::{close, Hello, HostInfo, Message, TimeEcho};
+use twinwatch_common::message::{Hello, HostInfo, Message, TimeEcho};
 use twinwatch_common::reader::MessageReader;
 
 use crate::backoff::{unit_random, Ended, Reconnect};
 use crate::buffer::{Buffer, BufferError, Lane};
+use crate::probing::{next_poke, Probing};
+use crate::refusal::{Credentials, Refusal};
 use crate::sampler::now_ms;
 use crate::stats::Stats;
 use crate::throttle::Throttle;
@@ -31,8 +38,11 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(8);
 /// While unanswered, a fresh attempt starts this often, overlapping the pending ones, so a path
 /// that comes back is noticed within about this long without cutting short a slow handshake.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
-/// Attempts pending at once.
-const MAX_ATTEMPTS: usize = 4;
+/// Attempts pending at once: as many as [`ATTEMPT_TIMEOUT`] holds at one every [`PROBE_EVERY`],
+/// so a fresh attempt starts every second throughout, and the Initial resends of those pending
+/// (0.3, 0.9, 2.1 and 4.5 s after each start) fall between them: a returning aggregator hears
+/// from the agent within about 0.4 s.
+const MAX_ATTEMPTS: usize = 8;
 /// One call to connect probes for this long before reporting no answer.
 const CONNECT_WINDOW: Duration = Duration::from_secs(30);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,7 +90,7 @@ impl ShipError {
         }
     }
 
-    /// Whether the aggregator answered at all, for the reconnect policy.
+    /// How it ended, for the reconnect policy: whether the aggregator answered at all, and how.
     pub fn ended(&self) -> Ended {
         let unanswered = matches!(
             self,
@@ -88,22 +98,18 @@ impl ShipError {
         ) || matches!(self.connection(), Some(quinn::ConnectionError::TimedOut));
         if unanswered {
             Ended::Unanswered
+        } else if self.refusal().is_some() {
+            Ended::Refused
+        } else if matches!(self.connection(), Some(quinn::ConnectionError::Reset)) {
+            Ended::Reset
         } else {
             Ended::Answered
         }
     }
 
-    /// The aggregator's reason, when it closed the connection on purpose.
-    fn refusal(&self) -> Option<String> {
-        match self.connection()? {
-            quinn::ConnectionError::ApplicationClosed(c)
-                if [close::IDENTITY_IN_USE, close::SUPERSEDED, close::BUSY, close::REVOKED]
-                    .contains(&(c.error_code.into_inner() as u32)) =>
-            {
-                Some(String::from_utf8_lossy(&c.reason).into_owned())
-            }
-            _ => None,
-        }
+    /// Why the aggregator refused this agent (or this agent the aggregator), if it did.
+    pub fn refusal(&self) -> Option<Refusal> {
+        self.connection().and_then(Refusal::of)
     }
 }
 
@@ -119,6 +125,16 @@ pub struct Shipper {
     pub hello: Hello,
     /// Backlog bytes per second; 0 is unlimited.
     pub replay_rate: u64,
+    /// The sampling thread, woken for a keyframe at once when a connection opens with a backlog.
+    pub sampler: Option<std::thread::Thread>,
+    /// Named in the advice a refusal is logged with.
+    pub credentials: Credentials,
+}
+
+/// How long the backlog waits for the live lane's first batch: two sample intervals and a second,
+/// so a sampler that cannot deliver (stuck, or failing to encode) never holds the history back.
+pub fn live_grace(interval_ms: u32) -> Duration {
+    Duration::from_millis(u64::from(interval_ms)) * 2 + Duration::from_secs(1)
 }
 
 impl Shipper {
@@ -131,7 +147,7 @@ impl Shipper {
                     Ok(()) => return,
                     Err(e) => {
                         match e.refusal() {
-                            Some(reason) => tracing::error!(aggregator = %self.aggregator, "aggregator refused this agent: {reason}"),
+                            Some(refusal) => tracing::error!(aggregator = %self.aggregator, "{}", refusal.advice(&self.credentials)),
                             None => tracing::warn!(aggregator = %self.aggregator, "shipping interrupted: {e}"),
                         }
                         e.ended()
@@ -158,33 +174,35 @@ impl Shipper {
     }
 
     /// Connects, starting a fresh attempt every [`PROBE_EVERY`] while earlier ones are pending:
-    /// the first handshake to finish wins. An answered failure (a refusal) ends it at once.
+    /// the first handshake to finish wins. An answered failure (a refusal) ends it at once. The
+    /// schedule is [`Probing`]'s: the loop wakes only for a slot or a finished attempt.
     async fn connect(&self) -> Result<quinn::Connection, ShipError> {
         let addr = self.resolve().await?;
         let mut attempts = tokio::task::JoinSet::new();
-        let deadline = Instant::now() + CONNECT_WINDOW;
-        let mut next = Instant::now();
+        let mut probing = Probing::new(Instant::now().into_std(), CONNECT_WINDOW, PROBE_EVERY, MAX_ATTEMPTS);
         loop {
-            if Instant::now() >= next && attempts.len() < MAX_ATTEMPTS && Instant::now() < deadline {
+            let now = std::time::Instant::now();
+            if probing.start_attempt(now, attempts.len()) {
                 let connecting = self.endpoint.connect_with(self.client.clone(), addr, &self.server_name)?;
                 attempts.spawn(tokio::time::timeout(ATTEMPT_TIMEOUT, connecting));
-                next = Instant::now() + PROBE_EVERY;
             }
-            if attempts.is_empty() {
+            let slot = probing.next_slot(now);
+            if attempts.is_empty() && slot.is_none() {
                 return Err(ShipError::ConnectTimeout);
             }
+            let slot = slot.map(Instant::from_std);
             tokio::select! {
-                done = attempts.join_next() => match done {
-                    Some(Ok(Ok(Ok(conn)))) => return Ok(conn),
-                    Some(Ok(Ok(Err(e)))) => {
+                Some(done) = attempts.join_next() => match done {
+                    Ok(Ok(Ok(conn))) => return Ok(conn),
+                    Ok(Ok(Err(e))) => {
                         let e = ShipError::from(e);
-                        if e.ended() == Ended::Answered {
+                        if e.ended() != Ended::Unanswered {
                             return Err(e);
                         }
                     }
                     _ => {} // that attempt timed out
                 },
-                _ = tokio::time::sleep_until(next), if Instant::now() < deadline => {}
+                _ = tokio::time::sleep_until(slot.unwrap_or_else(Instant::now)), if slot.is_some() => {}
             }
         }
     }
@@ -223,25 +241,33 @@ impl Shipper {
         let echo = TimeEcho { server_time_ms: welcome.server_time_ms, agent_time_ms: now_ms() };
         send.write_all(&Message::TimeEcho(echo).to_frame(&mut frames)?).await?;
         let mut last_echo = Instant::now();
-        tracing::info!(
-            agent = %welcome.agent_id,
-            dc = %welcome.dc,
-            backlog_batches = self.buffer.len(),
-            "connected to aggregator"
-        );
+        // With a backlog, the live lane opens with a keyframe of the present, taken now, and the
+        // backlog waits for it; with none, the next batch opens it.
+        let backlog = self.buffer.begin_session();
+        if backlog > 0 {
+            self.keyframe_wanted.store(true, Relaxed);
+            if let Some(sampler) = &self.sampler {
+                sampler.unpark();
+            }
+        }
+        let live_by = Instant::now() + live_grace(self.hello.interval_ms);
+        tracing::info!(agent = %welcome.agent_id, dc = %welcome.dc, backlog_batches = backlog, "connected to aggregator");
         self.stats.connects.fetch_add(1, Relaxed);
         reconnect.connected();
-        // With a backlog, the live lane opens with a keyframe, so the aggregator is current
-        // without waiting for it.
-        if self.buffer.begin_session() {
-            self.keyframe_wanted.store(true, Relaxed);
-        }
         self.wake.notify_one();
 
         let mut throttle = Throttle::new(self.replay_rate, std::time::Instant::now());
         let mut udp_reported = 0;
         let mut last_progress = Instant::now();
         let mut out = Vec::new();
+        let mut live_first = backlog == 0;
+        // quinn sends no PING on request, but a larger receive window queues a MAX_DATA frame,
+        // which is as good: a small packet the aggregator must answer. From the default (the
+        // largest possible) window, the first step is down; the aggregator ignores a MAX_DATA
+        // that grants nothing new, so the credit it holds never matters.
+        let mut poke_window = 1u32 << 20;
+        conn.set_receive_window(poke_window.into());
+        let mut last_poke = None;
         loop {
             out.clear();
             for d in self.buffer.unsent_drops() {
@@ -251,10 +277,12 @@ impl Shipper {
                 send.write_all(&out).await?;
             }
             let mut throttled = false;
+            live_first = live_first || self.buffer.live_opened() || Instant::now() >= live_by;
             while self.buffer.in_flight() < WINDOW {
-                let backlog_allowed = throttle.ready(std::time::Instant::now());
+                live_first = live_first || self.buffer.live_opened();
+                let backlog_allowed = live_first && throttle.ready(std::time::Instant::now());
                 let Some((_, frame, lane)) = self.buffer.next(backlog_allowed)? else {
-                    throttled = !backlog_allowed;
+                    throttled = live_first && !backlog_allowed;
                     break;
                 };
                 if self.buffer.in_flight() == 1 {
@@ -274,9 +302,16 @@ impl Shipper {
             let throttle_wait = throttle.wait().max(Duration::from_millis(5));
             let waiting = self.buffer.in_flight() > 0;
             let replay_waits = throttled && self.buffer.backlog_pending()?;
+            let poke_at = next_poke(waiting.then_some(last_progress.into_std()), last_poke).map(Instant::from_std);
             tokio::select! {
+                _ = tokio::time::sleep_until(poke_at.unwrap_or(ack_deadline)), if poke_at.is_some() => {
+                    poke_window = poke_window.saturating_add(1);
+                    conn.set_receive_window(poke_window.into());
+                    last_poke = Some(std::time::Instant::now());
+                }
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(throttle_wait), if replay_waits => {}
+                _ = tokio::time::sleep_until(live_by), if !live_first => {}
                 _ = tokio::time::sleep_until(ack_deadline), if waiting => return Err(ShipError::AckTimeout),
                 chunk = recv.read_chunk(64 * 1024, true) => {
                     let Some(chunk) = chunk? else { return Err(ShipError::Closed) };

@@ -224,16 +224,20 @@ fn live_goes_before_the_backlog() {
     for seq in 1..=20u64 {
         b.push(1, seq, meta(seq, seq == 1), frame(seq, 100), t0 + Duration::from_millis(100 * seq)).unwrap();
     }
-    b.begin_session();
+    assert_eq!(b.begin_session(), 20);
     let t = t0 + Duration::from_secs(3);
     b.push(1, 21, meta(21, false), frame(21, 100), t).unwrap(); // before the keyframe: backlog
     assert_eq!(b.next(false).unwrap(), None, "nothing live yet, and the backlog waits its turn");
+    assert!(!b.live_opened());
     b.push(1, 22, meta(22, true), frame(22, 100), t).unwrap();
     b.push(1, 23, meta(23, false), frame(23, 100), t).unwrap();
+    assert!(!b.live_opened(), "open once its first batch is sent, not when pushed");
+    assert_eq!(b.next(false).unwrap().map(|(k, _, lane)| (split_key(&k).1, lane)), Some((22, Lane::Live)));
+    assert!(b.live_opened(), "the shipper may let the backlog go now");
     let order: Vec<(u64, Lane)> =
         std::iter::from_fn(|| b.next(true).unwrap()).map(|(k, _, lane)| (split_key(&k).1, lane)).collect();
     let expected: Vec<(u64, Lane)> =
-        [(22, Lane::Live), (23, Lane::Live)].into_iter().chain((1..=21).map(|s| (s, Lane::Backlog))).collect();
+        [(23, Lane::Live)].into_iter().chain((1..=21).map(|s| (s, Lane::Backlog))).collect();
     assert_eq!(order, expected);
     drop(b);
     let _ = std::fs::remove_dir_all(&dir);
@@ -243,11 +247,11 @@ fn live_goes_before_the_backlog() {
 fn an_empty_buffer_needs_no_keyframe_to_go_live() {
     let dir = temp_dir("empty");
     let b = Buffer::open(&dir, 1 << 20, Duration::from_millis(50)).unwrap();
-    assert!(!b.begin_session());
+    assert_eq!(b.begin_session(), 0);
     b.push(1, 7, meta(7, false), frame(7, 10), Instant::now()).unwrap();
     assert_eq!(b.next(false).unwrap().map(|(k, _, lane)| (split_key(&k).1, lane)), Some((7, Lane::Live)));
     b.end_session();
-    assert!(b.begin_session(), "an unacknowledged batch is backlog: the live lane needs a keyframe");
+    assert_eq!(b.begin_session(), 1, "an unacknowledged batch is backlog: the live lane needs a keyframe");
     drop(b);
     let _ = std::fs::remove_dir_all(&dir);
 }
