@@ -39,8 +39,7 @@ pub struct Stats {
     pub latency: Latency,
     /// Results per status class: `1xx` to `5xx`, and `none` (no HTTP status, or not a valid one).
     pub status_classes: BTreeMap<&'static str, u32>,
-    /// Results per HTTP status code, codes that were seen only (as strings in JSON).
-    #[schema(value_type = BTreeMap<String, u32>)]
+    /// Results per HTTP status code, codes that were seen only.
     pub status_codes: BTreeMap<u16, u32>,
     /// Results per outcome name (`unknown` when the agent reported none we know), seen only.
     pub outcomes: BTreeMap<&'static str, u32>,
