@@ -39,6 +39,8 @@ pub struct AppState {
     pub offline_after: Duration,
     /// `/metrics` without a token.
     pub metrics_open: bool,
+    /// The QUIC edge's refusals, for `/metrics`.
+    pub refusals: Arc<crate::refusals::Refusals>,
 }
 
 impl AppState {
@@ -94,5 +96,6 @@ pub(crate) fn test_state(dir: &std::path::Path, twin: Twin) -> AppState {
         ready: Arc::new(AtomicBool::new(true)),
         offline_after: Duration::from_secs(60),
         metrics_open: false,
+        refusals: Arc::default(),
     }
 }
