@@ -135,7 +135,12 @@ impl AsyncUdpSocket for Watched {
         self.inner.try_send(transmit)
     }
 
-    fn poll_recv(&self, cx: &mut Context, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> Poll<io::Result<usize>> {
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
         let received = self.inner.poll_recv(cx, bufs, meta);
         if let Poll::Ready(Ok(n)) = received {
             for (buf, meta) in bufs.iter().zip(meta.iter()).take(n) {
@@ -143,7 +148,11 @@ impl AsyncUdpSocket for Watched {
                 // With GRO, one buffer holds several datagrams, `stride` bytes apart.
                 for datagram in bytes.chunks(meta.stride.max(1)) {
                     if let Some(why) = classify(datagram, &self.cids) {
-                        self.refusals.refused(Refusal::Malformed, Some(meta.addr), format_args!("datagram dropped: {why}"));
+                        self.refusals.refused(
+                            Refusal::Malformed,
+                            Some(meta.addr),
+                            format_args!("datagram dropped: {why}"),
+                        );
                     }
                 }
             }
