@@ -184,6 +184,7 @@ impl Ingest {
                     Ok(who) => tracing::info!(%remote, agent = %who, "agent disconnected"),
                     Err((Some(who), IngestError::Revoked(by))) => ingest.refusals.revoked(
                         &who.id,
+                        "session",
                         Some(remote),
                         format_args!("agent refused: {who}: certificate revoked by {by}"),
                     ),

@@ -4,9 +4,9 @@
 //! Anyone can send UDP datagrams, and forged QUIC Initials cost the sender nothing: a line per
 //! refusal would let a flood fill the disk and drown the refusals that matter. So every refusal
 //! is counted, the first of a kind is logged at once, and the rest of that kind once a minute
-//! as a summary ([`LogLimit`]). Revoked certificates are limited per agent: only certificates our
-//! CA signed and the revocation list names get that far, so their number is the operator's, and
-//! one revoked agent's retries do not hide another's. Refusals of agents in a session (identity
+//! as a summary ([`LogLimit`]). Revoked certificates are limited per agent and stage: only
+//! certificates our CA signed and the revocation list names get that far, so their number is the
+//! operator's, and one revoked agent's retries do not hide another's. Refusals of agents in a session (identity
 //! conflicts, a superseded connection) are not here: those agents are known and back off.
 
 use std::fmt::Write;
@@ -101,6 +101,8 @@ impl Refusal {
 pub struct Detail {
     /// Unknown to the TLS verifier, which sees certificates but not addresses.
     pub peer: Option<SocketAddr>,
+    /// The agent its certificate names, for revoked ones.
+    pub agent: Option<String>,
     pub reason: String,
 }
 
@@ -122,18 +124,21 @@ impl Refusals {
     /// Counts a refusal, and logs it if its kind may write a line now. `reason` is the whole
     /// sentence the log tells.
     pub fn refused(&self, kind: Refusal, peer: Option<SocketAddr>, reason: impl std::fmt::Display) {
-        self.note(kind, None, peer, reason.to_string());
+        self.note(kind, None, Detail { peer, agent: None, reason: reason.to_string() });
     }
 
-    /// [`Refusals::refused`], for a certificate the revocation list refuses: limited per agent.
-    pub fn revoked(&self, agent: &str, peer: Option<SocketAddr>, reason: impl std::fmt::Display) {
-        self.note(Refusal::Revoked, Some(agent.to_owned()), peer, reason.to_string());
+    /// [`Refusals::refused`], for a certificate the revocation list refuses: limited per agent
+    /// and per `stage` (the handshake, or a resumed session), so that an agent refused on
+    /// resumption still gets its first line when it is next refused in TLS itself.
+    pub fn revoked(&self, agent: &str, stage: &'static str, peer: Option<SocketAddr>, reason: impl std::fmt::Display) {
+        let detail = Detail { peer, agent: Some(agent.to_owned()), reason: reason.to_string() };
+        self.note(Refusal::Revoked, Some(format!("{agent} {stage}")), detail);
     }
 
-    fn note(&self, kind: Refusal, agent: Option<String>, peer: Option<SocketAddr>, reason: String) {
+    /// Counts, and logs if the log limit lets `(kind, subject)` write a line now.
+    fn note(&self, kind: Refusal, subject: Option<String>, detail: Detail) {
         self.counts[kind.index()].fetch_add(1, Relaxed);
-        let detail = Detail { peer, reason };
-        let line = self.log.lock().unwrap_or_else(|e| e.into_inner()).event((kind, agent), Instant::now(), detail);
+        let line = self.log.lock().unwrap_or_else(|e| e.into_inner()).event((kind, subject), Instant::now(), detail);
         if let Some(line) = line {
             emit(kind, &line);
         }
@@ -148,10 +153,11 @@ impl Refusals {
     pub async fn summarize(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         loop {
             let next = self.log.lock().unwrap_or_else(|e| e.into_inner()).next_due();
-            // Nothing held back: look again in a while; a new burst logs its first line itself.
-            let wait = next.map_or(LOG_INTERVAL, |at| at.saturating_duration_since(Instant::now()));
+            // At least once a second, so a burst that begins while this sleeps is summarized
+            // on time.
+            let wait = next.map_or(Duration::from_secs(1), |at| at.saturating_duration_since(Instant::now()));
             tokio::select! {
-                _ = tokio::time::sleep(wait.max(Duration::from_millis(100))) => {}
+                _ = tokio::time::sleep(wait.clamp(Duration::from_millis(100), Duration::from_secs(1))) => {}
                 _ = shutdown.wait_for(|s| *s) => return,
             }
             let lines = self.log.lock().unwrap_or_else(|e| e.into_inner()).due(Instant::now());
@@ -182,12 +188,14 @@ fn emit(kind: Refusal, line: &Line<Detail>) {
         Line::First(d) => tracing::warn!(
             reason,
             peer = %Peer(d.peer),
+            agent = d.agent.as_ref().map(tracing::field::display),
             "{}; more like it are counted on /metrics and summarized once a minute",
             d.reason
         ),
         Line::Summary { count, over, last } => tracing::warn!(
             reason,
             count,
+            agent = last.agent.as_ref().map(tracing::field::display),
             "{count} more refused ({reason}) in the last {} s; the last from {}: {}",
             over.as_secs(),
             Peer(last.peer),

@@ -72,7 +72,7 @@ impl ClientCertVerifier for RevocationVerifier {
                 "agent refused at the handshake: certificate revoked by {} (agent {}, serial {})",
                 r.by, credential.agent, credential.serial
             );
-            self.refusals.revoked(&credential.agent, None, reason);
+            self.refusals.revoked(&credential.agent, "handshake", None, reason);
             return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked));
         }
         Ok(verified)
