@@ -15,6 +15,10 @@
 //! Admission: at most [`MAX_HANDSHAKES`] connections may be between accept and `Welcome` at a
 //! time. Past that, new ones are refused before any cryptography, and the agents back off: an
 //! aggregator restarting under hundreds of agents serves them in waves instead of drowning.
+//!
+//! Attempts refused before a session (busy, a failed or forged handshake, a certificate without
+//! an identity, a revoked one) go to [`Refusals`], which counts them all and logs a bounded few:
+//! anyone can make them, as fast as they like.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -30,6 +34,7 @@ use twinwatch_common::reader::MessageReader;
 use crate::checkpoint;
 use crate::claims::Claim;
 use crate::identity::{self, AgentIdentity, IdentityError};
+use crate::refusals::{Refusal, Refusals};
 use crate::revocation::{Credential, RevocationList, Revocations};
 use crate::runs::Runs;
 use crate::store::{Store, StoreError};
@@ -89,12 +94,17 @@ pub struct Ingest {
     connections: Mutex<HashMap<u64, Open>>,
     pub revocations: Arc<Revocations>,
     handshakes: Arc<tokio::sync::Semaphore>,
-    /// Connections refused at admission.
-    pub refused_busy: AtomicU64,
+    /// Attempts refused before a session, counted and logged at a bounded rate.
+    pub refusals: Arc<Refusals>,
 }
 
 impl Ingest {
-    pub fn new(twin: Arc<Mutex<Twin>>, store: Arc<Store>, revocations: Arc<Revocations>) -> Self {
+    pub fn new(
+        twin: Arc<Mutex<Twin>>,
+        store: Arc<Store>,
+        revocations: Arc<Revocations>,
+        refusals: Arc<Refusals>,
+    ) -> Self {
         Ingest {
             twin,
             store,
@@ -102,7 +112,7 @@ impl Ingest {
             connections: Mutex::new(HashMap::new()),
             revocations,
             handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES)),
-            refused_busy: AtomicU64::new(0),
+            refusals,
         }
     }
 
@@ -159,8 +169,11 @@ impl Ingest {
         while let Some(incoming) = endpoint.accept().await {
             let remote = incoming.remote_address();
             let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
-                self.refused_busy.fetch_add(1, Relaxed);
-                tracing::debug!(%remote, "too many handshakes at once; refused");
+                self.refusals.refused(
+                    Refusal::Busy,
+                    Some(remote),
+                    format_args!("agent refused: over {MAX_HANDSHAKES} handshakes at once"),
+                );
                 incoming.refuse();
                 continue;
             };
@@ -169,12 +182,29 @@ impl Ingest {
                 let conn_id = ingest.next_conn.fetch_add(1, Relaxed);
                 match ingest.connection(incoming, conn_id, permit).await {
                     Ok(who) => tracing::info!(%remote, agent = %who, "agent disconnected"),
-                    Err((who, e)) => match who {
-                        Some(who) => tracing::warn!(%remote, agent = %who, "agent connection ended: {e}"),
-                        None => tracing::warn!(%remote, "agent refused: {e}"),
-                    },
+                    Err((Some(who), IngestError::Revoked(by))) => ingest.refusals.revoked(
+                        &who.id,
+                        "session",
+                        Some(remote),
+                        format_args!("agent refused: {who}: certificate revoked by {by}"),
+                    ),
+                    Err((Some(who), e)) => tracing::warn!(%remote, agent = %who, "agent connection ended: {e}"),
+                    Err((None, e)) => ingest.refused(remote, &e),
                 }
             });
+        }
+    }
+
+    /// Counts and logs an attempt that ended before it had an identity.
+    fn refused(&self, remote: std::net::SocketAddr, error: &IngestError) {
+        let kind = match error {
+            IngestError::Connection(e) => Refusal::of_handshake(e),
+            IngestError::Identity(_) => Refusal::BadCertificate,
+            _ => Refusal::HandshakeFailed,
+        };
+        // The TLS verifier counted and logged it, with the certificate it refused.
+        if kind != Refusal::Revoked {
+            self.refusals.refused(kind, Some(remote), format_args!("agent refused: {error}"));
         }
     }
 

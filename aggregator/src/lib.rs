@@ -24,6 +24,8 @@
 //! - [`listen`]: listen addresses, IP or host name.
 //! - [`local_agent`]: an agent the aggregator runs beside itself, as one more vantage point.
 //! - [`endpoint`]: the QUIC endpoint and its restart-proof stateless-reset key.
+//! - [`refusals`]: what the QUIC edge turns away, counted and logged at a bounded rate
+//!   ([`log_limit`]).
 //! - [`config`]: the configuration file, `/etc/twinwatch/aggregator.toml` by default.
 
 pub mod api;
@@ -44,6 +46,8 @@ pub mod ingest;
 pub mod ledger;
 pub mod listen;
 pub mod local_agent;
+pub(crate) mod log_limit;
+pub mod refusals;
 pub mod remote_write;
 pub mod revocation;
 pub mod runs;
@@ -63,6 +67,7 @@ use tokio::sync::watch;
 use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::ingest::Ingest;
+use crate::refusals::Refusals;
 use crate::revocation::{RevocationError, Revocations};
 use crate::store::{Store, StoreError};
 use crate::tls::TlsError;
@@ -105,7 +110,8 @@ async fn resolve(key: &'static str, addr: &listen::ListenAddr) -> Result<SocketA
 /// revocation list, the API's TLS certificate, the local agent's configuration), so that an
 /// operator or a package's scripts learn of a missing certificate before starting the service.
 pub fn check(config: &Config) -> Result<(), AggregatorError> {
-    load_tls(config, Arc::new(Revocations::open(config.revocations_file.clone())?))?;
+    let revocations = Arc::new(Revocations::open(config.revocations_file.clone())?);
+    load_tls(config, revocations, Arc::default())?;
     if let Some(local) = &config.local_agent {
         std::fs::metadata(&local.config)
             .map_err(|source| AggregatorError::LocalAgentConfig { path: local.config.clone(), source })?;
@@ -118,12 +124,14 @@ pub fn check(config: &Config) -> Result<(), AggregatorError> {
 fn load_tls(
     config: &Config,
     revocations: Arc<Revocations>,
+    refusals: Arc<Refusals>,
 ) -> Result<(quinn::ServerConfig, Option<Arc<rustls::ServerConfig>>), AggregatorError> {
     let server = tls::server_config(
         &config.certs_dir.join(certs::CA_CERT),
         &config.certs_dir.join(certs::SERVER_CERT),
         &config.certs_dir.join(certs::SERVER_KEY),
         revocations,
+        refusals,
     )?;
     let http_tls = match &config.http_tls {
         Some(t) => Some(http_tls::server_config(&t.cert, &t.key).map_err(AggregatorError::HttpTls)?),
@@ -157,10 +165,11 @@ pub async fn run(
     }
 
     let revocations = Arc::new(Revocations::open(config.revocations_file.clone())?);
-    let (server, http_tls) = load_tls(config, revocations.clone())?;
+    let refusals = Arc::new(Refusals::default());
+    let (server, http_tls) = load_tls(config, revocations.clone(), refusals.clone())?;
     let quic_addr = resolve("quic_listen", &config.quic_listen).await?;
     let http_addr = resolve("http_listen", &config.http_listen).await?;
-    let endpoint = endpoint::bind(quic_addr, server, &config.data_dir.join("reset-key"))?;
+    let endpoint = endpoint::bind(quic_addr, server, &config.data_dir.join("reset-key"), refusals.clone())?;
     let listener = tokio::net::TcpListener::bind(http_addr)
         .await
         .map_err(|source| AggregatorError::Bind { addr: http_addr, source })?;
@@ -173,7 +182,8 @@ pub async fn run(
         let (twin, store, every, stop) = (twin.clone(), store.clone(), config.checkpoint_interval, shutdown.clone());
         tokio::spawn(async move { checkpoint::run(&twin, &store, every, stop).await })
     };
-    let ingest = Arc::new(Ingest::new(twin.clone(), store.clone(), revocations.clone()));
+    let ingest = Arc::new(Ingest::new(twin.clone(), store.clone(), revocations.clone(), refusals.clone()));
+    tokio::spawn(refusals.clone().summarize(shutdown.clone()));
     tokio::spawn(ingest.clone().serve(endpoint.clone()));
     tokio::spawn(ingest.watch_revocations(shutdown.clone()));
     let ready = Arc::new(AtomicBool::new(true));
@@ -184,16 +194,18 @@ pub async fn run(
         tokio::spawn(local_agent::supervise(local, certs, dir, listening.quic, audit, stop))
     });
     let http_stats = Arc::new(api::server::HttpStats::default());
-    let state = api::AppState::new(
+    let state = api::AppState {
         twin,
-        store.clone(),
-        Arc::new(api::access::Access::new(auth::Tokens::new(config.tokens_file.clone()), revocations, audit)),
-        ready.clone(),
-        config.offline_after,
-        config.metrics_open,
-        api::limits::BodyLimits { max_bytes: config.http.max_body, timeout: config.http.body_timeout },
-        http_stats.clone(),
-    );
+        store: store.clone(),
+        access: Arc::new(api::access::Access::new(auth::Tokens::new(config.tokens_file.clone()), revocations, audit)),
+        ready: ready.clone(),
+        offline_after: config.offline_after,
+        metrics_open: config.metrics_open,
+        body_limits: api::limits::BodyLimits { max_bytes: config.http.max_body, timeout: config.http.body_timeout },
+        http_stats: http_stats.clone(),
+        refusals,
+        description: Default::default(),
+    };
     let scheme = if http_tls.is_some() { "https" } else { "http" };
     tracing::info!(quic = %listening.quic, http = %listening.http, scheme, "aggregator listening");
     on_listen(listening);

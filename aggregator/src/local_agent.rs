@@ -7,12 +7,20 @@
 //! (loopback, its certificate, its buffer under `<data_dir>/local-agent`), and starts it again
 //! when it exits. The agent then connects over QUIC like any other: **nothing here calls into
 //! ingest or the twin**, and the agent is known only by its certificate.
+//!
+//! The agent never outlives the aggregator. A normal shutdown stops it (SIGTERM, then SIGKILL);
+//! for an abnormal end (an abort, a `kill -9`) the kernel sends it SIGTERM as its parent-death
+//! signal, set in the child before exec. SIGTERM rather than SIGKILL, so it still makes its
+//! buffer durable: the next aggregator's agent ships it. See [`spawn`] for the thread it is
+//! forked from.
 
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use twinwatch_common::backoff::Backoff;
 
 use crate::audit::{AuditLog, Outcome, Record};
@@ -98,7 +106,8 @@ pub async fn supervise(
             }
         }
         let started = Instant::now();
-        let child = tokio::process::Command::new(&binary)
+        let mut command = tokio::process::Command::new(&binary);
+        command
             .arg("--config")
             .arg(&local.config)
             .arg("run")
@@ -110,9 +119,8 @@ pub async fn supervise(
             .arg(dir.join("state"))
             .arg("--certs")
             .arg(&agent_certs)
-            .kill_on_drop(true)
-            .spawn();
-        match child {
+            .kill_on_drop(true);
+        match spawn(command).await {
             Ok(mut child) => {
                 tracing::info!(agent = %local.id, dc = %local.dc, pid = child.id(), "local agent started");
                 tokio::select! {
@@ -136,6 +144,61 @@ pub async fn supervise(
             _ = stopped(&mut shutdown) => return,
         }
     }
+}
+
+/// What the spawning thread is asked: a command to start in a runtime, and where to answer.
+type Request = (tokio::runtime::Handle, tokio::process::Command, oneshot::Sender<io::Result<tokio::process::Child>>);
+
+/// The spawning thread's queue. The sender held here keeps the thread waiting for as long as
+/// the process lives.
+static SPAWNER: Mutex<Option<mpsc::Sender<Request>>> = Mutex::new(None);
+
+/// Starts `command` with SIGTERM as its parent-death signal, forked from a thread that lasts as
+/// long as the process.
+///
+/// The kernel sends the parent-death signal when the *thread* that forked the child ends, not
+/// its process. A tokio worker is not such a thread: `block_in_place` hands a worker's role to
+/// a new thread and lets the old one retire, and blocking-pool threads end when idle. So the
+/// fork happens on a thread of our own that never returns.
+async fn spawn(mut command: tokio::process::Command) -> io::Result<tokio::process::Child> {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: between fork and exec only async-signal-safe calls (prctl, getppid), and no
+    // allocation: the error is a raw OS error.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The aggregator may have died before the signal was set: then it is never sent.
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+    let (answer, answered) = oneshot::channel();
+    spawner()?
+        .send((tokio::runtime::Handle::current(), command, answer))
+        .map_err(|_| io::Error::other("the local agent's spawning thread has ended"))?;
+    answered.await.map_err(|_| io::Error::other("the local agent's spawning thread has ended"))?
+}
+
+/// The spawning thread's queue, starting the thread on first use.
+fn spawner() -> io::Result<mpsc::Sender<Request>> {
+    let mut spawner = SPAWNER.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(sender) = &*spawner {
+        return Ok(sender.clone());
+    }
+    let (sender, requests) = mpsc::channel::<Request>();
+    std::thread::Builder::new().name("local-agent-spawn".into()).spawn(move || {
+        for (runtime, mut command, answer) in requests {
+            // tokio reaps the child through the runtime's signal driver.
+            let _runtime = runtime.enter();
+            let _ = answer.send(command.spawn());
+        }
+    })?;
+    *spawner = Some(sender.clone());
+    Ok(sender)
 }
 
 /// Resolves once `shutdown` turns true (or its sender is gone), holding no borrow of it.

@@ -4,6 +4,7 @@
 //! Revocation is checked in the handshake itself ([`RevocationVerifier`]), so a revoked agent is
 //! answered with TLS's `certificate_revoked` alert before it can send anything. (A resumed TLS
 //! session skips certificate verification; ingest checks again once the handshake is done.)
+//! Its refusals are counted and logged through [`Refusals`], at a bounded rate.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
+use crate::refusals::Refusals;
 use crate::revocation::{Credential, Revocations};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,7 @@ pub(crate) fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsErro
 pub struct RevocationVerifier {
     inner: Arc<dyn ClientCertVerifier>,
     revocations: Arc<Revocations>,
+    refusals: Arc<Refusals>,
 }
 
 impl std::fmt::Debug for RevocationVerifier {
@@ -65,12 +68,11 @@ impl ClientCertVerifier for RevocationVerifier {
             .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
         if let Some(r) = self.revocations.refuses(&credential) {
             self.revocations.stats.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(
-                agent = %credential.agent,
-                serial = %credential.serial,
-                revoked_by = %r.by,
-                "agent refused at the handshake: certificate revoked"
+            let reason = format_args!(
+                "agent refused at the handshake: certificate revoked by {} (agent {}, serial {})",
+                r.by, credential.agent, credential.serial
             );
+            self.refusals.revoked(&credential.agent, "handshake", None, reason);
             return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked));
         }
         Ok(verified)
@@ -104,6 +106,7 @@ pub fn server_config(
     cert: &Path,
     key: &Path,
     revocations: Arc<Revocations>,
+    refusals: Arc<Refusals>,
 ) -> Result<quinn::ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -112,7 +115,7 @@ pub fn server_config(
     }
     let inner =
         rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
-    let verifier = Arc::new(RevocationVerifier { inner, revocations });
+    let verifier = Arc::new(RevocationVerifier { inner, revocations, refusals });
     let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Pem { path: key.to_owned(), source })?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?

@@ -49,38 +49,15 @@ pub struct AppState {
     pub body_limits: limits::BodyLimits,
     /// What the HTTP server refused, for `/metrics`.
     pub http_stats: Arc<server::HttpStats>,
-    /// The OpenAPI description, set by [`router`].
-    description: Arc<OnceLock<String>>,
+    /// The OpenAPI description, set by [`router`]; empty (`Default`) until then.
+    pub description: Arc<OnceLock<String>>,
+    /// The QUIC edge's refusals, for `/metrics`.
+    pub refusals: Arc<crate::refusals::Refusals>,
 }
 
 impl AppState {
     fn twin(&self) -> std::sync::MutexGuard<'_, Twin> {
         self.twin.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The state around these parts, with the description yet to be made by [`router`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        twin: Arc<Mutex<Twin>>,
-        store: Arc<Store>,
-        access: Arc<access::Access>,
-        ready: Arc<AtomicBool>,
-        offline_after: Duration,
-        metrics_open: bool,
-        body_limits: limits::BodyLimits,
-        http_stats: Arc<server::HttpStats>,
-    ) -> Self {
-        AppState {
-            twin,
-            store,
-            access,
-            ready,
-            offline_after,
-            metrics_open,
-            body_limits,
-            http_stats,
-            description: Arc::new(OnceLock::new()),
-        }
     }
 }
 
@@ -152,5 +129,6 @@ pub(crate) fn test_state(dir: &std::path::Path, twin: Twin) -> AppState {
         body_limits: limits::BodyLimits { max_bytes: 1 << 20, timeout: Duration::from_secs(10) },
         http_stats: Arc::default(),
         description: Arc::default(),
+        refusals: Arc::default(),
     }
 }

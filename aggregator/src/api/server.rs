@@ -68,6 +68,24 @@ pub struct HttpStats {
     pub open_connections: AtomicU64,
 }
 
+impl HttpStats {
+    /// The counters in Prometheus text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = writeln!(
+            out,
+            "# HELP twinwatch_http_connections_refused_total API connections closed at once: max_connections were open.\n\
+             # TYPE twinwatch_http_connections_refused_total counter\n\
+             twinwatch_http_connections_refused_total {}\n\
+             # HELP twinwatch_http_connections_open API connections open now.\n\
+             # TYPE twinwatch_http_connections_open gauge\n\
+             twinwatch_http_connections_open {}",
+            self.refused_connections.load(Relaxed),
+            self.open_connections.load(Relaxed),
+        );
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` turns true.
 pub async fn serve<L>(
     mut listener: L,
