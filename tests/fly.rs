@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use twinwatch_tests::dist::{self, run_ok};
 use twinwatch_tests::web::Web;
-use twinwatch_tests::{free_port, get_json, http_get, wait_for, Proc, TempDir};
+use twinwatch_tests::{children, free_port, get_json, http_get, wait_for, Proc, TempDir};
 
 fn read_toml(path: &Path) -> toml::Table {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -55,17 +55,6 @@ fn the_fly_files_agree_with_each_other() {
             assert!(fly.join(source).exists(), "the Dockerfile copies {source}, which is not in the context");
         }
     }
-}
-
-/// The aggregator's children: the local agent.
-fn children(pid: i32) -> Vec<i32> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.flatten().collect::<Vec<_>>());
-    let mut out = Vec::new();
-    for task in tasks.unwrap_or_default() {
-        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        out.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
-    }
-    out
 }
 
 #[test]

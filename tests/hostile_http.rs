@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use twinwatch_tests::http::{request, Answer};
+use twinwatch_tests::http::{parse, request, Answer};
 use twinwatch_tests::{http_get, start_agent, wait_for, Aggregator, TempDir};
 
 /// Sends `raw` as it is and reads the whole answer (the server closes after an error).
@@ -19,18 +19,6 @@ fn raw(addr: SocketAddr, raw: &[u8]) -> Answer {
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
     parse(&response)
-}
-
-fn parse(response: &[u8]) -> Answer {
-    let text = String::from_utf8_lossy(response);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines.next().and_then(|l| l.get(9..12)).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Answer { status, headers, body: body.to_owned() }
 }
 
 /// `a` is an error in the API's shape: JSON with a string `error` and a `detail`.

@@ -4,18 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use twinwatch_tests::{wait_for, Aggregator, TempDir};
-
-/// The children of `pid`, from every one of its threads.
-fn children(pid: i32) -> Vec<i32> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.flatten().collect::<Vec<_>>());
-    let mut out = Vec::new();
-    for task in tasks.unwrap_or_default() {
-        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        out.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
-    }
-    out
-}
+use twinwatch_tests::{children, wait_for, Aggregator, TempDir};
 
 /// Whether `pid` still runs: present and not a zombie waiting for whoever adopted it.
 fn running(pid: i32) -> bool {

@@ -4,11 +4,9 @@
 //! `ca_file`, as one would give it to `curl --cacert`. The real agent binary runs every probe once.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Path as UrlPath, Query};
 use axum::http::StatusCode;
@@ -16,6 +14,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use twinwatch_tests::prometheus::parse;
+use twinwatch_tests::web::TlsListener;
 use twinwatch_tests::{bin, TempDir};
 
 const WEEKDAYS: [&str; 5] = ["mon", "tue", "wed", "thu", "fri"];
@@ -104,30 +103,6 @@ fn router() -> Router {
             "/slots",
             get(|q: Query<BTreeMap<String, String>>| async move { rota(q.get("day").map_or("", String::as_str)) }),
         )
-}
-
-/// A TLS listener for `axum::serve`; connections whose handshake fails are dropped.
-struct TlsListener {
-    tcp: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok((tcp, addr)) = self.tcp.accept().await else { continue };
-            if let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(5), self.acceptor.accept(tcp)).await {
-                return (tls, addr);
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
-    }
 }
 
 /// Serves the rota API over HTTPS with `cert.pem` and `key.pem` from `dir` on a loopback port.

@@ -35,7 +35,8 @@ fn raw_request(method: &str, path: &str, token: Option<&str>, body: Option<&str>
     )
 }
 
-fn parse(response: &[u8]) -> Answer {
+/// An answer from its raw bytes.
+pub fn parse(response: &[u8]) -> Answer {
     let text = String::from_utf8_lossy(response);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();

@@ -147,6 +147,17 @@ impl Drop for Proc {
     }
 }
 
+/// The children of `pid`, from every one of its threads.
+pub fn children(pid: i32) -> Vec<i32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.flatten().collect::<Vec<_>>());
+    let mut out = Vec::new();
+    for task in tasks.unwrap_or_default() {
+        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        out.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+    }
+    out
+}
+
 /// A minimal HTTP/1.1 GET to loopback: `(status, body)`.
 pub fn http_get(port: u16, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
     http_get_at(SocketAddr::from(([127, 0, 0, 1], port)), path, token)

@@ -108,9 +108,9 @@ fn acceptor(chain_pem: &str, key_pem: &str) -> tokio_rustls::TlsAcceptor {
 }
 
 /// A TLS listener for `axum::serve`: connections whose handshake fails are dropped.
-struct TlsListener {
-    tcp: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+pub struct TlsListener {
+    pub tcp: tokio::net::TcpListener,
+    pub acceptor: tokio_rustls::TlsAcceptor,
 }
 
 impl axum::serve::Listener for TlsListener {
