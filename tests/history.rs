@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use twinwatch_aggregator::checkpoint;
-use twinwatch_aggregator::history::archive::Archive;
+use twinwatch_aggregator::history::archive::{Archive, ArchiveError};
 use twinwatch_aggregator::history::query::{self, Pending, Points, Resolution};
 use twinwatch_aggregator::history::rollup::{self, Bucket, Tier};
 use twinwatch_aggregator::history::Retention;
@@ -100,18 +100,21 @@ fn read(
     from: i64,
     to: i64,
 ) -> Points {
+    read_within(twin, archive, s, (res, step), from, to, usize::MAX).unwrap()
+}
+
+/// [`read`] with a budget of `points` raw points.
+fn read_within(
+    twin: &Mutex<Twin>,
+    archive: &Archive,
+    s: usize,
+    plan: (Resolution, Option<i64>),
+    from: i64,
+    to: i64,
+    points: usize,
+) -> Result<Points, ArchiveError> {
     let idx = twin.lock().unwrap().history.host(HOST).unwrap().keys().iter().position(|k| *k == key(s)).unwrap() as u32;
-    query::read(
-        archive,
-        HOST,
-        idx,
-        (res, step),
-        from,
-        to,
-        &pending(twin, idx, from, to),
-        &query::Budget::new(usize::MAX),
-    )
-    .unwrap()
+    query::read(archive, HOST, idx, plan, from, to, &pending(twin, idx, from, to), &query::Budget::new(points))
 }
 
 /// Checks raw points and every tier for a few series against the generated data.
@@ -141,6 +144,18 @@ fn check_everything(twin: &Mutex<Twin>, archive: &Archive, when: &str) {
         ] {
             let Points::Buckets(got) = read(twin, archive, s, Resolution::Tier(tier), None, from, to) else { panic!() };
             same_buckets(&what(tier.name()), &got, &rollup::fold(reference(s, from, to), tier.step_ms()));
+        }
+        // The raw budget: exactly enough answers, one point less stops with an error instead.
+        let (from, to) = (T0 + 12 * HOUR, T0 + 12 * HOUR + 600_000);
+        let n = reference(s, from, to).len();
+        assert!(
+            read_within(twin, archive, s, (Resolution::Raw, Some(1000)), from, to, n).is_ok(),
+            "{}",
+            what("budget")
+        );
+        match read_within(twin, archive, s, (Resolution::Raw, Some(1000)), from, to, n - 1) {
+            Err(ArchiveError::TooManyPoints { limit }) => assert_eq!(limit, n - 1),
+            other => panic!("{}: {other:?}", what("budget")),
         }
         // A step coarser than the tier re-buckets it.
         let Points::Buckets(got) =
