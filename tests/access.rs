@@ -338,28 +338,11 @@ fn a_revoked_agent_is_disconnected_and_refused_while_others_go_on() {
     assert!(listed.contains("agent box-1") && listed.contains("agent box-2"), "{listed}");
 }
 
-/// Restarts `agg` with `[http_tls]` using its own server certificate, and waits until it answers
-/// over TLS.
-fn restart_with_tls(agg: &mut Aggregator) {
-    agg.proc.as_mut().unwrap().terminate();
-    let config = agg.dir.join("aggregator.toml");
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str("[http_tls]\ncert = \"certs/server.crt\"\nkey = \"certs/server.key\"\n");
-    std::fs::write(&config, text).unwrap();
-    let args = ["--config", config.to_str().unwrap(), "run"];
-    agg.proc = Some(Proc::spawn(&bin("twinwatch-aggregator"), &args, agg.dir.join("aggregator-tls.log")));
-    let ca = agg.certs_dir().join("ca.crt");
-    let addr = agg.http_addr();
-    wait_for("the API over TLS", Duration::from_secs(20), || {
-        request_tls(addr, "localhost", &ca, "GET", "/health/ready", None).ok().filter(|a| a.status == 200)
-    });
-}
-
 #[test]
 fn the_api_over_tls() {
     let tmp = TempDir::new("access-tls");
     let mut agg = Aggregator::start(&tmp.path().join("agg"));
-    restart_with_tls(&mut agg);
+    agg.restart_with_tls();
     let ca = agg.certs_dir().join("ca.crt");
     let addr = agg.http_addr();
     for name in ["localhost", "127.0.0.1"] {

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use twinwatch_tests::http::{parse, request, Answer};
+use twinwatch_tests::http::{parse, request, request_tls, Answer};
 use twinwatch_tests::{http_get, start_agent, wait_for, Aggregator, TempDir};
 
 /// Sends `raw` as it is and reads the whole answer (the server closes after an error).
@@ -119,6 +119,25 @@ fn a_slowloris_does_not_delay_health_or_a_token_holder_and_is_closed() {
             Err(e) => panic!("a half-open connection was still open 30 s later: {e}"),
         }
     }
+}
+
+#[test]
+fn a_tls_slowloris_does_not_keep_a_real_client_from_its_handshake() {
+    let tmp = TempDir::new("hostile-tls-slowloris");
+    let mut agg = Aggregator::start(&tmp.path().join("agg"));
+    agg.restart_with_tls();
+    raise_fd_limit();
+    // 2,000 connections that never send a ClientHello, far past the handshakes allowed at once.
+    let silent: Vec<TcpStream> = (0..2000)
+        .map(|_| TcpStream::connect_timeout(&agg.http_addr(), Duration::from_secs(5)).expect("connect"))
+        .collect();
+    let ca = agg.certs_dir().join("ca.crt");
+    for _ in 0..5 {
+        let a = request_tls(agg.http_addr(), "localhost", &ca, "GET", "/api/v1/hosts", Some(&agg.token))
+            .expect("a real client's handshake and request, while 2,000 sit silent");
+        assert_eq!(a.status, 200, "{a:?}");
+    }
+    drop(silent);
 }
 
 fn raise_fd_limit() {

@@ -3,9 +3,10 @@
 //! certificate is served without a restart.
 //!
 //! [`TlsListener`] is an axum listener: one task accepts TCP connections and runs each handshake
-//! in its own task (bounded in number and time), so a slow or silent client holds up nobody; axum
-//! sees only finished TLS streams. A client speaking plain HTTP fails its handshake and is closed.
+//! in its own task (bounded in number and time; at the limit the oldest handshake makes way), so
+//! a slow or silent client holds up nobody; the server sees only finished TLS streams. A client speaking plain HTTP fails its handshake and is closed.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -22,7 +23,7 @@ use tokio_rustls::server::TlsStream;
 use crate::tls::{certs, TlsError};
 use crate::watched::{self, Stamp};
 
-/// Handshakes in progress at once; past this, new connections are closed.
+/// Handshakes in progress at once; past this, the oldest is closed for each new connection.
 const MAX_HANDSHAKES: usize = 256;
 /// A client that has not finished its handshake by then is closed.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -109,7 +110,10 @@ async fn accept(
     acceptor: tokio_rustls::TlsAcceptor,
     ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
 ) {
-    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    // Handshakes in flight, oldest first. At the limit the oldest is dropped for the newcomer: a
+    // real client finishes in milliseconds, so whoever is pushed out is one that sent nothing,
+    // and a crowd of silent connections cannot keep a real client from its handshake.
+    let mut handshakes: VecDeque<tokio::task::AbortHandle> = VecDeque::new();
     loop {
         let (stream, remote) = tokio::select! {
             accepted = tcp.accept() => match accepted {
@@ -123,21 +127,23 @@ async fn accept(
             },
             _ = ready.closed() => return,
         };
-        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-            tracing::debug!(%remote, "too many TLS handshakes at once; closed");
-            continue;
-        };
+        handshakes.retain(|h| !h.is_finished());
+        if handshakes.len() >= MAX_HANDSHAKES {
+            if let Some(oldest) = handshakes.pop_front() {
+                oldest.abort();
+            }
+        }
         let (acceptor, ready) = (acceptor.clone(), ready.clone());
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
-                    drop(permit);
                     let _ = ready.send((tls, remote)).await;
                 }
                 Ok(Err(e)) => tracing::debug!(%remote, "HTTP TLS handshake failed: {e}"),
                 Err(_) => tracing::debug!(%remote, "HTTP TLS handshake timed out"),
             }
         });
+        handshakes.push_back(task.abort_handle());
     }
 }
 

@@ -287,6 +287,25 @@ impl Aggregator {
         });
     }
 
+    /// Restarts with `[http_tls]` using its own server certificate, and waits until it answers
+    /// over TLS.
+    pub fn restart_with_tls(&mut self) {
+        if let Some(p) = self.proc.as_mut() {
+            p.terminate();
+        }
+        let config = self.dir.join("aggregator.toml");
+        let mut text = std::fs::read_to_string(&config).expect("aggregator config");
+        text.push_str("[http_tls]\ncert = \"certs/server.crt\"\nkey = \"certs/server.key\"\n");
+        std::fs::write(&config, text).expect("aggregator config");
+        let args = ["--config", config.to_str().expect("utf-8"), "run"];
+        self.proc = Some(Proc::spawn(&bin("twinwatch-aggregator"), &args, self.dir.join("aggregator-tls.log")));
+        let ca = self.certs_dir().join("ca.crt");
+        let addr = self.http_addr();
+        wait_for("the API over TLS", Duration::from_secs(20), || {
+            http::request_tls(addr, "localhost", &ca, "GET", "/health/ready", None).ok().filter(|a| a.status == 200)
+        });
+    }
+
     pub fn certs_dir(&self) -> PathBuf {
         self.dir.join("certs")
     }
