@@ -309,8 +309,9 @@ mod tests {
             .iter()
             .map(|r| (r["action"].as_str().unwrap(), r["outcome"].as_str().unwrap()))
             .collect();
-        let mut want = vec![("agent.revoke", "failed"), ("agent.revoke", "ok"), ("token.create", "ok")];
-        want.extend([("token.create", "failed"); 4]);
+        let mut want = vec![("agent.revoke", "failed"); 4];
+        want.extend([("agent.revoke", "ok"), ("token.create", "ok")]);
+        want.extend([("token.create", "failed"); 6]);
         assert_eq!(seen, want);
         // In-process, the server gave no address.
         assert_eq!(audit[0]["from"], "unknown");
