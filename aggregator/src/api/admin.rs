@@ -52,7 +52,8 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 fn body<T: for<'de> Deserialize<'de> + Default>(bytes: &Bytes) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    // JSON's own white space only: a form feed is not an empty body (found by schemathesis).
+    if bytes.iter().all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
         return Ok(T::default());
     }
     // An object, not any JSON serde could read as the struct: `[]` is a valid empty sequence to
@@ -279,6 +280,7 @@ mod tests {
             // Found by schemathesis: serde reads a struct from an array too.
             ("[]", StatusCode::BAD_REQUEST),
             ("null", StatusCode::BAD_REQUEST),
+            ("\x0c", StatusCode::BAD_REQUEST),
             ("", StatusCode::CREATED),
         ] {
             let (status, answer) = call(&app, "POST", "/api/v1/tokens", &admin, body).await;
@@ -311,7 +313,7 @@ mod tests {
             .collect();
         let mut want = vec![("agent.revoke", "failed"); 4];
         want.extend([("agent.revoke", "ok"), ("token.create", "ok")]);
-        want.extend([("token.create", "failed"); 6]);
+        want.extend([("token.create", "failed"); 7]);
         assert_eq!(seen, want);
         // In-process, the server gave no address.
         assert_eq!(audit[0]["from"], "unknown");
