@@ -55,9 +55,12 @@ fn run(agg: &Aggregator, token: &str, label: &str, report: &std::path::Path) {
         .arg("--report-dir")
         .arg(report)
         .args(["--report", "junit"])
+        // Its cache (crashes it replays next time) stays with this run, out of the tree.
+        .current_dir(report)
         .env("NO_COLOR", "1")
         .env("SCHEMATHESIS_HOOKS", "")
         .stdin(Stdio::null());
+    std::fs::create_dir_all(report).expect("report dir");
     let out = cmd.output().expect("running schemathesis");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
