@@ -41,9 +41,10 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     }
     let offset_min = match rest {
         "Z" | "z" => 0,
-        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) && &rest[3..4] == ":" => {
+        // `get`, not indexing: the bytes may be any UTF-8, and a slice inside a character panics.
+        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) && rest.get(3..4) == Some(":") => {
             let sign = if rest.starts_with('-') { -1 } else { 1 };
-            sign * (rest[1..3].parse::<i64>().ok()? * 60 + rest[4..6].parse::<i64>().ok()?)
+            sign * (rest.get(1..3)?.parse::<i64>().ok()? * 60 + rest.get(4..6)?.parse::<i64>().ok()?)
         }
         _ => return None,
     };
@@ -78,6 +79,17 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_offset_of_any_utf_8_is_refused_not_a_panic() {
+        for bad in [
+            "2026-11-22T07:40:00+\u{e9}\u{e9}0",
+            "2026-11-22T07:40:00+0\u{e9}:0",
+            "2026-11-22T07:40:00\u{20ac}\u{20ac}",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn known_instants() {
