@@ -50,7 +50,7 @@ pub struct AppState {
     /// What the HTTP server refused, for `/metrics`.
     pub http_stats: Arc<server::HttpStats>,
     /// The OpenAPI description, set by [`router`]; empty (`Default`) until then.
-    pub description: Arc<OnceLock<String>>,
+    pub description: Arc<OnceLock<axum::body::Bytes>>,
     /// The QUIC edge's refusals, for `/metrics`.
     pub refusals: Arc<crate::refusals::Refusals>,
 }
@@ -100,17 +100,12 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
 pub fn router(state: AppState) -> Router {
     let (app, description) = routes(&state).split_for_parts();
     let json = description.to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
-    let _ = state.description.set(json);
+    let _ = state.description.set(json.into());
     let limits = state.body_limits;
     app.fallback(|| async { ApiError::not_found("no such path") })
         .with_state(state)
         .layer(from_fn_with_state(limits, limits::bounded_body))
         .layer(map_response(error::as_json))
-}
-
-/// The description alone, for tests and the `openapi` subcommand.
-pub fn description(state: &AppState) -> utoipa::openapi::OpenApi {
-    routes(state).into_openapi()
 }
 
 /// An app state for in-process tests: a store, tokens, revocations and audit log under `dir`.

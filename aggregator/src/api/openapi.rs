@@ -58,6 +58,7 @@ impl utoipa::Modify for BearerScheme {
     ),
 )]
 pub async fn description(State(state): State<AppState>) -> impl IntoResponse {
+    // `Bytes`: each answer shares the one copy made with the router.
     let json = state.description.get().cloned().unwrap_or_default();
     ([(CONTENT_TYPE, "application/json")], json)
 }
