@@ -159,11 +159,14 @@ fn an_unanswered_agent_costs_no_more_than_a_connected_one() {
     drop(blackhole);
 }
 
-/// Issue #15, item 3: after an aggregator restart (killed, or stopped, down 3.7 s, started again)
-/// the agent is connected again within a fraction of a second of the aggregator listening.
-/// After a kill the agent's connection is not closed; it learns of the restart from the stateless
-/// reset its next packet draws, so that packet must come soon (a stalled connection is poked),
-/// not at the next sample. Measured on the logs, all stamped by the same clock.
+/// Issue #15, item 3: after an aggregator restart (killed, or stopped, down 3.7 s or 9 s, started
+/// again) the agent is connected again within a fraction of a second of the aggregator listening.
+/// After a kill the agent's connection is not closed. The agent learns of the restart from the
+/// stateless reset a packet of that connection draws, or, once the connection has heard nothing
+/// for a second, from a fresh handshake the aggregator answers while the old connection stays
+/// silent. The 9 s outage is the one that pins the second way: by then the old connection has so
+/// much unacknowledged that QUIC lets only its probe packets out, seconds apart, so a reset alone
+/// came 6 s late. Measured on the logs, all stamped by the same clock.
 #[test]
 fn a_restarted_aggregator_is_found_again_within_a_fraction_of_a_second() {
     let tmp = TempDir::new("outage-restart");
@@ -174,45 +177,42 @@ fn a_restarted_aggregator_is_found_again_within_a_fraction_of_a_second() {
     wait_for("the agent connected", Duration::from_secs(20), || stored_through(&agg, "restart", 2));
 
     let mut figures = Vec::new();
-    for round in 0..6 {
-        // Two rounds in three a crash, the others a clean stop (the aggregator closes its
-        // connections, so the agent probes with fresh handshakes).
-        let killed = round % 3 != 2;
+    // A clean stop closes the connections, so the agent probes with fresh handshakes at once.
+    let rounds = [("kill -9", 3.7), ("kill -9", 9.0), ("stop", 3.7), ("kill -9", 3.7), ("kill -9", 9.0), ("stop", 9.0)];
+    for (how, down) in rounds {
         let seen = agent.log_text().lines().count();
         let p = agg.proc.as_mut().unwrap();
-        if killed {
+        if how == "kill -9" {
             p.kill9();
         } else {
             assert!(p.terminate().is_some_and(|s| s.success()), "the aggregator stops cleanly");
         }
-        std::thread::sleep(Duration::from_millis(3700));
+        // The outage itself is the thing measured against: real time, not a wait for a condition.
+        std::thread::sleep(Duration::from_secs_f64(down));
         agg.restart();
         let log = agg.proc.as_ref().unwrap();
-        let (listening, connected) = wait_for("the agent to reconnect", Duration::from_secs(20), || {
+        let (listening, connected) = wait_for("the agent to reconnect", Duration::from_secs(30), || {
             let text = log.log_text();
             let listening = lines_with(&text, "aggregator listening").first().cloned()?;
             let connected = lines_with(&text, "agent connected").first().cloned()?;
             Some((stamp(&listening), stamp(&connected)))
         });
         let took = (connected - listening).as_seconds_f64();
-        // When the agent learnt that its connection was gone: the reset, after a kill.
+        // When the agent learnt that its connection was gone.
         let text = agent.log_text();
-        let interrupted = text.lines().skip(seen).find(|l| l.contains("shipping interrupted")).map(stamp);
-        let noticed = interrupted.map(|t| (t - listening).as_seconds_f64());
-        figures.push((if killed { "kill -9" } else { "stop" }, took, noticed));
+        let interrupted = text.lines().skip(seen).find(|l| l.contains("shipping interrupted"));
+        let noticed = interrupted.map(|l| (stamp(l) - listening).as_seconds_f64());
+        figures.push((how, down, took, noticed));
+        let why = interrupted.and_then(|l| l.split("shipping interrupted: ").nth(1)).unwrap_or_default();
+        eprintln!("{how}, {down} s down: reconnected {took:.3} s after the aggregator listened; {why}");
     }
-    eprintln!(
-        "3.7 s outages: (restart, reconnected s, interruption seen s) after the aggregator listened: {figures:?}"
-    );
-    // The figures above are the measurement (README quotes them); the bound only guards against a
-    // gross regression, with room for a loaded machine running other tests beside this one.
-    for (how, took, _) in &figures {
-        assert!(*took < 2.0, "after a {how}, the agent took {took:.3} s to reconnect: {figures:?}");
+    // The figures printed are the measurement (README quotes them). The bound leaves room for a
+    // loaded machine running other tests beside this one; a reset that waits for QUIC's probe
+    // timer misses it by seconds after the 9 s outages.
+    for (how, down, took, _) in &figures {
+        assert!(*took < 2.5, "after a {how} and {down} s down, the agent took {took:.3} s to reconnect: {figures:?}");
     }
-    assert!(
-        figures.iter().filter(|f| f.0 == "kill -9").all(|f| f.2.is_some()),
-        "the agent logs each reset: {figures:?}"
-    );
+    assert!(figures.iter().all(|f| f.3.is_some()), "the agent logs each interruption: {figures:?}");
 }
 
 /// Writes a certificate for `agent` signed by `issuer`, valid from `from` to `until` (unix

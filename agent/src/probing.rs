@@ -10,6 +10,13 @@
 //!   timeouts doubling, that could be a second or more. So the connection sends a small packet
 //!   every [`POKE_EVERY`] until the ack comes or the session is given up: a few dozen packets of
 //!   about 40 bytes per stall, and the restart is noticed within a fifth of a second.
+//! - **Connected, stalled and silent** ([`standby_due`]): the connection has heard nothing at
+//!   all for [`STANDBY_AFTER`] while batches wait. The pokes may not even leave: once enough is
+//!   unacknowledged, QUIC's congestion control lets out only its own probe packets, seconds apart
+//!   after a long outage. So fresh handshakes start on [`Probing`]'s schedule beside it; one that
+//!   is answered while the old connection stays silent means the aggregator restarted (or the
+//!   path changed), and the new connection takes over. An aggregator that is merely slow still
+//!   acknowledges packets, so it never sees a standby handshake.
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +31,16 @@ pub const POKE_EVERY: Duration = Duration::from_millis(200);
 pub fn next_poke(waiting_since: Option<Instant>, last_poke: Option<Instant>) -> Option<Instant> {
     let stalled = waiting_since? + STALL_AFTER;
     Some(last_poke.map_or(stalled, |p| stalled.max(p + POKE_EVERY)))
+}
+
+/// A connection that has heard nothing for this long while batches wait dials a standby.
+pub const STANDBY_AFTER: Duration = Duration::from_secs(1);
+
+/// Whether a standby handshake should be under way at `now`, for a connection whose batches have
+/// waited since `waiting_since` (`None`: nothing waits) and which last received a packet at
+/// `heard_at`.
+pub fn standby_due(waiting_since: Option<Instant>, heard_at: Instant, now: Instant) -> bool {
+    waiting_since.is_some_and(|w| now >= w.max(heard_at) + STANDBY_AFTER)
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +138,20 @@ mod tests {
         // An ack moves `waiting_since`: the next poke waits for a fresh stall.
         let acked = now + Duration::from_millis(10);
         assert_eq!(next_poke(Some(acked), last), Some(acked + STALL_AFTER));
+    }
+
+    #[test]
+    fn a_standby_is_dialled_only_for_a_silent_connection_with_batches_waiting() {
+        let t0 = Instant::now();
+        let later = |ms| t0 + Duration::from_millis(ms);
+        assert!(!standby_due(None, t0, later(60_000)), "nothing waits: silence is just idleness");
+        assert!(!standby_due(Some(t0), t0, later(999)));
+        assert!(standby_due(Some(t0), t0, later(1000)));
+        // Packets still arrive (a slow aggregator acknowledges at the transport level).
+        assert!(!standby_due(Some(t0), later(900), later(1500)));
+        assert!(standby_due(Some(t0), later(900), later(1900)));
+        // A batch sent after a long quiet spell is waited on for the full time first.
+        assert!(!standby_due(Some(later(5000)), t0, later(5500)));
     }
 
     #[test]

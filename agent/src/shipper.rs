@@ -25,7 +25,7 @@ use twinwatch_common::reader::MessageReader;
 
 use crate::backoff::{unit_random, Ended, Reconnect};
 use crate::buffer::{Buffer, BufferError, Lane};
-use crate::probing::{next_poke, Probing};
+use crate::probing::{next_poke, standby_due, Probing};
 use crate::refusal::{Credentials, Refusal};
 use crate::sampler::now_ms;
 use crate::stats::Stats;
@@ -77,6 +77,10 @@ pub enum ShipError {
     AckTimeout,
     #[error(transparent)]
     Buffer(#[from] BufferError),
+    /// A fresh handshake was answered while this connection heard nothing: the aggregator
+    /// restarted, or the path changed. The fresh connection carries on.
+    #[error("the aggregator answered a fresh handshake but not this connection (it restarted?)")]
+    Replaced(quinn::Connection),
 }
 
 impl ShipError {
@@ -100,7 +104,9 @@ impl ShipError {
             Ended::Unanswered
         } else if self.refusal().is_some() {
             Ended::Refused
-        } else if matches!(self.connection(), Some(quinn::ConnectionError::Reset)) {
+        } else if matches!(self.connection(), Some(quinn::ConnectionError::Reset))
+            || matches!(self, ShipError::Replaced(_))
+        {
             Ended::Reset
         } else {
             Ended::Answered
@@ -174,48 +180,43 @@ impl Shipper {
     }
 
     /// Connects, starting a fresh attempt every [`PROBE_EVERY`] while earlier ones are pending:
-    /// the first handshake to finish wins. An answered failure (a refusal) ends it at once. The
-    /// schedule is [`Probing`]'s: the loop wakes only for a slot or a finished attempt.
+    /// the first handshake to finish wins. An answered failure (a refusal) ends it at once.
     async fn connect(&self) -> Result<quinn::Connection, ShipError> {
-        let addr = self.resolve().await?;
-        let mut attempts = tokio::task::JoinSet::new();
-        let mut probing = Probing::new(Instant::now().into_std(), CONNECT_WINDOW, PROBE_EVERY, MAX_ATTEMPTS);
+        let mut dialer = Dialer::new(self.resolve().await?, CONNECT_WINDOW);
         loop {
-            let now = std::time::Instant::now();
-            if probing.start_attempt(now, attempts.len()) {
-                let connecting = self.endpoint.connect_with(self.client.clone(), addr, &self.server_name)?;
-                attempts.spawn(tokio::time::timeout(ATTEMPT_TIMEOUT, connecting));
-            }
-            let slot = probing.next_slot(now);
-            if attempts.is_empty() && slot.is_none() {
-                return Err(ShipError::ConnectTimeout);
-            }
-            let slot = slot.map(Instant::from_std);
-            tokio::select! {
-                Some(done) = attempts.join_next() => match done {
-                    Ok(Ok(Ok(conn))) => return Ok(conn),
-                    Ok(Ok(Err(e))) => {
-                        let e = ShipError::from(e);
-                        if e.ended() != Ended::Unanswered {
-                            return Err(e);
-                        }
-                    }
-                    _ => {} // that attempt timed out
-                },
-                _ = tokio::time::sleep_until(slot.unwrap_or_else(Instant::now)), if slot.is_some() => {}
+            if let Some(conn) = dialer.next(self).await? {
+                return Ok(conn);
             }
         }
     }
 
+    /// One connection after another: a connection replaced by a standby one hands its place over
+    /// without a pause.
     async fn session(&self, reconnect: &mut Reconnect) -> Result<(), ShipError> {
-        let conn = self.connect().await?;
-        let result = self.converse(&conn, reconnect).await;
-        self.stats.udp_tx_bytes.fetch_add(conn.stats().udp_tx.bytes, Relaxed);
-        conn.close(0u32.into(), b"bye");
-        result
+        let mut conn = self.connect().await?;
+        loop {
+            let mut udp_reported = 0;
+            let result = self.converse(&conn, reconnect, &mut udp_reported).await;
+            self.stats.udp_tx_bytes.fetch_add(conn.stats().udp_tx.bytes.saturating_sub(udp_reported), Relaxed);
+            conn.close(0u32.into(), b"bye");
+            match result {
+                Err(e @ ShipError::Replaced(_)) => {
+                    tracing::warn!(aggregator = %self.aggregator, "shipping interrupted: {e}");
+                    self.buffer.end_session();
+                    let ShipError::Replaced(next) = e else { unreachable!() };
+                    conn = next;
+                }
+                other => return other,
+            }
+        }
     }
 
-    async fn converse(&self, conn: &quinn::Connection, reconnect: &mut Reconnect) -> Result<(), ShipError> {
+    async fn converse(
+        &self,
+        conn: &quinn::Connection,
+        reconnect: &mut Reconnect,
+        udp_reported: &mut u64,
+    ) -> Result<(), ShipError> {
         let (mut send, mut recv) = conn.open_bi().await?;
         let mut frames = FrameEncoder::new();
         let mut reader = MessageReader::new();
@@ -257,7 +258,6 @@ impl Shipper {
         self.wake.notify_one();
 
         let mut throttle = Throttle::new(self.replay_rate, std::time::Instant::now());
-        let mut udp_reported = 0;
         let mut last_progress = Instant::now();
         let mut out = Vec::new();
         let mut live_first = backlog == 0;
@@ -268,6 +268,10 @@ impl Shipper {
         let mut poke_window = 1u32 << 20;
         conn.set_receive_window(poke_window.into());
         let mut last_poke = None;
+        // When the connection last received a packet, and a standby handshake while it is silent.
+        let (mut heard, mut heard_at) = (conn.stats().udp_rx.datagrams, std::time::Instant::now());
+        let mut standby: Option<(Dialer, u64)> = None;
+        let addr = conn.remote_address();
         loop {
             out.clear();
             for d in self.buffer.unsent_drops() {
@@ -295,14 +299,25 @@ impl Shipper {
                 }
                 self.stats.sent_bytes.fetch_add(frame.len() as u64, Relaxed);
             }
-            let udp = conn.stats().udp_tx.bytes;
-            self.stats.udp_tx_bytes.fetch_add(udp - udp_reported, Relaxed);
-            udp_reported = udp;
+            let stats = conn.stats();
+            self.stats.udp_tx_bytes.fetch_add(stats.udp_tx.bytes.saturating_sub(*udp_reported), Relaxed);
+            *udp_reported = stats.udp_tx.bytes;
+            if stats.udp_rx.datagrams != heard {
+                (heard, heard_at) = (stats.udp_rx.datagrams, std::time::Instant::now());
+            }
             let ack_deadline = last_progress + ACK_TIMEOUT;
             let throttle_wait = throttle.wait().max(Duration::from_millis(5));
             let waiting = self.buffer.in_flight() > 0;
             let replay_waits = throttled && self.buffer.backlog_pending()?;
-            let poke_at = next_poke(waiting.then_some(last_progress.into_std()), last_poke).map(Instant::from_std);
+            let waiting_since = waiting.then_some(last_progress.into_std());
+            let poke_at = next_poke(waiting_since, last_poke).map(Instant::from_std);
+            // The standby is dropped (its attempts abandoned) once the connection hears again.
+            if standby.as_ref().is_some_and(|(_, at)| heard != *at) {
+                standby = None;
+            }
+            if standby.is_none() && standby_due(waiting_since, heard_at, std::time::Instant::now()) {
+                standby = Some((Dialer::new(addr, ACK_TIMEOUT), heard));
+            }
             tokio::select! {
                 _ = tokio::time::sleep_until(poke_at.unwrap_or(ack_deadline)), if poke_at.is_some() => {
                     poke_window = poke_window.saturating_add(1);
@@ -310,6 +325,23 @@ impl Shipper {
                     last_poke = Some(std::time::Instant::now());
                 }
                 _ = self.wake.notified() => {}
+                dialled = async {
+                    match standby.as_mut() {
+                        Some((dialer, _)) => dialer.next(self).await,
+                        None => std::future::pending().await,
+                    }
+                }, if standby.is_some() => {
+                    match dialled {
+                        Ok(Some(fresh)) if conn.stats().udp_rx.datagrams == heard => return Err(ShipError::Replaced(fresh)),
+                        Ok(Some(fresh)) => {
+                            fresh.close(0u32.into(), b"not needed");
+                            standby = None;
+                        }
+                        Ok(None) => {}
+                        Err(ShipError::ConnectTimeout) => standby = None,
+                        Err(e) => return Err(e),
+                    }
+                }
                 _ = tokio::time::sleep(throttle_wait), if replay_waits => {}
                 _ = tokio::time::sleep_until(live_by), if !live_first => {}
                 _ = tokio::time::sleep_until(ack_deadline), if waiting => return Err(ShipError::AckTimeout),
@@ -340,6 +372,53 @@ impl Shipper {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Handshake attempts on [`Probing`]'s schedule, overlapping: the first to finish wins.
+struct Dialer {
+    addr: SocketAddr,
+    probing: Probing,
+    attempts:
+        tokio::task::JoinSet<Result<Result<quinn::Connection, quinn::ConnectionError>, tokio::time::error::Elapsed>>,
+}
+
+impl Dialer {
+    /// Attempts to `addr` for `window`, the first at once.
+    fn new(addr: SocketAddr, window: Duration) -> Self {
+        Dialer {
+            addr,
+            probing: Probing::new(std::time::Instant::now(), window, PROBE_EVERY, MAX_ATTEMPTS),
+            attempts: tokio::task::JoinSet::new(),
+        }
+    }
+
+    /// Starts an attempt when a slot is due, then waits for the next slot or finished attempt:
+    /// a connection when a handshake finished, `None` when nothing came of it yet, an error when
+    /// the aggregator answered with one, [`ShipError::ConnectTimeout`] once the window closed
+    /// with nothing pending. Cancel-safe: the loop wakes only for a slot or a finished attempt.
+    async fn next(&mut self, shipper: &Shipper) -> Result<Option<quinn::Connection>, ShipError> {
+        let now = std::time::Instant::now();
+        if self.probing.start_attempt(now, self.attempts.len()) {
+            let connecting = shipper.endpoint.connect_with(shipper.client.clone(), self.addr, &shipper.server_name)?;
+            self.attempts.spawn(tokio::time::timeout(ATTEMPT_TIMEOUT, connecting));
+        }
+        let slot = self.probing.next_slot(now);
+        if self.attempts.is_empty() && slot.is_none() {
+            return Err(ShipError::ConnectTimeout);
+        }
+        let slot = slot.map(Instant::from_std);
+        tokio::select! {
+            Some(done) = self.attempts.join_next() => match done {
+                Ok(Ok(Ok(conn))) => Ok(Some(conn)),
+                Ok(Ok(Err(e))) => {
+                    let e = ShipError::from(e);
+                    if e.ended() == Ended::Unanswered { Ok(None) } else { Err(e) }
+                }
+                _ => Ok(None), // that attempt timed out
+            },
+            _ = tokio::time::sleep_until(slot.unwrap_or_else(Instant::now)), if slot.is_some() => Ok(None),
         }
     }
 }
