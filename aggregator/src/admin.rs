@@ -7,8 +7,9 @@ use twinwatch_aggregator::audit::{cli_caller, AuditLog, Outcome, Record};
 use twinwatch_aggregator::auth::{Role, Tokens};
 use twinwatch_aggregator::certs;
 use twinwatch_aggregator::config::Config;
-use twinwatch_aggregator::ingest::{now_ms, REVOCATION_POLL};
+use twinwatch_aggregator::ingest::REVOCATION_POLL;
 use twinwatch_aggregator::revocation::{Revocations, Target};
+use twinwatch_common::time::now_ms;
 
 fn audit_log(config: &Config) -> AuditLog {
     AuditLog::new(config.audit.path.clone(), config.audit.max_file_bytes, config.audit.keep)

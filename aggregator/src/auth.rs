@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use twinwatch_common::hex::encode as hex;
 use twinwatch_common::time::{parse_rfc3339, rfc3339};
 
 use crate::identity::valid_name;
@@ -110,10 +111,6 @@ fn sha256(data: &[u8]) -> [u8; 32] {
     let mut out = [0; 32];
     out.copy_from_slice(d.as_ref());
     out
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(s: &str) -> Option<[u8; 32]> {

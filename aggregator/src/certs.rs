@@ -152,7 +152,7 @@ pub fn issue(ca_dir: &Path, agent: &str, dc: &str, days: i64, out: &Path) -> Res
     p.distinguished_name.push(DnType::OrganizationalUnitName, dc);
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    let serial = p.serial_number.as_ref().map(|s| crate::auth::hex(s.as_ref())).unwrap_or_default();
+    let serial = p.serial_number.as_ref().map(|s| twinwatch_common::hex::encode(s.as_ref())).unwrap_or_default();
     let serial = serial.trim_start_matches('0').to_owned();
     let cert = p.signed_by(&key, &issuer)?;
     let issued = Issued { ca: out.join("ca.crt"), cert: out.join("agent.crt"), key: out.join("agent.key"), serial };

@@ -15,9 +15,9 @@ use tokio::sync::watch;
 use twinwatch_common::message::Message;
 use twinwatch_common::reader::MessageReader;
 use twinwatch_common::sample::SeriesKey;
+use twinwatch_common::time::now_ms;
 
 use crate::history::recorder::Frozen;
-use crate::ingest::now_ms;
 use crate::remote_write::SeriesPoints;
 use crate::store::{Store, StoreError};
 use crate::twin::Twin;

@@ -23,13 +23,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::FutureExt;
 
 use twinwatch_common::frame::{FrameEncoder, FrameError};
 use twinwatch_common::message::{close, Ack, KeyframeRequest, Message, Welcome};
 use twinwatch_common::reader::MessageReader;
+use twinwatch_common::time::now_ms;
 
 use crate::checkpoint;
 use crate::claims::Claim;
@@ -45,10 +46,6 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 pub const REVOCATION_POLL: Duration = Duration::from_secs(1);
 /// Connections allowed between accept and `Welcome` at once.
 pub const MAX_HANDSHAKES: usize = 64;
-
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {

@@ -22,12 +22,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 use twinwatch_common::backoff::Backoff;
+use twinwatch_common::time::now_ms;
 
 use crate::audit::{AuditLog, Outcome, Record};
 use crate::certs;
 use crate::config::LocalAgent;
 use crate::identity;
-use crate::ingest::now_ms;
 
 /// A certificate this close to its end is replaced at the next start.
 pub const RENEW_BEFORE_DAYS: i64 = 30;
@@ -138,7 +138,7 @@ pub async fn supervise(
         if started.elapsed() >= HEALTHY_RUN {
             backoff.reset();
         }
-        let delay = backoff.next_delay(crate::remote_write::unit_random());
+        let delay = backoff.next_delay(twinwatch_common::backoff::unit_random());
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = stopped(&mut shutdown) => return,

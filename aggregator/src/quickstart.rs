@@ -49,7 +49,7 @@ pub async fn run(data_dir: &Path, http_port: u16, quic_port: u16) -> anyhow::Res
         [(&read_token, Role::Read, "quickstart-read"), (&admin_token, Role::Admin, "quickstart-admin")]
     {
         if !path.exists() {
-            let now = twinwatch_aggregator::ingest::now_ms();
+            let now = twinwatch_common::time::now_ms();
             // The secret file is gone but its token is not: replace the token.
             let token = match tokens.create(role, name, now) {
                 Err(TokenError::Exists(_)) => tokens.revoke(name).and_then(|_| tokens.create(role, name, now)),

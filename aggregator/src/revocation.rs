@@ -141,7 +141,7 @@ impl Credential {
     pub fn from_der(der: &[u8]) -> Result<Credential, IdentityError> {
         let who = identity::from_der(der)?;
         let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| IdentityError::Parse(e.to_string()))?;
-        let serial = normalise_serial(&crate::auth::hex(cert.raw_serial()));
+        let serial = normalise_serial(&twinwatch_common::hex::encode(cert.raw_serial()));
         let issued_s = cert.validity().not_before.timestamp() + crate::certs::BACKDATE.whole_seconds();
         Ok(Credential { agent: who.id, serial, issued_s })
     }

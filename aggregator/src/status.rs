@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::remote_write::error_chain as chain;
 pub use tree::{render, Snapshot, TrendKey};
+use twinwatch_common::error_chain::error_chain as chain;
 
 /// Largest answer read from the API.
 const MAX_BODY: usize = 64 << 20;
@@ -161,7 +161,7 @@ pub async fn snapshot(opts: &Options) -> Result<Snapshot, StatusError> {
     }
     let client = client.build().map_err(|e| StatusError::Client(chain(&e)))?;
     let api = Arc::new(Api { client, base: opts.url.trim_end_matches('/').to_owned(), token: opts.token.clone() });
-    let now_ms = crate::ingest::now_ms();
+    let now_ms = twinwatch_common::time::now_ms();
 
     let list = |v: Option<Value>| -> Vec<String> {
         v.and_then(|v| v.as_array().cloned())

@@ -14,11 +14,11 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::Response;
+use twinwatch_common::time::now_ms;
 
 use super::{ApiError, AppState};
 use crate::audit::{AuditLog, Outcome, Record};
 use crate::auth::{Role, Tokens};
-use crate::ingest::now_ms;
 use crate::revocation::Revocations;
 
 /// A refused admin attempt by the same token is audited at most this often.

@@ -18,12 +18,12 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use twinwatch_common::time::now_ms;
 
 use super::access::{Access, Caller};
 use super::{ApiError, AppState};
 use crate::audit::{Outcome, Record};
 use crate::auth::{Role, TokenError, TokenInfo};
-use crate::ingest::now_ms;
 use crate::revocation::{RevocationError, Target};
 
 /// Default and largest `?limit=` of `GET /api/v1/audit`.

@@ -6,10 +6,10 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::Deserialize;
+use twinwatch_common::time::now_ms;
 
 use super::{ApiError, AppState};
 use crate::endpoints::view::{self, Endpoint, Scope, Service, VantageDetail, VantageSummary, Window};
-use crate::ingest::now_ms;
 
 #[derive(Debug, Deserialize)]
 pub struct WindowQuery {
@@ -216,7 +216,7 @@ mod tests {
         let tokens = Tokens::new(dir.join("tokens"));
         let token = tokens.create(Role::Read, "test", 0).unwrap().secret;
 
-        let now = crate::ingest::now_ms();
+        let now = super::now_ms();
         let mut twin = Twin::default();
         // Frankfurt sees the shop up; New York sees it fail since two results ago.
         let fra = feed(&mut twin, "fra-1", "fra", now, &[(200, 0.1), (200, 0.2), (200, 0.3), (200, 0.4), (200, 0.5)]);

@@ -10,10 +10,10 @@ use axum::extract::{Path, State};
 use axum::Json;
 use serde_json::{json, Map, Value};
 use twinwatch_common::delta::SeriesState;
+use twinwatch_common::time::now_ms;
 use twinwatch_common::time::rfc3339;
 
 use super::{ApiError, AppState};
-use crate::ingest::now_ms;
 use crate::store::StoredRuns;
 use crate::twin::HostTwin;
 

@@ -3,10 +3,10 @@
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
+use twinwatch_common::time::now_ms;
 
 use super::AppState;
 use crate::exposition;
-use crate::ingest::now_ms;
 
 #[utoipa::path(
     get,

@@ -19,9 +19,6 @@ mod queue;
 mod sender;
 mod stats;
 
-/// Shared with `status`, the other HTTP client: an error with its causes on one line.
-pub(crate) use sender::error_chain;
-
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -29,7 +26,6 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::{watch, Notify};
 
 pub use config::RemoteWriteConfig;
-pub use sender::unit_random;
 
 use queue::Queue;
 use stats::Stats;

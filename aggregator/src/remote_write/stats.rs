@@ -18,8 +18,7 @@ pub struct Stats {
 impl Stats {
     pub fn sent(&self, samples: u64) {
         self.sent.fetch_add(samples, Relaxed);
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        self.last_success_ms.store(now.as_millis() as i64, Relaxed);
+        self.last_success_ms.store(twinwatch_common::time::now_ms(), Relaxed);
     }
 
     pub fn rejected(&self, samples: u64) {
