@@ -8,13 +8,13 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use twinwatch_aggregator::checkpoint;
 use twinwatch_aggregator::history::archive::{Archive, ArchiveError};
 use twinwatch_aggregator::history::query::{self, Pending, Points, Resolution};
 use twinwatch_aggregator::history::rollup::{self, Bucket, Tier};
 use twinwatch_aggregator::history::Retention;
-use twinwatch_aggregator::identity::AgentIdentity;
+use twinwatch_aggregator::store::checkpoint;
 use twinwatch_aggregator::store::Store;
+use twinwatch_aggregator::twin::identity::AgentIdentity;
 use twinwatch_aggregator::twin::Twin;
 use twinwatch_common::delta::DeltaEncoder;
 use twinwatch_common::frame::FrameEncoder;

@@ -28,35 +28,17 @@
 //!   ([`log_limit`]).
 //! - [`config`]: the configuration file, `/etc/twinwatch/aggregator.toml` by default.
 
+pub mod access;
 pub mod api;
-pub mod audit;
-pub mod auth;
-pub mod certs;
-pub mod checkpoint;
-pub mod claims;
-pub mod clock;
 pub mod config;
-pub mod endpoint;
-pub mod endpoints;
-pub mod exposition;
 pub mod history;
-pub mod http_tls;
-pub mod identity;
-pub mod ingest;
-pub mod ledger;
 pub mod listen;
 pub mod local_agent;
-pub(crate) mod log_limit;
-pub mod refusals;
+pub mod quic;
 pub mod remote_write;
-pub mod revocation;
-pub mod runs;
-pub mod status;
 pub mod store;
-pub mod tls;
 pub mod twin;
-pub mod watched;
-pub mod zstd_context;
+pub mod views;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -64,13 +46,13 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use crate::audit::AuditLog;
+use crate::access::audit::AuditLog;
+use crate::access::revocation::{RevocationError, Revocations};
 use crate::config::Config;
-use crate::ingest::Ingest;
-use crate::refusals::Refusals;
-use crate::revocation::{RevocationError, Revocations};
+use crate::quic::ingest::Ingest;
+use crate::quic::refusals::Refusals;
+use crate::quic::tls::TlsError;
 use crate::store::{Store, StoreError};
-use crate::tls::TlsError;
 use crate::twin::Twin;
 
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +62,7 @@ pub enum AggregatorError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error(transparent)]
-    Endpoint(#[from] endpoint::EndpointError),
+    Endpoint(#[from] quic::reset_key::EndpointError),
     #[error("listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("{key} = \"{addr}\": {source}")]
@@ -126,15 +108,15 @@ fn load_tls(
     revocations: Arc<Revocations>,
     refusals: Arc<Refusals>,
 ) -> Result<(quinn::ServerConfig, Option<Arc<rustls::ServerConfig>>), AggregatorError> {
-    let server = tls::server_config(
-        &config.certs_dir.join(certs::CA_CERT),
-        &config.certs_dir.join(certs::SERVER_CERT),
-        &config.certs_dir.join(certs::SERVER_KEY),
+    let server = quic::tls::server_config(
+        &config.certs_dir.join(access::certs::CA_CERT),
+        &config.certs_dir.join(access::certs::SERVER_CERT),
+        &config.certs_dir.join(access::certs::SERVER_KEY),
         revocations,
         refusals,
     )?;
     let http_tls = match &config.http_tls {
-        Some(t) => Some(http_tls::server_config(&t.cert, &t.key).map_err(AggregatorError::HttpTls)?),
+        Some(t) => Some(api::http_tls::server_config(&t.cert, &t.key).map_err(AggregatorError::HttpTls)?),
         None => None,
     };
     Ok((server, http_tls))
@@ -154,7 +136,7 @@ pub async fn run(
     }
     let mut replayed = 0;
     for id in store.logging_hosts()? {
-        replayed += checkpoint::replay(&mut twin, &store, &id)?;
+        replayed += store::checkpoint::replay(&mut twin, &store, &id)?;
     }
     tracing::info!(hosts = twin.hosts().count(), replayed, data_dir = %config.data_dir.display(), "store open");
     let twin = Arc::new(Mutex::new(twin));
@@ -169,7 +151,7 @@ pub async fn run(
     let (server, http_tls) = load_tls(config, revocations.clone(), refusals.clone())?;
     let quic_addr = resolve("quic_listen", &config.quic_listen).await?;
     let http_addr = resolve("http_listen", &config.http_listen).await?;
-    let endpoint = endpoint::bind(quic_addr, server, &config.data_dir.join("reset-key"), refusals.clone())?;
+    let endpoint = quic::reset_key::bind(quic_addr, server, &config.data_dir.join("reset-key"), refusals.clone())?;
     let listener = tokio::net::TcpListener::bind(http_addr)
         .await
         .map_err(|source| AggregatorError::Bind { addr: http_addr, source })?;
@@ -180,7 +162,7 @@ pub async fn run(
 
     let checkpoints = {
         let (twin, store, every, stop) = (twin.clone(), store.clone(), config.checkpoint_interval, shutdown.clone());
-        tokio::spawn(async move { checkpoint::run(&twin, &store, every, stop).await })
+        tokio::spawn(async move { store::checkpoint::run(&twin, &store, every, stop).await })
     };
     let ingest = Arc::new(Ingest::new(twin.clone(), store.clone(), revocations.clone(), refusals.clone()));
     tokio::spawn(refusals.clone().summarize(shutdown.clone()));
@@ -197,7 +179,11 @@ pub async fn run(
     let state = api::AppState {
         twin,
         store: store.clone(),
-        access: Arc::new(api::access::Access::new(auth::Tokens::new(config.tokens_file.clone()), revocations, audit)),
+        access: Arc::new(api::bearer::Access::new(
+            access::tokens::Tokens::new(config.tokens_file.clone()),
+            revocations,
+            audit,
+        )),
         ready: ready.clone(),
         offline_after: config.offline_after,
         metrics_open: config.metrics_open,
@@ -213,7 +199,7 @@ pub async fn run(
     let app = api::router(state);
     match http_tls {
         Some(tls) => {
-            let listener = http_tls::TlsListener::new(listener, tls).map_err(AggregatorError::Http)?;
+            let listener = api::http_tls::TlsListener::new(listener, tls).map_err(AggregatorError::Http)?;
             api::server::serve(listener, app, config.http, http_stats, shutdown.clone()).await;
         }
         None => api::server::serve(listener, app, config.http, http_stats, shutdown.clone()).await,

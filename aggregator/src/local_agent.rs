@@ -24,10 +24,10 @@ use tokio::sync::{oneshot, watch};
 use twinwatch_common::backoff::Backoff;
 use twinwatch_common::time::now_ms;
 
-use crate::audit::{AuditLog, Outcome, Record};
-use crate::certs;
+use crate::access::audit::{AuditLog, Outcome, Record};
+use crate::access::certs;
 use crate::config::LocalAgent;
-use crate::identity;
+use crate::twin::identity;
 
 /// A certificate this close to its end is replaced at the next start.
 pub const RENEW_BEFORE_DAYS: i64 = 30;

@@ -470,7 +470,7 @@ fn clock(host: &HostTwin) -> Value {
         "offset_ms": estimate.map(|e| e.offset_ms),
         "uncertainty_ms": estimate.map(|e| e.rtt_ms / 2),
         "correction_ms": estimate.map_or(0, |e| e.correction_ms),
-        "corrected_beyond_ms": crate::clock::CORRECT_BEYOND_MS,
+        "corrected_beyond_ms": crate::twin::clock::CORRECT_BEYOND_MS,
         "exchanges": host.clock.observed,
     })
 }

@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use twinwatch_common::time::now_ms;
 
 use super::AppState;
-use crate::exposition;
+use crate::views::exposition;
 
 #[utoipa::path(
     get,

@@ -5,14 +5,15 @@
 //! written to the list, which ingest watches). [`router`] builds the whole app, so tests can
 //! drive it without a socket.
 
-pub mod access;
 mod admin;
 mod bare_status;
+pub mod bearer;
 mod endpoints;
 mod error;
 mod health;
 mod history;
 mod hosts;
+pub mod http_tls;
 pub mod limits;
 mod metrics;
 pub mod openapi;
@@ -39,7 +40,7 @@ pub struct AppState {
     pub twin: Arc<Mutex<Twin>>,
     pub store: Arc<Store>,
     /// Tokens, revocations, the audit log.
-    pub access: Arc<access::Access>,
+    pub access: Arc<bearer::Access>,
     /// Storage open and QUIC listening.
     pub ready: Arc<AtomicBool>,
     pub offline_after: Duration,
@@ -52,7 +53,7 @@ pub struct AppState {
     /// The OpenAPI description, set by [`router`]; empty (`Default`) until then.
     pub description: Arc<OnceLock<axum::body::Bytes>>,
     /// The QUIC edge's refusals, for `/metrics`.
-    pub refusals: Arc<crate::refusals::Refusals>,
+    pub refusals: Arc<crate::quic::refusals::Refusals>,
 }
 
 impl AppState {
@@ -73,19 +74,19 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(endpoints::one))
         .routes(routes!(endpoints::services))
         .routes(routes!(openapi::description))
-        .layer(from_fn_with_state(state.clone(), access::require_read));
+        .layer(from_fn_with_state(state.clone(), bearer::require_read));
     let admin = OpenApiRouter::new()
         .routes(routes!(admin::tokens_list, admin::tokens_create))
         .routes(routes!(admin::tokens_revoke))
         .routes(routes!(admin::agent_revoke))
         .routes(routes!(admin::revocations_list))
         .routes(routes!(admin::audit_list))
-        .layer(from_fn_with_state(state.clone(), access::require_admin));
+        .layer(from_fn_with_state(state.clone(), bearer::require_admin));
     let metrics = OpenApiRouter::new().routes(routes!(metrics::metrics));
     let metrics = if state.metrics_open {
         metrics
     } else {
-        metrics.layer(from_fn_with_state(state.clone(), access::require_read))
+        metrics.layer(from_fn_with_state(state.clone(), bearer::require_read))
     };
     OpenApiRouter::with_openapi(openapi::Frame::openapi())
         .merge(metrics)
@@ -111,13 +112,14 @@ pub fn router(state: AppState) -> Router {
 /// An app state for in-process tests: a store, tokens, revocations and audit log under `dir`.
 #[cfg(test)]
 pub(crate) fn test_state(dir: &std::path::Path, twin: Twin) -> AppState {
-    use crate::{audit::AuditLog, auth::Tokens, history::Retention, revocation::Revocations};
+    use crate::access::{audit::AuditLog, revocation::Revocations, tokens::Tokens};
+    use crate::history::Retention;
     let revocations = Arc::new(Revocations::open(dir.join("revocations")).expect("revocations"));
     let audit = AuditLog::new(dir.join("audit.log"), 1 << 20, 1);
     AppState {
         twin: Arc::new(Mutex::new(twin)),
         store: Arc::new(Store::open(&dir.join("db"), Retention::default()).expect("store")),
-        access: Arc::new(access::Access::new(Tokens::new(dir.join("tokens")), revocations, audit)),
+        access: Arc::new(bearer::Access::new(Tokens::new(dir.join("tokens")), revocations, audit)),
         ready: Arc::new(AtomicBool::new(true)),
         offline_after: Duration::from_secs(60),
         metrics_open: false,

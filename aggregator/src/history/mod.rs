@@ -18,6 +18,7 @@ pub mod query;
 pub mod recorder;
 pub mod rollup;
 pub mod segment;
+pub mod zstd_context;
 
 use std::time::Duration;
 

@@ -100,7 +100,7 @@ pub fn render(remotes: &[Snapshot<'_>], out: &mut String) {
         for remote in remotes {
             for (reason, value) in *lines {
                 let _ = write!(out, "{name}{{remote=\"");
-                crate::exposition::escape(remote.name, out);
+                crate::views::exposition::escape(remote.name, out);
                 if !reason.is_empty() {
                     let _ = write!(out, "\",reason=\"{reason}");
                 }

@@ -20,8 +20,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 
-use crate::tls::{certs, TlsError};
-use crate::watched::{self, Stamp};
+use crate::access::watched::{self, Stamp};
+use crate::quic::tls::{certs, TlsError};
 
 /// Handshakes in progress at once; past this, the oldest is closed for each new connection.
 const MAX_HANDSHAKES: usize = 256;

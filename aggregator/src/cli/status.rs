@@ -5,14 +5,18 @@
 //! `$TWINWATCH_TOKEN`, `<data_dir>/read-token`, or the `read-token` beside the data directory
 //! (the quickstart's layout).
 
+mod client;
+mod tree;
+mod trend;
+
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use twinwatch_aggregator::certs;
+use client::Options;
+use twinwatch_aggregator::access::certs;
 use twinwatch_aggregator::config::Config;
-use twinwatch_aggregator::status::{self, Options};
 use twinwatch_common::config::Span;
 
 pub struct Args {
@@ -86,8 +90,8 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         window_text: args.window.clone(),
         timeout: Duration::from_secs(15),
     };
-    let snapshot = status::snapshot(&options).await?;
+    let snapshot = client::snapshot(&options).await?;
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    print!("{}", status::render(&snapshot, color));
+    print!("{}", tree::render(&snapshot, color));
     Ok(())
 }

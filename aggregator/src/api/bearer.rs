@@ -17,9 +17,9 @@ use axum::response::Response;
 use twinwatch_common::time::now_ms;
 
 use super::{ApiError, AppState};
-use crate::audit::{AuditLog, Outcome, Record};
-use crate::auth::{Role, Tokens};
-use crate::revocation::Revocations;
+use crate::access::audit::{AuditLog, Outcome, Record};
+use crate::access::revocation::Revocations;
+use crate::access::tokens::{Role, Tokens};
 
 /// A refused admin attempt by the same token is audited at most this often.
 const DENIED_AUDIT_EVERY_MS: i64 = 10_000;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use twinwatch_common::time::{parse_rfc3339, rfc3339};
 
-use crate::watched;
+use crate::access::watched;
 
 /// Longest line read back; longer ones are skipped.
 pub const MAX_LINE: usize = 4096;

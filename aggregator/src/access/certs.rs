@@ -12,7 +12,7 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-use crate::identity::valid_name;
+use crate::twin::identity::valid_name;
 
 pub const CA_CERT: &str = "ca.crt";
 pub const CA_KEY: &str = "ca.key";
@@ -96,9 +96,9 @@ pub fn init(dir: &Path, names: &[String], force: bool) -> Result<(), CertError> 
     server(dir, names, &issuer)?;
     // Run with sudo on a packaged install, the files go to the data directory's owner: the
     // aggregator runs as its own user and reads its key and the CA's.
-    crate::watched::own_like_parent(dir);
+    crate::access::watched::own_like_parent(dir);
     for name in [CA_KEY, CA_CERT, SERVER_KEY, SERVER_CERT] {
-        crate::watched::own_like_parent(&dir.join(name));
+        crate::access::watched::own_like_parent(&dir.join(name));
     }
     Ok(())
 }

@@ -4,12 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use twinwatch_aggregator::auth::{Role, TokenError, Tokens};
-use twinwatch_aggregator::certs;
+use twinwatch_aggregator::access::certs;
+use twinwatch_aggregator::access::tokens::{Role, TokenError, Tokens};
 use twinwatch_aggregator::config::{Config, LocalAgent};
 use twinwatch_aggregator::local_agent::host_name;
 
-use crate::admin::audited;
+use crate::cli::admin::audited;
 
 fn write_secret(path: &Path, token: &str) -> anyhow::Result<()> {
     use std::io::Write;

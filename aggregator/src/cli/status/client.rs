@@ -5,9 +5,6 @@
 //! detail is left out, and a trend the history cannot give (no data in the window before) is
 //! simply not shown. No answer, or 401, is an error that says which.
 
-pub mod tree;
-pub mod trend;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-pub use tree::{render, Snapshot, TrendKey};
+use super::tree::{Snapshot, TrendKey};
 use twinwatch_common::error_chain::error_chain as chain;
 
 /// Largest answer read from the API.
@@ -149,7 +146,7 @@ async fn details(api: &Arc<Api>, kind: &'static str, ids: Vec<String>) -> Result
     Ok(answers.into_iter().flatten().collect())
 }
 
-/// Everything [`tree::render`] needs, from the API at `opts.url`.
+/// Everything [`super::tree::render`] needs, from the API at `opts.url`.
 pub async fn snapshot(opts: &Options) -> Result<Snapshot, StatusError> {
     let mut client =
         reqwest::Client::builder().timeout(opts.timeout).connect_timeout(opts.timeout.min(Duration::from_secs(5)));
@@ -222,9 +219,9 @@ pub async fn snapshot(opts: &Options) -> Result<Snapshot, StatusError> {
             Box::pin(async move {
                 let history = api.get(&path, &query).await.ok()??;
                 let change = match &key {
-                    TrendKey::Cpu(_) => trend::cpu_change(&history),
-                    TrendKey::Memory(_) => trend::used_memory_change(&history, total),
-                    _ => trend::series_change(&history),
+                    TrendKey::Cpu(_) => super::trend::cpu_change(&history),
+                    TrendKey::Memory(_) => super::trend::used_memory_change(&history, total),
+                    _ => super::trend::series_change(&history),
                 };
                 change.map(|c| (key, c))
             }) as Job<_>

@@ -12,6 +12,8 @@
 //! deletes the log entries it covers, in one batch. Opening the store after a crash gives back the
 //! hosts as checkpointed plus their logs, which replay through the twin to the same state.
 
+pub mod checkpoint;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
@@ -76,13 +78,13 @@ fn config() -> bincode::config::Configuration {
 
 fn decode_host(id: &str, v: &[u8]) -> Result<HostTwin, StoreError> {
     let corrupt = |detail: String| StoreError::Corrupt { id: id.to_owned(), detail };
-    let raw = crate::zstd_context::decompress(v, 64 << 20).map_err(|e| corrupt(e.to_string()))?;
+    let raw = crate::history::zstd_context::decompress(v, 64 << 20).map_err(|e| corrupt(e.to_string()))?;
     bincode::decode_from_slice(&raw, config()).map(|(h, _)| h).map_err(|e| corrupt(e.to_string()))
 }
 
 fn encode_host(host: &HostTwin) -> Vec<u8> {
     let encoded = bincode::encode_to_vec(host, config()).expect("HostTwin always encodes");
-    crate::zstd_context::compress(&encoded, 1)
+    crate::history::zstd_context::compress(&encoded, 1)
 }
 
 impl Store {
@@ -221,8 +223,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint;
-    use crate::identity::AgentIdentity;
+    use crate::store::checkpoint;
+    use crate::twin::identity::AgentIdentity;
     use crate::twin::Twin;
     use std::sync::Mutex;
     use twinwatch_common::delta::DeltaEncoder;

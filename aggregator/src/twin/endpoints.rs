@@ -7,7 +7,7 @@
 //! ([`stats`]) and show endpoints across vantages ([`view`]).
 //!
 //! Sans-IO, like the rest of the twin: no clock reads, no I/O. (The endpoints here are the probed
-//! services', not the aggregator's own QUIC [`crate::endpoint`].)
+//! services', not the aggregator's own QUIC [`crate::quic::reset_key`].)
 //!
 //! - **A new result is a new timestamp**, compared per (endpoint, host) with the last one taken:
 //!   a keyframe resending the same value, a replayed batch or a new agent incarnation adds
@@ -24,7 +24,6 @@
 //!   endpoints probed from 5 hosts cost at most 20 MiB.
 
 pub mod stats;
-pub mod view;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -190,7 +189,7 @@ pub fn endpoints_of(state: &DeltaState) -> impl Iterator<Item = &str> {
 
 /// The probe's start in ms: the raw integer when the series is ms at scale 1e-3 as the contract
 /// has it (exact), else its value in seconds, rounded. `None` before the first result.
-fn timestamp_ms(series: &SeriesState) -> Option<i64> {
+pub(crate) fn timestamp_ms(series: &SeriesState) -> Option<i64> {
     let ms = if !series.float && series.scale == 1e-3 {
         series.bits as i64
     } else {

@@ -16,8 +16,8 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
-use crate::refusals::Refusals;
-use crate::revocation::{Credential, Revocations};
+use crate::access::revocation::{Credential, Revocations};
+use crate::quic::refusals::Refusals;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

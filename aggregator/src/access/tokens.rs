@@ -12,8 +12,8 @@ use std::sync::Mutex;
 use twinwatch_common::hex::encode as hex;
 use twinwatch_common::time::{parse_rfc3339, rfc3339};
 
-use crate::identity::valid_name;
-use crate::watched::{self, Stamp};
+use crate::access::watched::{self, Stamp};
+use crate::twin::identity::valid_name;
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize, utoipa::ToSchema,

@@ -5,7 +5,7 @@
 use bincode::{Decode, Encode};
 use twinwatch_common::message::Dropped;
 
-use crate::runs::Runs;
+use crate::twin::runs::Runs;
 
 /// Gaps remembered per incarnation; older ones still count in the totals.
 const REMEMBERED_GAPS: usize = 32;

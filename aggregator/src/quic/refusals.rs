@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::log_limit::{Line, LogLimit};
+use crate::quic::log_limit::{Line, LogLimit};
 
 /// How often a kind of refusal may write a line.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(60);
@@ -37,7 +37,7 @@ pub enum Refusal {
     BadInitial,
     /// Any other failed handshake (no common protocol, closed by the peer, ...).
     HandshakeFailed,
-    /// A datagram that is not QUIC for us (see [`crate::endpoint::classify`]).
+    /// A datagram that is not QUIC for us (see [`crate::quic::reset_key::classify`]).
     Malformed,
 }
 

@@ -20,7 +20,7 @@ use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use quinn_proto::{ConnectionId, ConnectionIdGenerator, HashedConnectionIdGenerator};
 
-use crate::refusals::{Refusal, Refusals};
+use crate::quic::refusals::{Refusal, Refusals};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EndpointError {

@@ -68,8 +68,8 @@ mod tests {
     fn issued_certificates_carry_id_and_dc() {
         let dir = std::env::temp_dir().join(format!("twinwatch-identity-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        crate::certs::init(&dir, &[], false).unwrap();
-        let issued = crate::certs::issue(&dir, "udm-pro", "dc1", 30, &dir.join("agent")).unwrap();
+        crate::access::certs::init(&dir, &[], false).unwrap();
+        let issued = crate::access::certs::issue(&dir, "udm-pro", "dc1", 30, &dir.join("agent")).unwrap();
         let pem = std::fs::read(&issued.cert).unwrap();
         use rustls_pki_types::pem::PemObject;
         let der = rustls_pki_types::CertificateDer::from_pem_slice(&pem).unwrap();
@@ -77,8 +77,11 @@ mod tests {
         // The server certificate has no OU: it is not an agent.
         let server = rustls_pki_types::CertificateDer::from_pem_file(dir.join("server.crt")).unwrap();
         assert!(matches!(from_der(&server), Err(IdentityError::Missing(_))));
-        assert!(crate::certs::issue(&dir, "bad name", "dc1", 30, &dir.join("x")).is_err());
-        assert!(matches!(crate::certs::init(&dir, &[], false), Err(crate::certs::CertError::Exists(_))));
+        assert!(crate::access::certs::issue(&dir, "bad name", "dc1", 30, &dir.join("x")).is_err());
+        assert!(matches!(
+            crate::access::certs::init(&dir, &[], false),
+            Err(crate::access::certs::CertError::Exists(_))
+        ));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

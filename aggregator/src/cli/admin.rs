@@ -3,12 +3,12 @@
 
 use std::path::PathBuf;
 
-use twinwatch_aggregator::audit::{cli_caller, AuditLog, Outcome, Record};
-use twinwatch_aggregator::auth::{Role, Tokens};
-use twinwatch_aggregator::certs;
+use twinwatch_aggregator::access::audit::{cli_caller, AuditLog, Outcome, Record};
+use twinwatch_aggregator::access::certs;
+use twinwatch_aggregator::access::revocation::{Revocations, Target};
+use twinwatch_aggregator::access::tokens::{Role, Tokens};
 use twinwatch_aggregator::config::Config;
-use twinwatch_aggregator::ingest::REVOCATION_POLL;
-use twinwatch_aggregator::revocation::{Revocations, Target};
+use twinwatch_aggregator::quic::ingest::REVOCATION_POLL;
 use twinwatch_common::time::now_ms;
 
 fn audit_log(config: &Config) -> AuditLog {

@@ -32,13 +32,13 @@ use twinwatch_common::message::{close, Ack, KeyframeRequest, Message, Welcome};
 use twinwatch_common::reader::MessageReader;
 use twinwatch_common::time::now_ms;
 
-use crate::checkpoint;
-use crate::claims::Claim;
-use crate::identity::{self, AgentIdentity, IdentityError};
-use crate::refusals::{Refusal, Refusals};
-use crate::revocation::{Credential, RevocationList, Revocations};
-use crate::runs::Runs;
+use crate::access::revocation::{Credential, RevocationList, Revocations};
+use crate::quic::refusals::{Refusal, Refusals};
+use crate::store::checkpoint;
 use crate::store::{Store, StoreError};
+use crate::twin::claims::Claim;
+use crate::twin::identity::{self, AgentIdentity, IdentityError};
+use crate::twin::runs::Runs;
 use crate::twin::{Outcome, Twin};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);

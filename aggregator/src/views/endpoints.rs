@@ -15,8 +15,8 @@ use twinwatch_common::delta::SeriesState;
 use twinwatch_common::probe::{self, PHASES};
 use twinwatch_common::time::rfc3339;
 
-use super::stats::{self, Latency, Stats};
-use super::{is_probe_series, timestamp_ms, ProbeResult};
+use crate::twin::endpoints::stats::{self, Latency, Stats};
+use crate::twin::endpoints::{is_probe_series, timestamp_ms, ProbeResult};
 use crate::twin::{HostStatus, HostTwin, Twin};
 
 pub const DEFAULT_WINDOW: &str = "1h";
@@ -447,7 +447,7 @@ fn gather<'a>(twin: &'a Twin, only: Option<&str>) -> BTreeMap<&'a str, Vec<Probe
 
 /// The results of `probe`'s ring in the window. Results carry the agent's clock and the window
 /// is the aggregator's, so the window is shifted by the host's clock correction (zero unless its
-/// offset is beyond [`crate::clock::CORRECT_BEYOND_MS`]).
+/// offset is beyond [`crate::twin::clock::CORRECT_BEYOND_MS`]).
 fn window_results(twin: &Twin, id: &str, probe: &Probe, scope: &Scope) -> Vec<ProbeResult> {
     let correction = probe.host.clock.estimate().map_or(0, |e| e.correction_ms);
     let since = scope.now_ms.saturating_sub(scope.window.ms).saturating_sub(correction);

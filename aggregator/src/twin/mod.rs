@@ -23,18 +23,25 @@
 //! results the host states alone would forget. Two connections claiming one identity are settled
 //! by [`Claims`]; clock offsets are estimated by [`Clock`].
 
+pub mod claims;
+pub mod clock;
+pub mod endpoints;
+pub mod identity;
+pub mod ledger;
+pub mod runs;
+
 use std::collections::BTreeMap;
 
 use bincode::{Decode, Encode};
 use twinwatch_common::delta::{DeltaError, DeltaState, Tick};
 use twinwatch_common::message::{Batch, Dropped, Hello, HostInfo, TimeEcho};
 
-use crate::claims::{Claim, Claims, Conflict, REMEMBERED_CONFLICTS};
-use crate::clock::Clock;
-use crate::endpoints::Endpoints;
 use crate::history::recorder::Recorder;
-use crate::identity::AgentIdentity;
-use crate::ledger::Ledger;
+use crate::twin::claims::{Claim, Claims, Conflict, REMEMBERED_CONFLICTS};
+use crate::twin::clock::Clock;
+use crate::twin::endpoints::Endpoints;
+use crate::twin::identity::AgentIdentity;
+use crate::twin::ledger::Ledger;
 
 /// Incarnations remembered per host, to recognise late replays of earlier ones.
 const REMEMBERED_INCARNATIONS: usize = 16;
@@ -508,7 +515,7 @@ fn apply_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoints::tests::http_result;
+    use crate::twin::endpoints::tests::http_result;
     use twinwatch_common::delta::DeltaEncoder;
     use twinwatch_common::sample::{Metric, Sample, SeriesKey, Value};
 

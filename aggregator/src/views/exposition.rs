@@ -138,7 +138,7 @@ pub fn render<'a>(hosts: impl Iterator<Item = &'a HostTwin>, now_ms: i64, offlin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::AgentIdentity;
+    use crate::twin::identity::AgentIdentity;
     use crate::twin::Twin;
     use twinwatch_common::delta::DeltaEncoder;
     use twinwatch_common::message::{Batch, Hello};
@@ -194,7 +194,7 @@ mod tests {
 
     #[test]
     fn probe_series_come_out_as_blackbox_exporter_names_them() {
-        let mut metrics = crate::endpoints::tests::http_result("shop", 1_795_332_000_123, 200, 0.25);
+        let mut metrics = crate::twin::endpoints::tests::http_result("shop", 1_795_332_000_123, 200, 0.25);
         let key = |name: &str| SeriesKey::new(name).with(probe::ENDPOINT, "shop");
         metrics.push(Metric::counter(key(probe::RUNS), Value::Int(7)));
         metrics.push(Metric::gauge(

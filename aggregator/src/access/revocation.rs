@@ -7,7 +7,7 @@
 //!   works: revoking an agent and issuing it a new certificate is how a leaked key is replaced.
 //! - `serial 4f3a… 2026-11-22T14:00:00.000Z ops` refuses that one certificate.
 //!
-//! A certificate's issue time is its `notBefore` plus [`crate::certs::BACKDATE`] (issued
+//! A certificate's issue time is its `notBefore` plus [`crate::access::certs::BACKDATE`] (issued
 //! certificates are back-dated for clock skew), to the second. Parsing and checking are sans-IO;
 //! [`Revocations`] is the file around them.
 
@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 
 use twinwatch_common::time::{parse_rfc3339, rfc3339};
 
-use crate::identity::{self, valid_name, IdentityError};
-use crate::watched::{self, Stamp};
+use crate::access::watched::{self, Stamp};
+use crate::twin::identity::{self, valid_name, IdentityError};
 
 /// Longest reason kept, in bytes.
 pub const MAX_REASON: usize = 256;
@@ -142,7 +142,7 @@ impl Credential {
         let who = identity::from_der(der)?;
         let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| IdentityError::Parse(e.to_string()))?;
         let serial = normalise_serial(&twinwatch_common::hex::encode(cert.raw_serial()));
-        let issued_s = cert.validity().not_before.timestamp() + crate::certs::BACKDATE.whole_seconds();
+        let issued_s = cert.validity().not_before.timestamp() + crate::access::certs::BACKDATE.whole_seconds();
         Ok(Credential { agent: who.id, serial, issued_s })
     }
 }
