@@ -47,11 +47,11 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 use crate::access::audit::AuditLog;
+use crate::access::pem::TlsError;
 use crate::access::revocation::{RevocationError, Revocations};
 use crate::config::Config;
 use crate::quic::ingest::Ingest;
 use crate::quic::refusals::Refusals;
-use crate::quic::tls::TlsError;
 use crate::store::{Store, StoreError};
 use crate::twin::Twin;
 
@@ -140,11 +140,14 @@ pub async fn run(
     }
     tracing::info!(hosts = twin.hosts().count(), replayed, data_dir = %config.data_dir.display(), "store open");
     let twin = Arc::new(Mutex::new(twin));
-    if let Some(remotes) = config.remote_write.as_deref().filter(|r| !r.is_empty()) {
-        let remote = remote_write::RemoteWrite::open(store.db(), remotes).map_err(StoreError::from)?;
-        remote.spawn(shutdown.clone());
-        store.set_remote(remote);
-    }
+    let remote = match config.remote_write.as_deref().filter(|r| !r.is_empty()) {
+        Some(remotes) => {
+            let remote = remote_write::RemoteWrite::open(store.db(), remotes).map_err(StoreError::from)?;
+            remote.spawn(shutdown.clone());
+            Some(remote)
+        }
+        None => None,
+    };
 
     let revocations = Arc::new(Revocations::open(config.revocations_file.clone())?);
     let refusals = Arc::new(Refusals::default());
@@ -161,10 +164,12 @@ pub async fn run(
     };
 
     let checkpoints = {
-        let (twin, store, every, stop) = (twin.clone(), store.clone(), config.checkpoint_interval, shutdown.clone());
-        tokio::spawn(async move { store::checkpoint::run(&twin, &store, every, stop).await })
+        let (twin, store, remote) = (twin.clone(), store.clone(), remote.clone());
+        let (every, stop) = (config.checkpoint_interval, shutdown.clone());
+        tokio::spawn(async move { store::checkpoint::run(&twin, &store, remote.as_deref(), every, stop).await })
     };
-    let ingest = Arc::new(Ingest::new(twin.clone(), store.clone(), revocations.clone(), refusals.clone()));
+    let ingest =
+        Arc::new(Ingest::new(twin.clone(), store.clone(), remote.clone(), revocations.clone(), refusals.clone()));
     tokio::spawn(refusals.clone().summarize(shutdown.clone()));
     tokio::spawn(ingest.clone().serve(endpoint.clone()));
     tokio::spawn(ingest.watch_revocations(shutdown.clone()));
@@ -189,6 +194,7 @@ pub async fn run(
         metrics_open: config.metrics_open,
         body_limits: api::limits::BodyLimits { max_bytes: config.http.max_body, timeout: config.http.body_timeout },
         http_stats: http_stats.clone(),
+        remote_write: remote.map(|r| r as Arc<dyn views::exposition::Counters>),
         refusals,
         description: Default::default(),
     };

@@ -25,9 +25,9 @@ use twinwatch_common::backoff::Backoff;
 use twinwatch_common::time::now_ms;
 
 use crate::access::audit::{AuditLog, Outcome, Record};
+use crate::access::cert_identity;
 use crate::access::certs;
 use crate::config::LocalAgent;
-use crate::twin::identity;
 
 /// A certificate this close to its end is replaced at the next start.
 pub const RENEW_BEFORE_DAYS: i64 = 30;
@@ -64,7 +64,7 @@ pub fn certificate_fits(cert: &Path, agent: &str, dc: &str, now_s: i64) -> bool 
     let Ok(pem) = std::fs::read(cert) else { return false };
     let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(&pem) else { return false };
     let Ok((_, parsed)) = x509_parser::parse_x509_certificate(&pem.contents) else { return false };
-    let named = identity::from_der(&pem.contents).is_ok_and(|i| i.id == agent && i.dc == dc);
+    let named = cert_identity::from_der(&pem.contents).is_ok_and(|i| i.id == agent && i.dc == dc);
     named && parsed.validity().not_after.timestamp() > now_s + RENEW_BEFORE_DAYS * 86_400
 }
 

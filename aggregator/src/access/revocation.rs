@@ -18,8 +18,9 @@ use std::sync::{Arc, Mutex};
 
 use twinwatch_common::time::{parse_rfc3339, rfc3339};
 
+use crate::access::cert_identity::{self, IdentityError};
 use crate::access::watched::{self, Stamp};
-use crate::twin::identity::{self, valid_name, IdentityError};
+use crate::twin::identity::valid_name;
 
 /// Longest reason kept, in bytes.
 pub const MAX_REASON: usize = 256;
@@ -139,7 +140,7 @@ pub struct Credential {
 impl Credential {
     /// Reads an agent's DER client certificate (already verified against our CA).
     pub fn from_der(der: &[u8]) -> Result<Credential, IdentityError> {
-        let who = identity::from_der(der)?;
+        let who = cert_identity::from_der(der)?;
         let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| IdentityError::Parse(e.to_string()))?;
         let serial = normalise_serial(&twinwatch_common::hex::encode(cert.raw_serial()));
         let issued_s = cert.validity().not_before.timestamp() + crate::access::certs::BACKDATE.whole_seconds();

@@ -14,14 +14,12 @@ use std::time::Duration;
 
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::PrivateKeyDer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 
+use crate::access::pem::{certs, private_key, TlsError};
 use crate::access::watched::{self, Stamp};
-use crate::quic::tls::{certs, TlsError};
 
 /// Handshakes in progress at once; past this, the oldest is closed for each new connection.
 const MAX_HANDSHAKES: usize = 256;
@@ -34,7 +32,7 @@ fn load(cert: &Path, key: &Path, provider: &rustls::crypto::CryptoProvider) -> R
     if chain.is_empty() {
         return Err(TlsError::NoCertificate(cert.to_owned()));
     }
-    let der = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Pem { path: key.to_owned(), source })?;
+    let der = private_key(key)?;
     Ok(CertifiedKey::from_der(chain, der, provider)?)
 }
 

@@ -33,6 +33,7 @@ pub use error::ApiError;
 
 use crate::store::Store;
 use crate::twin::Twin;
+use crate::views::exposition::Counters;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -52,8 +53,10 @@ pub struct AppState {
     pub http_stats: Arc<server::HttpStats>,
     /// The OpenAPI description, set by [`router`]; empty (`Default`) until then.
     pub description: Arc<OnceLock<axum::body::Bytes>>,
+    /// The remote write queues' counters, for `/metrics`, when any remote is configured.
+    pub remote_write: Option<Arc<dyn Counters>>,
     /// The QUIC edge's refusals, for `/metrics`.
-    pub refusals: Arc<crate::quic::refusals::Refusals>,
+    pub refusals: Arc<dyn Counters>,
 }
 
 impl AppState {
@@ -114,6 +117,10 @@ pub fn router(state: AppState) -> Router {
 pub(crate) fn test_state(dir: &std::path::Path, twin: Twin) -> AppState {
     use crate::access::{audit::AuditLog, revocation::Revocations, tokens::Tokens};
     use crate::history::Retention;
+    struct NoCounters;
+    impl Counters for NoCounters {
+        fn render_metrics(&self, _: &mut String) {}
+    }
     let revocations = Arc::new(Revocations::open(dir.join("revocations")).expect("revocations"));
     let audit = AuditLog::new(dir.join("audit.log"), 1 << 20, 1);
     AppState {
@@ -126,6 +133,7 @@ pub(crate) fn test_state(dir: &std::path::Path, twin: Twin) -> AppState {
         body_limits: limits::BodyLimits { max_bytes: 1 << 20, timeout: Duration::from_secs(10) },
         http_stats: Arc::default(),
         description: Arc::default(),
-        refusals: Arc::default(),
+        remote_write: None,
+        refusals: Arc::new(NoCounters),
     }
 }

@@ -12,9 +12,7 @@
 //! host's twin and truncates the log in one atomic sled batch; after a crash, the log since the
 //! last checkpoint is replayed through the twin, which records the same points again.
 
-pub mod archive;
 pub mod codec;
-pub mod query;
 pub mod recorder;
 pub mod rollup;
 pub mod segment;

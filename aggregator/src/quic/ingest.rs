@@ -32,12 +32,15 @@ use twinwatch_common::message::{close, Ack, KeyframeRequest, Message, Welcome};
 use twinwatch_common::reader::MessageReader;
 use twinwatch_common::time::now_ms;
 
+use crate::access::cert_identity::{self, IdentityError};
 use crate::access::revocation::{Credential, RevocationList, Revocations};
+use crate::quic::peer_identity;
 use crate::quic::refusals::{Refusal, Refusals};
+use crate::remote_write::RemoteWrite;
 use crate::store::checkpoint;
 use crate::store::{Store, StoreError};
 use crate::twin::claims::Claim;
-use crate::twin::identity::{self, AgentIdentity, IdentityError};
+use crate::twin::identity::AgentIdentity;
 use crate::twin::runs::Runs;
 use crate::twin::{Outcome, Twin};
 
@@ -86,6 +89,8 @@ pub struct Ingest {
     /// A std mutex: it is never held across an await.
     pub twin: Arc<Mutex<Twin>>,
     pub store: Arc<Store>,
+    /// Remote write queues, fed by each checkpoint.
+    remote: Option<Arc<RemoteWrite>>,
     next_conn: AtomicU64,
     /// Open connections by id, so one superseded by another, or revoked, can be closed.
     connections: Mutex<HashMap<u64, Open>>,
@@ -99,12 +104,14 @@ impl Ingest {
     pub fn new(
         twin: Arc<Mutex<Twin>>,
         store: Arc<Store>,
+        remote: Option<Arc<RemoteWrite>>,
         revocations: Arc<Revocations>,
         refusals: Arc<Refusals>,
     ) -> Self {
         Ingest {
             twin,
             store,
+            remote,
             next_conn: AtomicU64::new(1),
             connections: Mutex::new(HashMap::new()),
             revocations,
@@ -212,8 +219,8 @@ impl Ingest {
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<AgentIdentity, (Option<AgentIdentity>, IngestError)> {
         let conn = incoming.await.map_err(|e| (None, e.into()))?;
-        let leaf = identity::leaf_certificate(&conn).map_err(|e| (None, e.into()))?;
-        let who = identity::from_der(&leaf).map_err(|e| (None, e.into()))?;
+        let leaf = peer_identity::leaf_certificate(&conn).map_err(|e| (None, e.into()))?;
+        let who = cert_identity::from_der(&leaf).map_err(|e| (None, e.into()))?;
         let credential = Credential::from_der(&leaf).map_err(|e| (None, e.into()))?;
         if let Some(r) = self.revocations.refuses(&credential) {
             self.revocations.stats.refused.fetch_add(1, Relaxed);
@@ -282,7 +289,7 @@ impl Ingest {
             (claim, twin.host(&who.id).map_or(0, |h| h.accounted_through(hello.incarnation)))
         };
         // What the hello changed (identity, counters, conflicts) is kept at once.
-        checkpoint::checkpoint(&self.twin, &self.store, &who.id).await?;
+        checkpoint::checkpoint(&self.twin, &self.store, self.remote.as_deref(), &who.id).await?;
         match claim {
             Claim::Refuse { reason } => {
                 tracing::warn!(agent = %who, hostname = %hello.host.hostname, machine = %hello.host.machine_id, "identity conflict: {reason}");

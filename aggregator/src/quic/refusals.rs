@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::quic::log_limit::{Line, LogLimit};
+use crate::views::exposition::Counters;
 
 /// How often a kind of refusal may write a line.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(60);
@@ -166,9 +167,11 @@ impl Refusals {
             }
         }
     }
+}
 
+impl Counters for Refusals {
     /// The counters in Prometheus text format.
-    pub fn render_metrics(&self, out: &mut String) {
+    fn render_metrics(&self, out: &mut String) {
         let name = "twinwatch_quic_refused_total";
         let _ = writeln!(out, "# HELP {name} QUIC connection attempts refused before a session, by reason.");
         let _ = writeln!(out, "# TYPE {name} counter");

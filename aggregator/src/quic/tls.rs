@@ -6,38 +6,18 @@
 //! session skips certificate verification; ingest checks again once the handshake is done.)
 //! Its refusals are counted and logged through [`Refusals`], at a bounded rate.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls_pki_types::{CertificateDer, UnixTime};
 
+use crate::access::pem::{certs, private_key, TlsError};
 use crate::access::revocation::{Credential, Revocations};
 use crate::quic::refusals::Refusals;
-
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("{}: {source}", path.display())]
-    Pem { path: PathBuf, source: rustls_pki_types::pem::Error },
-    #[error("TLS setup: {0}")]
-    Rustls(#[from] rustls::Error),
-    #[error("client verifier: {0}")]
-    Verifier(#[from] rustls::server::VerifierBuilderError),
-    #[error("{}: no certificate in the file", .0.display())]
-    NoCertificate(PathBuf),
-    #[error("QUIC TLS setup: {0}")]
-    Quic(String),
-}
-
-pub(crate) fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|source| TlsError::Pem { path: path.to_owned(), source })
-}
 
 /// Our CA's verifier, then the revocation list.
 pub struct RevocationVerifier {
@@ -116,7 +96,7 @@ pub fn server_config(
     let inner =
         rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
     let verifier = Arc::new(RevocationVerifier { inner, revocations, refusals });
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Pem { path: key.to_owned(), source })?;
+    let key = private_key(key)?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)

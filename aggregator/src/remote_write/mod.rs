@@ -27,6 +27,7 @@ use tokio::sync::{watch, Notify};
 
 pub use config::RemoteWriteConfig;
 
+use crate::views::exposition::Counters;
 use queue::Queue;
 use stats::Stats;
 
@@ -148,9 +149,11 @@ impl RemoteWrite {
             tokio::spawn(sender::run(ep.clone(), shutdown.clone()));
         }
     }
+}
 
+impl Counters for RemoteWrite {
     /// Appends this module's own metrics in Prometheus text format (per endpoint label `remote`).
-    pub fn render_metrics(&self, out: &mut String) {
+    fn render_metrics(&self, out: &mut String) {
         let remotes: Vec<stats::Snapshot<'_>> = self
             .endpoints
             .iter()

@@ -18,7 +18,7 @@ use twinwatch_common::sample::SeriesKey;
 use twinwatch_common::time::now_ms;
 
 use crate::history::recorder::Frozen;
-use crate::remote_write::SeriesPoints;
+use crate::remote_write::{RemoteWrite, SeriesPoints};
 use crate::store::{Store, StoreError};
 use crate::twin::Twin;
 
@@ -26,22 +26,33 @@ fn lock(twin: &Mutex<Twin>) -> std::sync::MutexGuard<'_, Twin> {
     twin.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Writes host `id`'s twin and pending history, and truncates its log.
-pub async fn checkpoint(twin: &Mutex<Twin>, store: &Store, id: &str) -> Result<(), StoreError> {
+/// Writes host `id`'s twin and pending history, and truncates its log; queues the points for
+/// `remote` first.
+pub async fn checkpoint(
+    twin: &Mutex<Twin>,
+    store: &Store,
+    remote: Option<&RemoteWrite>,
+    id: &str,
+) -> Result<(), StoreError> {
     let (host, frozen, exported, through) = {
         let mut twin = lock(twin);
         let Some(host) = twin.host(id).cloned() else {
             return Ok(());
         };
         let frozen = twin.history.host_mut(id).map(|h| h.freeze()).unwrap_or_default();
-        let exported = match (store.remote(), twin.history.host(id)) {
+        let exported = match (remote, twin.history.host(id)) {
             (Some(_), Some(rec)) => export(&host.id, &host.dc, rec.keys(), &frozen),
             _ => Vec::new(),
         };
         // Ingest logs under the twin lock, so every frame up to here is reflected in `host`.
         (host, frozen, exported, store.log_position())
     };
-    store.checkpoint(&host, &frozen, &exported, through)?;
+    // Queued first: a crash before the checkpoint lands replays the log and queues them again
+    // (a remote takes a repeated sample as a duplicate), never loses them.
+    if let (Some(remote), false) = (remote, exported.is_empty()) {
+        remote.enqueue(&exported)?;
+    }
+    store.checkpoint(&host, &frozen, through)?;
     store.flush().await?;
     if let Some(h) = lock(twin).history.host_mut(id) {
         h.written();
@@ -105,13 +116,19 @@ pub fn reload(twin: &mut Twin, store: &Store, id: &str) -> Result<(), StoreError
 
 /// Every `every`: checkpoints hosts with new points, compacts finished windows into rollups and
 /// expires what retention no longer keeps. A last checkpoint runs at shutdown.
-pub async fn run(twin: &Mutex<Twin>, store: &Store, every: Duration, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    twin: &Mutex<Twin>,
+    store: &Store,
+    remote: Option<&RemoteWrite>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let stopping = tokio::select! {
             _ = tokio::time::sleep(every) => false,
             _ = shutdown.wait_for(|s| *s) => true,
         };
-        if let Err(e) = pass(twin, store).await {
+        if let Err(e) = pass(twin, store, remote).await {
             tracing::error!("history checkpoint: {e}");
         }
         if stopping {
@@ -121,7 +138,7 @@ pub async fn run(twin: &Mutex<Twin>, store: &Store, every: Duration, mut shutdow
 }
 
 /// One round of checkpoints, compaction and expiry.
-pub async fn pass(twin: &Mutex<Twin>, store: &Store) -> Result<(), StoreError> {
+pub async fn pass(twin: &Mutex<Twin>, store: &Store, remote: Option<&RemoteWrite>) -> Result<(), StoreError> {
     let ids: Vec<String> = {
         let twin = lock(twin);
         twin.hosts()
@@ -130,7 +147,7 @@ pub async fn pass(twin: &Mutex<Twin>, store: &Store) -> Result<(), StoreError> {
             .collect()
     };
     for id in ids {
-        checkpoint(twin, store, &id).await?;
+        checkpoint(twin, store, remote, &id).await?;
     }
     let now = now_ms();
     let compacted = store.archive.compact(now)?;

@@ -12,17 +12,19 @@
 //! deletes the log entries it covers, in one batch. Opening the store after a crash gives back the
 //! hosts as checkpointed plus their logs, which replay through the twin to the same state.
 
+pub mod archive;
 pub mod checkpoint;
+pub mod keys;
+pub mod query;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
 
-use crate::history::archive::{Archive, ArchiveError};
 use crate::history::recorder::Frozen;
 use crate::history::Retention;
-use crate::remote_write::{RemoteWrite, RemoteWriteError, SeriesPoints};
+use crate::remote_write::RemoteWriteError;
 use crate::twin::HostTwin;
+use archive::{Archive, ArchiveError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -44,8 +46,6 @@ pub struct Store {
     pub archive: Archive,
     /// The last log position handed out.
     log_position: AtomicU64,
-    /// Remote write queues, fed at each checkpoint with the points it writes.
-    remote: OnceLock<Arc<RemoteWrite>>,
 }
 
 /// Contiguous runs of stored sequence numbers of one incarnation.
@@ -59,14 +59,14 @@ pub struct StoredRuns {
 
 fn host_key(id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + id.len());
-    k.push(b'h');
+    k.push(keys::HOST);
     k.extend_from_slice(id.as_bytes());
     k
 }
 
 fn log_prefix(id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(2 + id.len() + 8);
-    k.push(b'w');
+    k.push(keys::LOG);
     k.extend_from_slice(id.as_bytes());
     k.push(0);
     k
@@ -95,35 +95,26 @@ impl Store {
             .flush_every_ms(Some(500))
             .open()
             .map_err(|source| StoreError::Open { path: dir.to_owned(), source })?;
-        let data = db.open_tree("data")?;
+        let data = db.open_tree(keys::DATA_TREE)?;
         let mut last = 0;
-        for item in data.scan_prefix(b"w") {
+        for item in data.scan_prefix([keys::LOG]) {
             let (k, _) = item?;
             if let Some(n) = k.len().checked_sub(8).and_then(|at| k[at..].try_into().ok()).map(u64::from_be_bytes) {
                 last = last.max(n);
             }
         }
         let archive = Archive::open(data.clone(), retention)?;
-        Ok(Store { db, data, archive, log_position: AtomicU64::new(last), remote: OnceLock::new() })
+        Ok(Store { db, data, archive, log_position: AtomicU64::new(last) })
     }
 
     pub fn db(&self) -> &sled::Db {
         &self.db
     }
 
-    /// Sends every checkpointed point to `remote` from now on.
-    pub fn set_remote(&self, remote: Arc<RemoteWrite>) {
-        let _ = self.remote.set(remote);
-    }
-
-    pub fn remote(&self) -> Option<&Arc<RemoteWrite>> {
-        self.remote.get()
-    }
-
     /// Every stored host, as of its last checkpoint.
     pub fn hosts(&self) -> Result<Vec<HostTwin>, StoreError> {
         let mut hosts = Vec::new();
-        for item in self.data.scan_prefix(b"h") {
+        for item in self.data.scan_prefix([keys::HOST]) {
             let (k, v) = item?;
             hosts.push(decode_host(&String::from_utf8_lossy(&k[1..]), &v)?);
         }
@@ -169,7 +160,7 @@ impl Store {
     /// Ids of the hosts with a log.
     pub fn logging_hosts(&self) -> Result<Vec<String>, StoreError> {
         let mut out: Vec<String> = Vec::new();
-        for item in self.data.scan_prefix(b"w") {
+        for item in self.data.scan_prefix([keys::LOG]) {
             let (k, _) = item?;
             let id = String::from_utf8_lossy(&k[1..k.len().saturating_sub(9)]).into_owned();
             if out.last() != Some(&id) {
@@ -181,18 +172,7 @@ impl Store {
 
     /// Writes `host`, the history points `frozen` from it, and deletes its log up to position
     /// `through`, in one atomic step. Not yet durable: call [`Store::flush`].
-    pub fn checkpoint(
-        &self,
-        host: &HostTwin,
-        frozen: &Frozen,
-        exported: &[SeriesPoints],
-        through: u64,
-    ) -> Result<(), StoreError> {
-        // Queued first: a crash before the checkpoint lands replays the log and queues them again
-        // (a remote takes a repeated sample as a duplicate), never loses them.
-        if let (Some(remote), false) = (self.remote.get(), exported.is_empty()) {
-            remote.enqueue(exported)?;
-        }
+    pub fn checkpoint(&self, host: &HostTwin, frozen: &Frozen, through: u64) -> Result<(), StoreError> {
         let mut b = sled::Batch::default();
         b.insert(host_key(&host.id), encode_host(host));
         let prefix = log_prefix(&host.id);
@@ -284,12 +264,12 @@ mod tests {
         {
             let store = Store::open(&dir, Retention::default()).unwrap();
             twin.lock().unwrap().handle_hello(&who, 1, &hello, 5);
-            checkpoint::checkpoint(&twin, &store, "a-1").await.unwrap();
+            checkpoint::checkpoint(&twin, &store, None, "a-1").await.unwrap();
             for (i, (batch, frame)) in batches.iter().enumerate() {
                 twin.lock().unwrap().handle_batch("a-1", 1, batch, 10);
                 store.log("a-1", std::slice::from_ref(frame)).unwrap();
                 if i == 24 {
-                    checkpoint::checkpoint(&twin, &store, "a-1").await.unwrap();
+                    checkpoint::checkpoint(&twin, &store, None, "a-1").await.unwrap();
                     assert_eq!(store.logged("a-1").unwrap().len(), 0, "the checkpoint truncates the log");
                 }
             }

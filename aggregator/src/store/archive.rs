@@ -2,9 +2,10 @@
 //!
 //! ```text
 //! s <host> 0x00 <index u32>                      -> series key (bincode)
-//! r <window i64> <host> 0x00 <segment u32>       -> raw segment (see segment.rs)
-//! u <tier u8> <period i64> <host> 0x00 <index>   -> rollup block of one series (see rollup.rs)
+//! r <window i64> <host> 0x00 <segment u32>       -> raw segment (see history/segment.rs)
+//! u <tier u8> <period i64> <host> 0x00 <index>   -> rollup block of one series (see history/rollup.rs)
 //! ```
+//! (Prefixes named in `keys.rs`.)
 //! Times come first in the keys, so retention deletes a prefix of each key space.
 //!
 //! A checkpoint adds a segment (number 1 and up) for each window it has points for. Once a
@@ -19,10 +20,11 @@ use std::sync::{Mutex, RwLock};
 
 use twinwatch_common::sample::SeriesKey;
 
-use super::recorder::{Frozen, WINDOW_MS};
-use super::rollup::{self, align, Bucket, RollupError, Tier};
-use super::segment::{self, Column, Columns, SegmentError};
-use super::Retention;
+use super::keys;
+use crate::history::recorder::{Frozen, WINDOW_MS};
+use crate::history::rollup::{self, align, Bucket, RollupError, Tier};
+use crate::history::segment::{self, Column, Columns, SegmentError};
+use crate::history::Retention;
 
 /// How long after a window ends it is compacted: checkpoints of its last points are in by then.
 pub const GRACE_MS: i64 = 90_000;
@@ -69,7 +71,7 @@ fn bincode_config() -> bincode::config::Configuration {
 
 fn series_prefix(host: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(2 + host.len() + 4);
-    k.push(b's');
+    k.push(keys::SERIES);
     k.extend_from_slice(host.as_bytes());
     k.push(0);
     k
@@ -77,7 +79,7 @@ fn series_prefix(host: &str) -> Vec<u8> {
 
 fn raw_prefix(window: i64, host: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(10 + host.len() + 4);
-    k.push(b'r');
+    k.push(keys::RAW);
     k.extend_from_slice(&window.to_be_bytes());
     k.extend_from_slice(host.as_bytes());
     k.push(0);
@@ -86,7 +88,7 @@ fn raw_prefix(window: i64, host: &str) -> Vec<u8> {
 
 fn rollup_key(tier: Tier, period: i64, host: &str, idx: u32) -> Vec<u8> {
     let mut k = Vec::with_capacity(11 + host.len() + 4);
-    k.push(b'u');
+    k.push(keys::ROLLUP);
     k.push(tier.tag());
     k.extend_from_slice(&period.to_be_bytes());
     k.extend_from_slice(host.as_bytes());
@@ -108,7 +110,7 @@ impl Archive {
     /// Opens the history key spaces of `tree`, finding the windows left uncompacted.
     pub fn open(tree: sled::Tree, retention: Retention) -> Result<Archive, ArchiveError> {
         let mut dirty = BTreeSet::new();
-        for item in tree.scan_prefix(b"r") {
+        for item in tree.scan_prefix([keys::RAW]) {
             let (k, _) = item?;
             if let Some((window, host, seg)) = parse_raw(&k) {
                 if seg > 0 {
@@ -126,7 +128,7 @@ impl Archive {
     /// Every host's registered series, by index.
     pub fn series(&self) -> Result<BTreeMap<String, Vec<SeriesKey>>, ArchiveError> {
         let mut out: BTreeMap<String, Vec<SeriesKey>> = BTreeMap::new();
-        for item in self.tree.scan_prefix(b"s") {
+        for item in self.tree.scan_prefix([keys::SERIES]) {
             let (k, v) = item?;
             let Some(nul) = k.iter().position(|&b| b == 0) else { continue };
             let host = String::from_utf8_lossy(&k[1..nul]).into_owned();
@@ -197,7 +199,7 @@ impl Archive {
         let limit = *budget;
         let _r = self.segments.read().unwrap_or_else(|e| e.into_inner());
         let mut out: Option<Column> = None;
-        let Some((first, last)) = self.stored_times(b"r")? else {
+        let Some((first, last)) = self.stored_times(&[keys::RAW])? else {
             return Ok(None);
         };
         let mut window = align(from.max(first), WINDOW_MS);
@@ -221,7 +223,7 @@ impl Archive {
     /// Stored rollup buckets of series `idx` of `host` at `tier` starting in `[from, to)`.
     pub fn buckets(&self, tier: Tier, host: &str, idx: u32, from: i64, to: i64) -> Result<Vec<Bucket>, ArchiveError> {
         let mut out = Vec::new();
-        let Some((first, last)) = self.stored_times(&[b'u', tier.tag()])? else {
+        let Some((first, last)) = self.stored_times(&[keys::ROLLUP, tier.tag()])? else {
             return Ok(out);
         };
         let mut period = align(from.max(first), tier.period_ms());
@@ -336,7 +338,7 @@ impl Archive {
         let cutoff = now_ms - self.retention.raw_ms;
         let mut batch = sled::Batch::default();
         let mut windows = BTreeSet::new();
-        for item in self.tree.scan_prefix(b"r") {
+        for item in self.tree.scan_prefix([keys::RAW]) {
             let (k, _) = item?;
             match parse_raw(&k) {
                 Some((window, _, _)) if window + WINDOW_MS <= cutoff => {
@@ -349,7 +351,7 @@ impl Archive {
         pass.raw_windows_deleted = windows.len() as u64;
         for tier in Tier::ALL {
             let cutoff = now_ms - self.retention.of(tier);
-            for item in self.tree.scan_prefix([b'u', tier.tag()]) {
+            for item in self.tree.scan_prefix([keys::ROLLUP, tier.tag()]) {
                 let (k, _) = item?;
                 let period = k.get(2..10).and_then(|b| b.try_into().ok()).map(i64::from_be_bytes);
                 match period {
@@ -370,7 +372,7 @@ impl Archive {
     /// Bytes of history in the store (keys and values), by key space: series, raw, rollups.
     pub fn bytes(&self) -> Result<[u64; 3], ArchiveError> {
         let mut out = [0u64; 3];
-        for (i, prefix) in [b"s", b"r", b"u"].iter().enumerate() {
+        for (i, prefix) in [[keys::SERIES], [keys::RAW], [keys::ROLLUP]].iter().enumerate() {
             for item in self.tree.scan_prefix(prefix) {
                 let (k, v) = item?;
                 out[i] += (k.len() + v.len()) as u64;

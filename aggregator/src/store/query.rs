@@ -11,10 +11,10 @@ use std::cell::Cell;
 use std::collections::BTreeSet;
 
 use super::archive::{Archive, ArchiveError};
-use super::recorder::WINDOW_MS;
-use super::rollup::{self, align, Bucket, Tier};
-use super::segment::Column;
-use super::Retention;
+use crate::history::recorder::WINDOW_MS;
+use crate::history::rollup::{self, align, Bucket, Tier};
+use crate::history::segment::Column;
+use crate::history::Retention;
 
 /// Most points one series may return.
 pub const MAX_POINTS: i64 = 11_000;
