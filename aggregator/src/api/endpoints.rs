@@ -9,7 +9,8 @@ use serde::Deserialize;
 use twinwatch_common::time::now_ms;
 
 use super::{ApiError, AppState};
-use crate::views::endpoints::{self, Endpoint, Scope, Service, VantageDetail, VantageSummary, Window};
+use crate::views::endpoints::{self, Endpoint, Scope, VantageDetail, VantageSummary, Window};
+use crate::views::services::{self, Service};
 
 #[derive(Debug, Deserialize)]
 pub struct WindowQuery {
@@ -72,7 +73,7 @@ pub async fn one(
 )]
 pub async fn services(State(state): State<AppState>, query: Params) -> Result<Json<Vec<Service>>, ApiError> {
     let scope = scope(&state, query)?;
-    Ok(Json(endpoints::services(&state.twin(), &scope)))
+    Ok(Json(services::services(&state.twin(), &scope)))
 }
 
 #[cfg(test)]

@@ -48,15 +48,6 @@ pub struct Store {
     log_position: AtomicU64,
 }
 
-/// Contiguous runs of stored sequence numbers of one incarnation.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct StoredRuns {
-    pub incarnation: u64,
-    pub count: u64,
-    /// `[first, last]` pairs; more than one run means a hole.
-    pub runs: Vec<(u64, u64)>,
-}
-
 fn host_key(id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + id.len());
     k.push(keys::HOST);
