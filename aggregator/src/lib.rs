@@ -29,12 +29,12 @@
 //! - [`config`]: the configuration file, `/etc/twinwatch/aggregator.toml` by default.
 
 pub mod access;
-pub mod api;
+pub(crate) mod api;
 pub mod config;
 pub mod history;
 pub mod listen;
 pub mod local_agent;
-pub mod quic;
+pub(crate) mod quic;
 pub mod remote_write;
 pub mod store;
 pub mod twin;

@@ -9,9 +9,9 @@
 //! - [`watched`]: state files re-read when they change and replaced whole when written.
 
 pub mod audit;
-pub mod cert_identity;
+pub(crate) mod cert_identity;
 pub mod certs;
-pub mod pem;
+pub(crate) mod pem;
 pub mod revocation;
 pub mod tokens;
-pub mod watched;
+pub(crate) mod watched;

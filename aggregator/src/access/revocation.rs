@@ -27,6 +27,9 @@ pub const MAX_REASON: usize = 256;
 /// Longest serial number in hex digits (RFC 5280: at most 20 octets).
 const MAX_SERIAL_DIGITS: usize = 40;
 
+/// How often the revocation list file is looked at for changes made by another process.
+pub const REVOCATION_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Debug, thiserror::Error)]
 pub enum RevocationError {
     #[error("{}: {source}", path.display())]

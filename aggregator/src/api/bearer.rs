@@ -33,7 +33,6 @@ pub struct Peer(pub SocketAddr);
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub name: String,
-    pub role: Role,
     /// The client's address, or `unknown` when the server did not say (in-process tests).
     pub from: String,
 }
@@ -172,7 +171,7 @@ async fn authorize(state: AppState, mut request: Request, next: Next, needed: Ro
         }
         return Err(ApiError::forbidden(format!("token {:?} has the read role; this needs admin", grant.name)));
     }
-    request.extensions_mut().insert(Caller { name: grant.name, role: grant.role, from });
+    request.extensions_mut().insert(Caller { name: grant.name, from });
     Ok(next.run(request).await)
 }
 

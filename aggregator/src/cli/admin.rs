@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use twinwatch_aggregator::access::audit::{cli_caller, AuditLog, Outcome, Record};
 use twinwatch_aggregator::access::certs;
+use twinwatch_aggregator::access::revocation::REVOCATION_POLL;
 use twinwatch_aggregator::access::revocation::{Revocations, Target};
 use twinwatch_aggregator::access::tokens::{Role, Tokens};
 use twinwatch_aggregator::config::Config;
-use twinwatch_aggregator::quic::ingest::REVOCATION_POLL;
 use twinwatch_common::time::now_ms;
 
 fn audit_log(config: &Config) -> AuditLog {

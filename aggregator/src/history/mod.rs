@@ -12,11 +12,11 @@
 //! host's twin and truncates the log in one atomic sled batch; after a crash, the log since the
 //! last checkpoint is replayed through the twin, which records the same points again.
 
-pub mod codec;
-pub mod recorder;
+pub(crate) mod codec;
+pub(crate) mod recorder;
 pub mod rollup;
-pub mod segment;
-pub mod zstd_context;
+pub(crate) mod segment;
+pub(crate) mod zstd_context;
 
 use std::time::Duration;
 

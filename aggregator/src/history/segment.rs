@@ -183,6 +183,7 @@ pub fn decode(window_ms: i64, bytes: &[u8], only: Option<u32>) -> Result<Columns
 }
 
 /// Points in all columns.
+#[cfg(test)]
 pub fn point_count(columns: &Columns) -> usize {
     columns.values().map(|c| c.points.len()).sum()
 }

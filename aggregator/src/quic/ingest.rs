@@ -33,7 +33,7 @@ use twinwatch_common::reader::MessageReader;
 use twinwatch_common::time::now_ms;
 
 use crate::access::cert_identity::{self, IdentityError};
-use crate::access::revocation::{Credential, RevocationList, Revocations};
+use crate::access::revocation::{Credential, RevocationList, Revocations, REVOCATION_POLL};
 use crate::quic::peer_identity;
 use crate::quic::refusals::{Refusal, Refusals};
 use crate::remote_write::RemoteWrite;
@@ -45,8 +45,6 @@ use crate::twin::runs::Runs;
 use crate::twin::{Outcome, Twin};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the revocation list file is looked at for changes made by another process.
-pub const REVOCATION_POLL: Duration = Duration::from_secs(1);
 /// Connections allowed between accept and `Welcome` at once.
 pub const MAX_HANDSHAKES: usize = 64;
 

@@ -13,7 +13,7 @@
 //! makes them durable, so the queue is exactly as durable as the store: **nothing here flushes**,
 //! and nothing here reads the twin or the store.
 
-pub mod config;
+pub(crate) mod config;
 pub mod proto;
 mod queue;
 mod sender;

@@ -14,7 +14,7 @@
 
 pub mod archive;
 pub mod checkpoint;
-pub mod keys;
+pub(crate) mod keys;
 pub mod query;
 
 use std::path::{Path, PathBuf};

@@ -23,13 +23,13 @@
 //! results the host states alone would forget. Two connections claiming one identity are settled
 //! by [`Claims`]; clock offsets are estimated by [`Clock`].
 
-pub mod claims;
-pub mod clock;
-pub mod endpoints;
+pub(crate) mod claims;
+pub(crate) mod clock;
+pub(crate) mod endpoints;
 mod host;
 pub mod identity;
-pub mod ledger;
-pub mod runs;
+pub(crate) mod ledger;
+pub(crate) mod runs;
 #[cfg(test)]
 mod tests;
 

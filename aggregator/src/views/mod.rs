@@ -6,7 +6,7 @@
 //! - [`services`]: services, over their endpoints and the hosts that report them.
 //! - [`exposition`]: every twin's latest values as Prometheus text.
 
-pub mod endpoints;
+pub(crate) mod endpoints;
 pub mod exposition;
-pub mod hosts;
-pub mod services;
+pub(crate) mod hosts;
+pub(crate) mod services;
