@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::sync::watch;
+use twinwatch_aggregator::counters::Counters;
 use twinwatch_aggregator::remote_write::{RemoteWrite, RemoteWriteConfig, SeriesPoints};
-use twinwatch_aggregator::views::exposition::Counters;
 use twinwatch_common::config::Bytes;
 use twinwatch_tests::prometheus_server::PrometheusServer;
 use twinwatch_tests::{free_port, http_get, start_agent, wait_for, Aggregator, TempDir};

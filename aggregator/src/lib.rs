@@ -31,14 +31,17 @@
 pub mod access;
 pub(crate) mod api;
 pub mod config;
+pub mod counters;
 pub mod history;
+#[cfg(test)]
+mod layout;
 pub mod listen;
 pub mod local_agent;
 pub(crate) mod quic;
 pub mod remote_write;
 pub mod store;
 pub mod twin;
-pub mod views;
+pub(crate) mod views;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -194,7 +197,7 @@ pub async fn run(
         metrics_open: config.metrics_open,
         body_limits: api::limits::BodyLimits { max_bytes: config.http.max_body, timeout: config.http.body_timeout },
         http_stats: http_stats.clone(),
-        remote_write: remote.map(|r| r as Arc<dyn views::exposition::Counters>),
+        remote_write: remote.map(|r| r as Arc<dyn counters::Counters>),
         refusals,
         description: Default::default(),
     };

@@ -31,9 +31,9 @@ use utoipa_axum::routes;
 
 pub use error::ApiError;
 
+use crate::counters::Counters;
 use crate::store::Store;
 use crate::twin::Twin;
-use crate::views::exposition::Counters;
 
 /// What every handler can reach.
 #[derive(Clone)]

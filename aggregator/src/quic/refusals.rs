@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::counters::Counters;
 use crate::quic::log_limit::{Line, LogLimit};
-use crate::views::exposition::Counters;
 
 /// How often a kind of refusal may write a line.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(60);

@@ -27,7 +27,7 @@ use tokio::sync::{watch, Notify};
 
 pub use config::RemoteWriteConfig;
 
-use crate::views::exposition::Counters;
+use crate::counters::Counters;
 use queue::Queue;
 use stats::Stats;
 

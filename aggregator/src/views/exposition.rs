@@ -13,13 +13,6 @@ use twinwatch_common::sample::{Kind, Value};
 
 use crate::twin::{HostStatus, HostTwin};
 
-/// Counters kept beside the twin (the QUIC edge's refusals, the remote write queues) that
-/// `/metrics` shows after the twins' series. The API renders them without knowing their owners.
-pub trait Counters: Send + Sync {
-    /// Appends the counters in Prometheus text format.
-    fn render_metrics(&self, out: &mut String);
-}
-
 /// Labels the twin adds to every series; an agent's own label of the same name is dropped.
 const HOST_LABELS: [&str; 3] = ["dc", "host", "instance"];
 
