@@ -2,31 +2,28 @@
 //! storage, and the REST API.
 //!
 //! # Layout
-//! - [`ingest`]: the QUIC listener and per-agent sessions (hello, batches, acks).
-//! - [`twin`]: the sans-IO twin core: sequence reconciliation, live and backfill delta states,
-//!   host status. Its parts: [`ledger`] (what is stored and dropped per incarnation, over
-//!   [`runs`]), [`claims`] (one connection per identity), [`clock`] (per-agent clock offset).
-//! - [`endpoints`]: the service twin: recent probe results per endpoint and vantage, their
-//!   statistics and the views the API serves.
-//! - [`store`]: sled persistence: host twins, the write-ahead log of frames (flushed before any
-//!   ack), and [`history`] (raw segments, rollups, retention, queries).
-//! - [`checkpoint`]: writes hosts and recorded points and truncates the log; replays the log
-//!   after a crash; compacts and expires history in the background.
-//! - [`api`]: the axum REST API; [`http_tls`] serves it over TLS when configured.
-//! - [`exposition`]: the twins as Prometheus text, for `/metrics`.
-//! - [`remote_write`]: stored samples sent on to Prometheus remote write receivers, from a
-//!   durable queue per remote.
-//! - [`certs`], [`identity`], [`tls`]: the CA, identities from client certificates, QUIC TLS.
-//! - [`auth`]: hashed API tokens with read and admin roles; [`revocation`]: the list of revoked
-//!   agent certificates; [`audit`]: the log of admin actions; [`watched`]: the state files the
-//!   aggregator and its CLI share.
-//! - [`status`]: `twinwatch-aggregator status`, a tree of DCs, hosts and endpoints from the API.
-//! - [`listen`]: listen addresses, IP or host name.
+//! Data flows one way: `quic` -> [`twin`] -> [`store`] -> views -> api, with
+//! [`remote_write`] fed by the store's checkpoints. Each folder is one concept:
+//! - [`twin`]: the sans-IO core: sequence reconciliation, live and backfill delta states, host
+//!   status, claims, clock offsets, the plain agent identity, and the service twin (recent probe
+//!   results per endpoint and vantage).
+//! - [`history`]: sans-IO recording and encoding of every point: recorder, codecs, segments,
+//!   rollups, retention.
+//! - `views`: pure builders of the API's answers from the twin: host sections, endpoints,
+//!   services, Prometheus exposition.
+//! - [`store`]: everything in sled: host twins, the write-ahead log, the history archive and its
+//!   queries, checkpoints and the log replay; every key prefix is named in `store/keys.rs`.
+//! - `quic`: the QUIC edge: ingest, TLS, the endpoint's reset key, peer certificates, refusals.
+//! - [`access`]: the CA, certificate identities, PEM files, revocation, API tokens, the audit log
+//!   and the state files shared with the CLI.
+//! - `api`: the axum routes, the HTTP server and its TLS.
+//! - [`remote_write`]: stored samples sent on to Prometheus remote write receivers.
+//! - [`counters`]: what `/metrics` shows of counters kept outside the twin.
+//! - [`config`], [`listen`]: the configuration file and listen addresses.
 //! - [`local_agent`]: an agent the aggregator runs beside itself, as one more vantage point.
-//! - [`endpoint`]: the QUIC endpoint and its restart-proof stateless-reset key.
-//! - [`refusals`]: what the QUIC edge turns away, counted and logged at a bounded rate
-//!   ([`log_limit`]).
-//! - [`config`]: the configuration file, `/etc/twinwatch/aggregator.toml` by default.
+//!
+//! The binary's subcommands (`admin`, `status`, `quickstart`) are in `src/cli/`, outside the
+//! library. `layout.rs` checks the folders' rules by reading the source.
 
 pub mod access;
 pub(crate) mod api;

@@ -11,7 +11,7 @@
 //! The agent never outlives the aggregator. A normal shutdown stops it (SIGTERM, then SIGKILL);
 //! for an abnormal end (an abort, a `kill -9`) the kernel sends it SIGTERM as its parent-death
 //! signal, set in the child before exec. SIGTERM rather than SIGKILL, so it still makes its
-//! buffer durable: the next aggregator's agent ships it. See [`spawn`] for the thread it is
+//! buffer durable: the next aggregator's agent ships it. See `spawn` for the thread it is
 //! forked from.
 
 use std::io;

@@ -8,7 +8,7 @@
 //! host's new state in one sled batch, flushes, and only then sends `Ack`s for the ranges it
 //! took. Each ack carries the aggregator's clock, which the agent echoes for the skew estimate.
 //!
-//! Revocation: the TLS layer refuses revoked certificates at the handshake (`tls.rs`); a
+//! Revocation: the TLS layer refuses revoked certificates at the handshake (`quic/tls.rs`); a
 //! session straight after a resumed handshake is checked here, and [`Ingest::watch_revocations`]
 //! closes connected agents whose certificate the list refuses as soon as the list changes.
 //!

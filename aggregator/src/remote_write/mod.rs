@@ -4,10 +4,10 @@
 //!
 //! # Layout
 //! - [`proto`]: the hand-written `WriteRequest` encoding and its cutting into fragments.
-//! - [`queue`]: one sled tree of fragments per remote, capped, oldest dropped first.
-//! - [`sender`]: one task per remote: POST, then remove, retry with backoff, or reject.
-//! - [`stats`]: counters and their Prometheus text.
-//! - [`config`]: the `[[remote_write]]` sections.
+//! - `queue`: one sled tree of fragments per remote, capped, oldest dropped first.
+//! - `sender`: one task per remote: POST, then remove, retry with backoff, or reject.
+//! - `stats`: counters and their Prometheus text.
+//! - `config`: the `[[remote_write]]` sections.
 //!
 //! Ingest calls [`RemoteWrite::enqueue`] with the points it is storing, before the flush that
 //! makes them durable, so the queue is exactly as durable as the store: **nothing here flushes**,

@@ -144,7 +144,7 @@ impl Archive {
         Ok(out)
     }
 
-    /// Adds a checkpoint's series and segments of `host` to `batch`. Call [`Archive::applied`]
+    /// Adds a checkpoint's series and segments of `host` to `batch`. Call `Archive::applied`
     /// once the batch is applied.
     pub fn checkpoint(&self, batch: &mut sled::Batch, host: &str, frozen: &Frozen) -> Result<(), ArchiveError> {
         for (idx, key) in &frozen.new_series {

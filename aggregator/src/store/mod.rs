@@ -1,5 +1,5 @@
 //! Durable state in sled: every host's twin, a write-ahead log of the frames that changed it,
-//! and history (see `history/archive.rs`), all in one tree so one atomic `sled::Batch` can span
+//! and history (see `archive.rs`), all in one tree so one atomic `sled::Batch` can span
 //! them.
 //!
 //! ```text

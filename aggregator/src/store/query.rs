@@ -57,7 +57,7 @@ impl Resolution {
     }
 }
 
-/// Chooses the resolution for `[from, to)` at `step_ms` (none: about [`AUTO_POINTS`] points), and
+/// Chooses the resolution for `[from, to)` at `step_ms` (none: about `AUTO_POINTS` points), and
 /// the step of the answer (none: raw points as stored).
 pub fn plan(from: i64, to: i64, step_ms: Option<i64>, now_ms: i64, retention: &Retention) -> (Resolution, Option<i64>) {
     let span = (to - from).max(1);

@@ -4,10 +4,10 @@
 //! the latest value of each. [`Endpoints`] watches every tick the twin applies and, when a probe's
 //! [`probe::TIMESTAMP`] takes a new value, appends a compact [`ProbeResult`] to the ring of that
 //! (endpoint, host) pair, so the API can compute success rates and percentiles over a window
-//! ([`stats`]) and show endpoints across vantages ([`view`]).
+//! ([`stats`]) and show endpoints across vantages (`views/endpoints.rs`).
 //!
 //! Sans-IO, like the rest of the twin: no clock reads, no I/O. (The endpoints here are the probed
-//! services', not the aggregator's own QUIC [`crate::quic::reset_key`].)
+//! services', not the aggregator's own QUIC endpoint.)
 //!
 //! - **A new result is a new timestamp**, compared per (endpoint, host) with the last one taken:
 //!   a keyframe resending the same value, a replayed batch or a new agent incarnation adds
@@ -17,7 +17,7 @@
 //! - **Not persisted.** After an aggregator restart the rings start empty and refill as results
 //!   arrive; the latest state of every probe still comes from the persisted host twins.
 //! - **Endpoints follow the host states.** A host is a vantage of an endpoint while its state holds
-//!   a probe series labelled with that endpoint; [`view`] lists only those. A ring is dropped when
+//!   a probe series labelled with that endpoint; the views list only those. A ring is dropped when
 //!   a keyframe or a removal leaves its host without the endpoint (the probe left the agent's
 //!   configuration), so memory does not outlive the probes.
 //! - **Memory**: a [`ProbeResult`] is 40 bytes, a full ring of [`RING_CAPACITY`] 40 KiB; 100

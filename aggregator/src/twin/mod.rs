@@ -6,7 +6,7 @@
 //! [`HostTwin::status`] with its own `now`. Everything here is a plain `#[test]` away.
 //!
 //! Sequence rules, per agent incarnation (sequence numbers count from 1):
-//! - Every batch is checked against the incarnation's [`Ledger`]: one already stored is a replay
+//! - Every batch is checked against the incarnation's `Ledger`: one already stored is a replay
 //!   (a lost ack) and is acknowledged again but neither stored nor applied twice.
 //! - The agent sends live batches first, and its backlog from an outage behind them. The live lane
 //!   restarts with a keyframe, which the twin applies at once, so the twin is current while the
@@ -19,9 +19,9 @@
 //! - Batches the agent drops to stay under its buffer cap are reported (`Dropped`) and recorded as
 //!   known gaps, so `stored + dropped` accounts for every batch the agent produced.
 //!
-//! Every decoded tick, live or backfilled, is shown to [`Endpoints`], which keeps the recent probe
+//! Every decoded tick, live or backfilled, is shown to `Endpoints`, which keeps the recent probe
 //! results the host states alone would forget. Two connections claiming one identity are settled
-//! by [`Claims`]; clock offsets are estimated by [`Clock`].
+//! by `Claims`; clock offsets are estimated by `Clock`.
 
 pub(crate) mod claims;
 pub(crate) mod clock;
@@ -119,7 +119,7 @@ impl Twin {
     }
 
     /// Connection `conn` of agent `who` said hello. Decides whether it is served (see
-    /// [`Claims`]) and, if so, records what the agent is.
+    /// `Claims`) and, if so, records what the agent is.
     pub fn handle_hello(&mut self, who: &AgentIdentity, conn: u64, hello: &Hello, now_ms: i64) -> Claim {
         let host = self.hosts.entry(who.id.clone()).or_insert_with(|| HostTwin::new(who));
         let silent = if host.last_seen_ms == 0 { i64::MAX } else { now_ms - host.last_seen_ms };

@@ -1,5 +1,5 @@
 //! `twinwatch-aggregator status`: asks an aggregator's REST API (local or remote, with a read
-//! token) for its hosts, endpoints and their history, and prints them as a tree ([`tree`]).
+//! token) for its hosts, endpoints and their history, and prints them as a tree (`tree.rs`).
 //!
 //! Requests run a few at a time; a host or endpoint that vanishes between the list and its
 //! detail is left out, and a trend the history cannot give (no data in the window before) is
