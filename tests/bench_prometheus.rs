@@ -201,7 +201,7 @@ fn appended(prom: &PrometheusServer) -> f64 {
 
 /// Prometheus' CPU seconds for taking the hour by remote write, and the samples it appended.
 fn prometheus_ingest(dir: &Path) -> (f64, u64) {
-    let now = twinwatch_aggregator::ingest::now_ms();
+    let now = twinwatch_common::time::now_ms();
     let (bodies, samples) = write_requests(now - (HOUR as i64 - 1) * 1000);
     let prom = PrometheusServer::start(dir, PROMETHEUS_CONFIG, &["--web.enable-remote-write-receiver"]);
     let before = appended(&prom);

@@ -8,13 +8,13 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use twinwatch_aggregator::checkpoint;
-use twinwatch_aggregator::history::archive::{Archive, ArchiveError};
-use twinwatch_aggregator::history::query::{self, Pending, Points, Resolution};
 use twinwatch_aggregator::history::rollup::{self, Bucket, Tier};
 use twinwatch_aggregator::history::Retention;
-use twinwatch_aggregator::identity::AgentIdentity;
+use twinwatch_aggregator::store::archive::{Archive, ArchiveError};
+use twinwatch_aggregator::store::checkpoint;
+use twinwatch_aggregator::store::query::{self, Pending, Points, Resolution};
 use twinwatch_aggregator::store::Store;
+use twinwatch_aggregator::twin::identity::AgentIdentity;
 use twinwatch_aggregator::twin::Twin;
 use twinwatch_common::delta::DeltaEncoder;
 use twinwatch_common::frame::FrameEncoder;
@@ -211,7 +211,7 @@ async fn a_day_of_history_matches_the_reference_at_every_tier_across_a_restart_a
     {
         let (store, twin) = open(&dir, Retention::default());
         twin.lock().unwrap().handle_hello(&who, 1, &hello, T0);
-        checkpoint::checkpoint(&twin, &store, HOST).await.unwrap();
+        checkpoint::checkpoint(&twin, &store, None, HOST).await.unwrap();
         let send = |batch: &Batch, frames: &mut FrameEncoder| {
             let frame = Message::Batch(batch.clone()).to_frame(frames).unwrap().to_vec();
             twin.lock().unwrap().handle_batch(HOST, 1, batch, batch.ticks[0].ts_ms);
@@ -233,7 +233,7 @@ async fn a_day_of_history_matches_the_reference_at_every_tier_across_a_restart_a
             send(&batch, &mut frames);
             // Every ten minutes of data: a checkpoint, and compaction as the clock would allow.
             if (first + PER_BATCH) % 600 == 0 {
-                checkpoint::checkpoint(&twin, &store, HOST).await.unwrap();
+                checkpoint::checkpoint(&twin, &store, None, HOST).await.unwrap();
                 store.archive.compact(ts(first + PER_BATCH)).unwrap();
             }
         }
@@ -245,7 +245,7 @@ async fn a_day_of_history_matches_the_reference_at_every_tier_across_a_restart_a
         assert_eq!(host.counters.unapplied, 0);
         // The late hour and the newest windows are not rolled yet: queries fold them from raw.
         check_everything(&twin, &store.archive, "before compaction of the late hour");
-        checkpoint::checkpoint(&twin, &store, HOST).await.unwrap();
+        checkpoint::checkpoint(&twin, &store, None, HOST).await.unwrap();
         let pass = store.archive.compact(T0 + 25 * HOUR).unwrap();
         assert!(pass.windows_compacted >= 6, "{pass:?}");
         check_everything(&twin, &store.archive, "compacted");

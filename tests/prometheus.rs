@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::sync::watch;
+use twinwatch_aggregator::counters::Counters;
 use twinwatch_aggregator::remote_write::{RemoteWrite, RemoteWriteConfig, SeriesPoints};
 use twinwatch_common::config::Bytes;
 use twinwatch_tests::prometheus_server::PrometheusServer;

@@ -20,7 +20,7 @@
 
 use std::time::{Duration, Instant};
 
-pub use twinwatch_common::backoff::Backoff;
+pub use twinwatch_common::backoff::{unit_random, Backoff};
 
 /// How long an unanswered agent keeps probing quickly.
 pub const FAST_PROBING_FOR: Duration = Duration::from_secs(600);
@@ -100,16 +100,6 @@ impl Reconnect {
             }
         }
     }
-}
-
-/// A uniform random number in `[0, 1)` from the system's generator.
-pub fn unit_random() -> f64 {
-    use ring::rand::SecureRandom;
-    let mut b = [0u8; 8];
-    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
-        return 0.5;
-    }
-    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]

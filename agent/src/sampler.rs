@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use twinwatch_common::delta::DeltaEncoder;
@@ -17,9 +17,7 @@ use crate::collector::{user_hz, Collectors};
 use crate::probe::table::{self, Table};
 use crate::stats::{process_metrics, Stats};
 
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
+pub use twinwatch_common::time::now_ms;
 
 pub struct Sampler {
     pub collectors: Collectors,

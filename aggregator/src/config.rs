@@ -198,10 +198,10 @@ impl Config {
                 key: format!("local_agent.{key}"),
                 message: format!("{value:?}: 1 to 64 letters, digits, '.', '_' or '-'"),
             };
-            if !crate::identity::valid_name(&local.dc) {
+            if !crate::twin::identity::valid_name(&local.dc) {
                 return Err(invalid("dc", &local.dc));
             }
-            if let Some(id) = local.id.as_deref().filter(|id| !crate::identity::valid_name(id)) {
+            if let Some(id) = local.id.as_deref().filter(|id| !crate::twin::identity::valid_name(id)) {
                 return Err(invalid("id", id));
             }
         }

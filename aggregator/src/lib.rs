@@ -2,61 +2,43 @@
 //! storage, and the REST API.
 //!
 //! # Layout
-//! - [`ingest`]: the QUIC listener and per-agent sessions (hello, batches, acks).
-//! - [`twin`]: the sans-IO twin core: sequence reconciliation, live and backfill delta states,
-//!   host status. Its parts: [`ledger`] (what is stored and dropped per incarnation, over
-//!   [`runs`]), [`claims`] (one connection per identity), [`clock`] (per-agent clock offset).
-//! - [`endpoints`]: the service twin: recent probe results per endpoint and vantage, their
-//!   statistics and the views the API serves.
-//! - [`store`]: sled persistence: host twins, the write-ahead log of frames (flushed before any
-//!   ack), and [`history`] (raw segments, rollups, retention, queries).
-//! - [`checkpoint`]: writes hosts and recorded points and truncates the log; replays the log
-//!   after a crash; compacts and expires history in the background.
-//! - [`api`]: the axum REST API; [`http_tls`] serves it over TLS when configured.
-//! - [`exposition`]: the twins as Prometheus text, for `/metrics`.
-//! - [`remote_write`]: stored samples sent on to Prometheus remote write receivers, from a
-//!   durable queue per remote.
-//! - [`certs`], [`identity`], [`tls`]: the CA, identities from client certificates, QUIC TLS.
-//! - [`auth`]: hashed API tokens with read and admin roles; [`revocation`]: the list of revoked
-//!   agent certificates; [`audit`]: the log of admin actions; [`watched`]: the state files the
-//!   aggregator and its CLI share.
-//! - [`status`]: `twinwatch-aggregator status`, a tree of DCs, hosts and endpoints from the API.
-//! - [`listen`]: listen addresses, IP or host name.
+//! Data flows one way: `quic` -> [`twin`] -> [`store`] -> views -> api, with
+//! [`remote_write`] fed by the store's checkpoints. Each folder is one concept:
+//! - [`twin`]: the sans-IO core: sequence reconciliation, live and backfill delta states, host
+//!   status, claims, clock offsets, the plain agent identity, and the service twin (recent probe
+//!   results per endpoint and vantage).
+//! - [`history`]: sans-IO recording and encoding of every point: recorder, codecs, segments,
+//!   rollups, retention.
+//! - `views`: pure builders of the API's answers from the twin: host sections, endpoints,
+//!   services, Prometheus exposition.
+//! - [`store`]: everything in sled: host twins, the write-ahead log, the history archive and its
+//!   queries, checkpoints and the log replay; every key prefix is named in `store/keys.rs`.
+//! - `quic`: the QUIC edge: ingest, TLS, the endpoint's reset key, peer certificates, refusals.
+//! - [`access`]: the CA, certificate identities, PEM files, revocation, API tokens, the audit log
+//!   and the state files shared with the CLI.
+//! - `api`: the axum routes, the HTTP server and its TLS.
+//! - [`remote_write`]: stored samples sent on to Prometheus remote write receivers.
+//! - [`counters`]: what `/metrics` shows of counters kept outside the twin.
+//! - [`config`], [`listen`]: the configuration file and listen addresses.
 //! - [`local_agent`]: an agent the aggregator runs beside itself, as one more vantage point.
-//! - [`endpoint`]: the QUIC endpoint and its restart-proof stateless-reset key.
-//! - [`refusals`]: what the QUIC edge turns away, counted and logged at a bounded rate
-//!   ([`log_limit`]).
-//! - [`config`]: the configuration file, `/etc/twinwatch/aggregator.toml` by default.
+//!
+//! The binary's subcommands (`admin`, `status`, `quickstart`) are in `src/cli/`, outside the
+//! library. `layout.rs` checks the folders' rules by reading the source.
 
-pub mod api;
-pub mod audit;
-pub mod auth;
-pub mod certs;
-pub mod checkpoint;
-pub mod claims;
-pub mod clock;
+pub mod access;
+pub(crate) mod api;
 pub mod config;
-pub mod endpoint;
-pub mod endpoints;
-pub mod exposition;
+pub mod counters;
 pub mod history;
-pub mod http_tls;
-pub mod identity;
-pub mod ingest;
-pub mod ledger;
+#[cfg(test)]
+mod layout;
 pub mod listen;
 pub mod local_agent;
-pub(crate) mod log_limit;
-pub mod refusals;
+pub(crate) mod quic;
 pub mod remote_write;
-pub mod revocation;
-pub mod runs;
-pub mod status;
 pub mod store;
-pub mod tls;
 pub mod twin;
-pub mod watched;
-pub mod zstd_context;
+pub(crate) mod views;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -64,13 +46,13 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use crate::audit::AuditLog;
+use crate::access::audit::AuditLog;
+use crate::access::pem::TlsError;
+use crate::access::revocation::{RevocationError, Revocations};
 use crate::config::Config;
-use crate::ingest::Ingest;
-use crate::refusals::Refusals;
-use crate::revocation::{RevocationError, Revocations};
+use crate::quic::ingest::Ingest;
+use crate::quic::refusals::Refusals;
 use crate::store::{Store, StoreError};
-use crate::tls::TlsError;
 use crate::twin::Twin;
 
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +62,7 @@ pub enum AggregatorError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error(transparent)]
-    Endpoint(#[from] endpoint::EndpointError),
+    Endpoint(#[from] quic::reset_key::EndpointError),
     #[error("listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("{key} = \"{addr}\": {source}")]
@@ -126,15 +108,15 @@ fn load_tls(
     revocations: Arc<Revocations>,
     refusals: Arc<Refusals>,
 ) -> Result<(quinn::ServerConfig, Option<Arc<rustls::ServerConfig>>), AggregatorError> {
-    let server = tls::server_config(
-        &config.certs_dir.join(certs::CA_CERT),
-        &config.certs_dir.join(certs::SERVER_CERT),
-        &config.certs_dir.join(certs::SERVER_KEY),
+    let server = quic::tls::server_config(
+        &config.certs_dir.join(access::certs::CA_CERT),
+        &config.certs_dir.join(access::certs::SERVER_CERT),
+        &config.certs_dir.join(access::certs::SERVER_KEY),
         revocations,
         refusals,
     )?;
     let http_tls = match &config.http_tls {
-        Some(t) => Some(http_tls::server_config(&t.cert, &t.key).map_err(AggregatorError::HttpTls)?),
+        Some(t) => Some(api::http_tls::server_config(&t.cert, &t.key).map_err(AggregatorError::HttpTls)?),
         None => None,
     };
     Ok((server, http_tls))
@@ -154,22 +136,25 @@ pub async fn run(
     }
     let mut replayed = 0;
     for id in store.logging_hosts()? {
-        replayed += checkpoint::replay(&mut twin, &store, &id)?;
+        replayed += store::checkpoint::replay(&mut twin, &store, &id)?;
     }
     tracing::info!(hosts = twin.hosts().count(), replayed, data_dir = %config.data_dir.display(), "store open");
     let twin = Arc::new(Mutex::new(twin));
-    if let Some(remotes) = config.remote_write.as_deref().filter(|r| !r.is_empty()) {
-        let remote = remote_write::RemoteWrite::open(store.db(), remotes).map_err(StoreError::from)?;
-        remote.spawn(shutdown.clone());
-        store.set_remote(remote);
-    }
+    let remote = match config.remote_write.as_deref().filter(|r| !r.is_empty()) {
+        Some(remotes) => {
+            let remote = remote_write::RemoteWrite::open(store.db(), remotes).map_err(StoreError::from)?;
+            remote.spawn(shutdown.clone());
+            Some(remote)
+        }
+        None => None,
+    };
 
     let revocations = Arc::new(Revocations::open(config.revocations_file.clone())?);
     let refusals = Arc::new(Refusals::default());
     let (server, http_tls) = load_tls(config, revocations.clone(), refusals.clone())?;
     let quic_addr = resolve("quic_listen", &config.quic_listen).await?;
     let http_addr = resolve("http_listen", &config.http_listen).await?;
-    let endpoint = endpoint::bind(quic_addr, server, &config.data_dir.join("reset-key"), refusals.clone())?;
+    let endpoint = quic::reset_key::bind(quic_addr, server, &config.data_dir.join("reset-key"), refusals.clone())?;
     let listener = tokio::net::TcpListener::bind(http_addr)
         .await
         .map_err(|source| AggregatorError::Bind { addr: http_addr, source })?;
@@ -179,10 +164,12 @@ pub async fn run(
     };
 
     let checkpoints = {
-        let (twin, store, every, stop) = (twin.clone(), store.clone(), config.checkpoint_interval, shutdown.clone());
-        tokio::spawn(async move { checkpoint::run(&twin, &store, every, stop).await })
+        let (twin, store, remote) = (twin.clone(), store.clone(), remote.clone());
+        let (every, stop) = (config.checkpoint_interval, shutdown.clone());
+        tokio::spawn(async move { store::checkpoint::run(&twin, &store, remote.as_deref(), every, stop).await })
     };
-    let ingest = Arc::new(Ingest::new(twin.clone(), store.clone(), revocations.clone(), refusals.clone()));
+    let ingest =
+        Arc::new(Ingest::new(twin.clone(), store.clone(), remote.clone(), revocations.clone(), refusals.clone()));
     tokio::spawn(refusals.clone().summarize(shutdown.clone()));
     tokio::spawn(ingest.clone().serve(endpoint.clone()));
     tokio::spawn(ingest.watch_revocations(shutdown.clone()));
@@ -197,12 +184,17 @@ pub async fn run(
     let state = api::AppState {
         twin,
         store: store.clone(),
-        access: Arc::new(api::access::Access::new(auth::Tokens::new(config.tokens_file.clone()), revocations, audit)),
+        access: Arc::new(api::bearer::Access::new(
+            access::tokens::Tokens::new(config.tokens_file.clone()),
+            revocations,
+            audit,
+        )),
         ready: ready.clone(),
         offline_after: config.offline_after,
         metrics_open: config.metrics_open,
         body_limits: api::limits::BodyLimits { max_bytes: config.http.max_body, timeout: config.http.body_timeout },
         http_stats: http_stats.clone(),
+        remote_write: remote.map(|r| r as Arc<dyn counters::Counters>),
         refusals,
         description: Default::default(),
     };
@@ -213,7 +205,7 @@ pub async fn run(
     let app = api::router(state);
     match http_tls {
         Some(tls) => {
-            let listener = http_tls::TlsListener::new(listener, tls).map_err(AggregatorError::Http)?;
+            let listener = api::http_tls::TlsListener::new(listener, tls).map_err(AggregatorError::Http)?;
             api::server::serve(listener, app, config.http, http_stats, shutdown.clone()).await;
         }
         None => api::server::serve(listener, app, config.http, http_stats, shutdown.clone()).await,

@@ -11,7 +11,7 @@
 //! The agent never outlives the aggregator. A normal shutdown stops it (SIGTERM, then SIGKILL);
 //! for an abnormal end (an abort, a `kill -9`) the kernel sends it SIGTERM as its parent-death
 //! signal, set in the child before exec. SIGTERM rather than SIGKILL, so it still makes its
-//! buffer durable: the next aggregator's agent ships it. See [`spawn`] for the thread it is
+//! buffer durable: the next aggregator's agent ships it. See `spawn` for the thread it is
 //! forked from.
 
 use std::io;
@@ -22,12 +22,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 use twinwatch_common::backoff::Backoff;
+use twinwatch_common::time::now_ms;
 
-use crate::audit::{AuditLog, Outcome, Record};
-use crate::certs;
+use crate::access::audit::{AuditLog, Outcome, Record};
+use crate::access::cert_identity;
+use crate::access::certs;
 use crate::config::LocalAgent;
-use crate::identity;
-use crate::ingest::now_ms;
 
 /// A certificate this close to its end is replaced at the next start.
 pub const RENEW_BEFORE_DAYS: i64 = 30;
@@ -64,7 +64,7 @@ pub fn certificate_fits(cert: &Path, agent: &str, dc: &str, now_s: i64) -> bool 
     let Ok(pem) = std::fs::read(cert) else { return false };
     let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(&pem) else { return false };
     let Ok((_, parsed)) = x509_parser::parse_x509_certificate(&pem.contents) else { return false };
-    let named = identity::from_der(&pem.contents).is_ok_and(|i| i.id == agent && i.dc == dc);
+    let named = cert_identity::from_der(&pem.contents).is_ok_and(|i| i.id == agent && i.dc == dc);
     named && parsed.validity().not_after.timestamp() > now_s + RENEW_BEFORE_DAYS * 86_400
 }
 
@@ -138,7 +138,7 @@ pub async fn supervise(
         if started.elapsed() >= HEALTHY_RUN {
             backoff.reset();
         }
-        let delay = backoff.next_delay(crate::remote_write::unit_random());
+        let delay = backoff.next_delay(twinwatch_common::backoff::unit_random());
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = stopped(&mut shutdown) => return,

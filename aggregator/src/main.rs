@@ -1,15 +1,13 @@
 //! `twinwatch-aggregator`: run the aggregator, manage its certificates, revocations and tokens,
 //! read its audit log, show a status tree, or start a local quickstart.
 
-mod admin;
-mod quickstart;
-mod status_cmd;
+mod cli;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use twinwatch_aggregator::auth::Role;
+use twinwatch_aggregator::access::tokens::Role;
 use twinwatch_aggregator::config::{Config, DEFAULT_PATH};
 use twinwatch_aggregator::listen::ListenAddr;
 
@@ -183,25 +181,25 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Certs(CertsCommand::Init { names, force }) => admin::certs_init(&config()?, &names, force),
+        Command::Certs(CertsCommand::Init { names, force }) => cli::admin::certs_init(&config()?, &names, force),
         Command::Certs(CertsCommand::Issue { agent, dc, out, days }) => {
-            admin::certs_issue(&config()?, &agent, &dc, out, days)
+            cli::admin::certs_issue(&config()?, &agent, &dc, out, days)
         }
         Command::Certs(CertsCommand::Revoke { agent, serial, reason }) => {
-            admin::certs_revoke(&config()?, agent, serial, &reason)
+            cli::admin::certs_revoke(&config()?, agent, serial, &reason)
         }
-        Command::Certs(CertsCommand::Revocations) => admin::certs_revocations(&config()?),
-        Command::Tokens(TokensCommand::Create { role, name }) => admin::tokens_create(&config()?, role, &name),
-        Command::Tokens(TokensCommand::List) => admin::tokens_list(&config()?),
-        Command::Tokens(TokensCommand::Revoke { name }) => admin::tokens_revoke(&config()?, &name),
-        Command::Audit { limit } => admin::audit(&config()?, limit),
+        Command::Certs(CertsCommand::Revocations) => cli::admin::certs_revocations(&config()?),
+        Command::Tokens(TokensCommand::Create { role, name }) => cli::admin::tokens_create(&config()?, role, &name),
+        Command::Tokens(TokensCommand::List) => cli::admin::tokens_list(&config()?),
+        Command::Tokens(TokensCommand::Revoke { name }) => cli::admin::tokens_revoke(&config()?, &name),
+        Command::Audit { limit } => cli::admin::audit(&config()?, limit),
         Command::Status { url, token, token_file, ca, window } => {
             let config = config()?;
-            let args = status_cmd::Args { url, token, token_file, ca, window };
-            runtime()?.block_on(status_cmd::run(args, &config))
+            let args = cli::status::Args { url, token, token_file, ca, window };
+            runtime()?.block_on(cli::status::run(args, &config))
         }
         Command::Quickstart { data_dir, http_port, quic_port } => {
-            runtime()?.block_on(quickstart::run(&data_dir, http_port, quic_port))
+            runtime()?.block_on(cli::quickstart::run(&data_dir, http_port, quic_port))
         }
     }
 }

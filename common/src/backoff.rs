@@ -1,5 +1,5 @@
 //! Exponential backoff with jitter, shared by the agent's reconnects and the aggregator's remote
-//! write senders.
+//! write senders and local agent; [`unit_random`] draws the jitter.
 
 use std::time::Duration;
 
@@ -29,4 +29,14 @@ impl Backoff {
         self.attempt = self.attempt.saturating_add(1);
         ceiling.mul_f64(0.5 + 0.5 * unit_random.clamp(0.0, 1.0))
     }
+}
+
+/// A uniform random number in `[0, 1)` from the system's generator; 0.5 if it fails.
+pub fn unit_random() -> f64 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
+        return 0.5;
+    }
+    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
 }

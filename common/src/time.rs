@@ -1,4 +1,12 @@
-//! RFC 3339 timestamps from milliseconds since the Unix epoch, without a calendar library.
+//! RFC 3339 timestamps from milliseconds since the Unix epoch, without a calendar library, and
+//! [`now_ms`], the one wall-clock read both binaries share.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch by the system clock; 0 for a clock set before 1970.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
 
 /// Formats `ms` (since the Unix epoch, UTC) as `2026-11-22T07:40:00.123Z`.
 pub fn rfc3339(ms: i64) -> String {

@@ -23,6 +23,7 @@ use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureSc
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+use twinwatch_common::hex::encode as hex;
 
 use crate::tls::TlsError;
 
@@ -260,10 +261,6 @@ impl CertInfo {
             fingerprint_sha256: hex(digest.as_ref()),
         })
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -18,13 +18,13 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use twinwatch_common::time::now_ms;
 
-use super::access::{Access, Caller};
+use super::bearer::{Access, Caller};
 use super::{ApiError, AppState};
-use crate::audit::{Outcome, Record};
-use crate::auth::{Role, TokenError, TokenInfo};
-use crate::ingest::now_ms;
-use crate::revocation::{RevocationError, Target};
+use crate::access::audit::{Outcome, Record};
+use crate::access::revocation::{RevocationError, Target};
+use crate::access::tokens::{Role, TokenError, TokenInfo};
 
 /// Default and largest `?limit=` of `GET /api/v1/audit`.
 const AUDIT_DEFAULT: usize = 100;
@@ -72,7 +72,7 @@ fn body<T: for<'de> Deserialize<'de> + Default>(bytes: &Bytes) -> Result<T, ApiE
     tag = "admin",
     summary = "API tokens: names, roles, creation times (never secrets)",
     security(("bearer" = [])),
-    responses((status = 200, description = "Every token", body = Vec<crate::auth::TokenInfo>), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody)),
+    responses((status = 200, description = "Every token", body = Vec<crate::access::tokens::TokenInfo>), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody)),
 )]
 pub async fn tokens_list(State(state): State<AppState>) -> Result<Json<Vec<TokenInfo>>, ApiError> {
     let access = state.access.clone();
@@ -219,7 +219,7 @@ pub struct AuditQuery {
     summary = "The newest audit records first",
     params(("limit" = Option<usize>, Query, description = "How many, 1 to 1000 (default 100)", minimum = 1, maximum = 1000)),
     security(("bearer" = [])),
-    responses((status = 200, description = "Audit records", body = Vec<crate::audit::Record>), (status = 400, description = "A parameter is not valid", body = crate::api::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody)),
+    responses((status = 200, description = "Audit records", body = Vec<crate::access::audit::Record>), (status = 400, description = "A parameter is not valid", body = crate::api::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody)),
 )]
 pub async fn audit_list(
     State(state): State<AppState>,
@@ -247,8 +247,8 @@ mod tests {
     use serde_json::{json, Value};
     use tower::ServiceExt;
 
+    use crate::access::tokens::Role;
     use crate::api::{router, test_state};
-    use crate::auth::Role;
     use crate::twin::Twin;
 
     async fn call(app: &axum::Router, method: &str, path: &str, token: &str, body: &str) -> (StatusCode, Value) {

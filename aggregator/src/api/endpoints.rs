@@ -1,15 +1,16 @@
 //! `/api/v1/endpoints`, `/api/v1/endpoints/{id}` and `/api/v1/services`: the service twin, as
-//! [`crate::endpoints::view`] builds it. `?window=15m` sets the span of the statistics (default
+//! [`crate::views::endpoints`] builds it. `?window=15m` sets the span of the statistics (default
 //! 1h).
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::Deserialize;
+use twinwatch_common::time::now_ms;
 
 use super::{ApiError, AppState};
-use crate::endpoints::view::{self, Endpoint, Scope, Service, VantageDetail, VantageSummary, Window};
-use crate::ingest::now_ms;
+use crate::views::endpoints::{self, Endpoint, Scope, VantageDetail, VantageSummary, Window};
+use crate::views::services::{self, Service};
 
 #[derive(Debug, Deserialize)]
 pub struct WindowQuery {
@@ -39,7 +40,7 @@ pub async fn list(
     query: Params,
 ) -> Result<Json<Vec<Endpoint<VantageSummary>>>, ApiError> {
     let scope = scope(&state, query)?;
-    Ok(Json(view::list(&state.twin(), &scope)))
+    Ok(Json(endpoints::list(&state.twin(), &scope)))
 }
 
 #[utoipa::path(
@@ -57,7 +58,7 @@ pub async fn one(
     query: Params,
 ) -> Result<Json<Endpoint<VantageDetail>>, ApiError> {
     let scope = scope(&state, query)?;
-    let endpoint = view::detail(&state.twin(), &id, &scope);
+    let endpoint = endpoints::detail(&state.twin(), &id, &scope);
     endpoint.map(Json).ok_or_else(|| ApiError::not_found(format!("no endpoint {id:?}")))
 }
 
@@ -72,7 +73,7 @@ pub async fn one(
 )]
 pub async fn services(State(state): State<AppState>, query: Params) -> Result<Json<Vec<Service>>, ApiError> {
     let scope = scope(&state, query)?;
-    Ok(Json(view::services(&state.twin(), &scope)))
+    Ok(Json(services::services(&state.twin(), &scope)))
 }
 
 #[cfg(test)]
@@ -88,10 +89,10 @@ mod tests {
     use twinwatch_common::probe;
     use twinwatch_common::sample::{Metric, Sample, SeriesKey, Value as V};
 
+    use crate::access::tokens::{Role, Tokens};
     use crate::api::router;
-    use crate::auth::{Role, Tokens};
-    use crate::endpoints::tests::http_result;
-    use crate::identity::AgentIdentity;
+    use crate::twin::endpoints::tests::http_result;
+    use crate::twin::identity::AgentIdentity;
     use crate::twin::Twin;
 
     const LEAF_EXPIRY: i64 = 1_900_000_000;
@@ -216,7 +217,7 @@ mod tests {
         let tokens = Tokens::new(dir.join("tokens"));
         let token = tokens.create(Role::Read, "test", 0).unwrap().secret;
 
-        let now = crate::ingest::now_ms();
+        let now = super::now_ms();
         let mut twin = Twin::default();
         // Frankfurt sees the shop up; New York sees it fail since two results ago.
         let fra = feed(&mut twin, "fra-1", "fra", now, &[(200, 0.1), (200, 0.2), (200, 0.3), (200, 0.4), (200, 0.5)]);

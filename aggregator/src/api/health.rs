@@ -6,9 +6,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
+use twinwatch_common::time::now_ms;
 
 use super::AppState;
-use crate::ingest::now_ms;
 use crate::twin::HostStatus;
 
 #[utoipa::path(

@@ -15,13 +15,13 @@ use axum::Json;
 use serde_json::{json, Value};
 use twinwatch_common::config::Span;
 use twinwatch_common::sample::{Kind, SeriesKey};
+use twinwatch_common::time::now_ms;
 use twinwatch_common::time::rfc3339;
 
 use super::{ApiError, AppState};
-use crate::history::archive::ArchiveError;
-use crate::history::query::{self, Budget, Pending, Points, MAX_POINTS, MAX_RAW_POINTS};
 use crate::history::recorder::WINDOW_MS;
-use crate::ingest::now_ms;
+use crate::store::archive::ArchiveError;
+use crate::store::query::{self, Budget, Pending, Points, MAX_POINTS, MAX_RAW_POINTS};
 
 const RESERVED: [&str; 5] = ["from", "to", "step", "rate", "trend"];
 

@@ -3,10 +3,10 @@
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
+use twinwatch_common::time::now_ms;
 
 use super::AppState;
-use crate::exposition;
-use crate::ingest::now_ms;
+use crate::views::exposition;
 
 #[utoipa::path(
     get,
@@ -20,7 +20,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let offline_after = state.offline_after.as_millis() as i64;
     let mut body = String::with_capacity(64 * 1024);
     exposition::render(state.twin().hosts(), now_ms(), offline_after, &mut body);
-    if let Some(remote) = state.store.remote() {
+    if let Some(remote) = &state.remote_write {
         remote.render_metrics(&mut body);
     }
     state.access.render_metrics(&mut body);

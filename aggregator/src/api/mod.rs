@@ -5,14 +5,15 @@
 //! written to the list, which ingest watches). [`router`] builds the whole app, so tests can
 //! drive it without a socket.
 
-pub mod access;
 mod admin;
 mod bare_status;
+pub mod bearer;
 mod endpoints;
 mod error;
 mod health;
 mod history;
 mod hosts;
+pub mod http_tls;
 pub mod limits;
 mod metrics;
 pub mod openapi;
@@ -30,6 +31,7 @@ use utoipa_axum::routes;
 
 pub use error::ApiError;
 
+use crate::counters::Counters;
 use crate::store::Store;
 use crate::twin::Twin;
 
@@ -39,7 +41,7 @@ pub struct AppState {
     pub twin: Arc<Mutex<Twin>>,
     pub store: Arc<Store>,
     /// Tokens, revocations, the audit log.
-    pub access: Arc<access::Access>,
+    pub access: Arc<bearer::Access>,
     /// Storage open and QUIC listening.
     pub ready: Arc<AtomicBool>,
     pub offline_after: Duration,
@@ -51,8 +53,10 @@ pub struct AppState {
     pub http_stats: Arc<server::HttpStats>,
     /// The OpenAPI description, set by [`router`]; empty (`Default`) until then.
     pub description: Arc<OnceLock<axum::body::Bytes>>,
+    /// The remote write queues' counters, for `/metrics`, when any remote is configured.
+    pub remote_write: Option<Arc<dyn Counters>>,
     /// The QUIC edge's refusals, for `/metrics`.
-    pub refusals: Arc<crate::refusals::Refusals>,
+    pub refusals: Arc<dyn Counters>,
 }
 
 impl AppState {
@@ -73,19 +77,19 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(endpoints::one))
         .routes(routes!(endpoints::services))
         .routes(routes!(openapi::description))
-        .layer(from_fn_with_state(state.clone(), access::require_read));
+        .layer(from_fn_with_state(state.clone(), bearer::require_read));
     let admin = OpenApiRouter::new()
         .routes(routes!(admin::tokens_list, admin::tokens_create))
         .routes(routes!(admin::tokens_revoke))
         .routes(routes!(admin::agent_revoke))
         .routes(routes!(admin::revocations_list))
         .routes(routes!(admin::audit_list))
-        .layer(from_fn_with_state(state.clone(), access::require_admin));
+        .layer(from_fn_with_state(state.clone(), bearer::require_admin));
     let metrics = OpenApiRouter::new().routes(routes!(metrics::metrics));
     let metrics = if state.metrics_open {
         metrics
     } else {
-        metrics.layer(from_fn_with_state(state.clone(), access::require_read))
+        metrics.layer(from_fn_with_state(state.clone(), bearer::require_read))
     };
     OpenApiRouter::with_openapi(openapi::Frame::openapi())
         .merge(metrics)
@@ -111,19 +115,25 @@ pub fn router(state: AppState) -> Router {
 /// An app state for in-process tests: a store, tokens, revocations and audit log under `dir`.
 #[cfg(test)]
 pub(crate) fn test_state(dir: &std::path::Path, twin: Twin) -> AppState {
-    use crate::{audit::AuditLog, auth::Tokens, history::Retention, revocation::Revocations};
+    use crate::access::{audit::AuditLog, revocation::Revocations, tokens::Tokens};
+    use crate::history::Retention;
+    struct NoCounters;
+    impl Counters for NoCounters {
+        fn render_metrics(&self, _: &mut String) {}
+    }
     let revocations = Arc::new(Revocations::open(dir.join("revocations")).expect("revocations"));
     let audit = AuditLog::new(dir.join("audit.log"), 1 << 20, 1);
     AppState {
         twin: Arc::new(Mutex::new(twin)),
         store: Arc::new(Store::open(&dir.join("db"), Retention::default()).expect("store")),
-        access: Arc::new(access::Access::new(Tokens::new(dir.join("tokens")), revocations, audit)),
+        access: Arc::new(bearer::Access::new(Tokens::new(dir.join("tokens")), revocations, audit)),
         ready: Arc::new(AtomicBool::new(true)),
         offline_after: Duration::from_secs(60),
         metrics_open: false,
         body_limits: limits::BodyLimits { max_bytes: 1 << 20, timeout: Duration::from_secs(10) },
         http_stats: Arc::default(),
         description: Arc::default(),
-        refusals: Arc::default(),
+        remote_write: None,
+        refusals: Arc::new(NoCounters),
     }
 }

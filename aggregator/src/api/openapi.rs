@@ -71,8 +71,8 @@ mod tests {
     use serde_json::Value;
     use tower::ServiceExt;
 
+    use crate::access::tokens::Role;
     use crate::api::{router, test_state};
-    use crate::auth::Role;
     use crate::twin::Twin;
 
     async fn call(app: &axum::Router, method: &str, path: &str, token: &str) -> (StatusCode, Value, String) {

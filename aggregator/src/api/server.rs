@@ -24,8 +24,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{watch, Semaphore};
 
-use super::access::Peer;
 use super::bare_status::BareStatusAsJson;
+use super::bearer::Peer;
 
 /// Largest request head (request line and headers) hyper reads before refusing it with 431.
 pub const MAX_HEAD_BYTES: usize = 64 << 10;

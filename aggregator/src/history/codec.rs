@@ -51,6 +51,7 @@ impl<'a> Cursor<'a> {
         Cursor { bytes, at: 0 }
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.at >= self.bytes.len()
     }

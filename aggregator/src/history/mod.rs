@@ -1,23 +1,23 @@
-//! History: every point of every host series, stored small, rolled up, expired, and queried.
+//! History: every point of every host series, recorded and encoded small. Sans-IO: the bytes
+//! made here are stored, compacted, expired and queried by `store/archive.rs` and
+//! `store/query.rs`.
 //!
-//! - [`recorder`] (in the twin, sans-IO): decoded ticks → pending columns per raw window.
-//! - [`codec`], [`segment`]: delta-of-delta and XOR columns, one zstd segment per host window.
+//! - `recorder` (in the twin): decoded ticks → pending columns per raw window.
+//! - `codec`, `segment`: delta-of-delta and XOR columns, one zstd segment per host window.
 //! - [`rollup`]: min, max, sum, count, last at 1 m, 5 m and 1 h.
-//! - [`archive`]: sled key spaces, checkpoints, compaction into rollups, retention.
-//! - [`query`]: picks a tier for a range and step, merges stored and pending points, rates and
-//!   trends.
+//! - `zstd_context`: one reused zstd context per thread.
+//! - [`Retention`]: how long each tier is kept.
 //!
 //! Durability: a batch is acknowledged once its frame is in the write-ahead log (see
-//! `store.rs`). A checkpoint writes the recorder's pending points as segments together with the
-//! host's twin and truncates the log in one atomic sled batch; after a crash, the log since the
+//! `store/mod.rs`). A checkpoint writes the recorder's pending points as segments together with
+//! the host's twin and truncates the log in one atomic batch; after a crash, the log since the
 //! last checkpoint is replayed through the twin, which records the same points again.
 
-pub mod archive;
-pub mod codec;
-pub mod query;
-pub mod recorder;
+pub(crate) mod codec;
+pub(crate) mod recorder;
 pub mod rollup;
-pub mod segment;
+pub(crate) mod segment;
+pub(crate) mod zstd_context;
 
 use std::time::Duration;
 

@@ -152,7 +152,7 @@ pub fn encode(tier: Tier, period_ms: i64, buckets: &[Bucket]) -> Vec<u8> {
     for field in [|b: &Bucket| b.min, |b: &Bucket| b.max, |b: &Bucket| b.sum, |b: &Bucket| b.last] {
         put_xor(&mut out, buckets.iter().map(|b| field(b).to_bits()));
     }
-    crate::zstd_context::compress(&out, 3)
+    crate::history::zstd_context::compress(&out, 3)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +164,7 @@ pub enum RollupError {
 }
 
 pub fn decode(tier: Tier, period_ms: i64, bytes: &[u8]) -> Result<Vec<Bucket>, RollupError> {
-    let raw = crate::zstd_context::decompress(bytes, MAX_DECOMPRESSED).map_err(RollupError::Zstd)?;
+    let raw = crate::history::zstd_context::decompress(bytes, MAX_DECOMPRESSED).map_err(RollupError::Zstd)?;
     let mut c = Cursor::new(&raw);
     if c.byte()? != VERSION {
         return Err(CodecError::Corrupt("rollup version").into());

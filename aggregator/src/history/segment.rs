@@ -135,12 +135,12 @@ pub fn encode(window_ms: i64, columns: &Columns, level: i32) -> Vec<u8> {
         put_varint(&mut out, body.len() as u64);
         out.extend_from_slice(&body);
     }
-    crate::zstd_context::compress(&out, level)
+    crate::history::zstd_context::compress(&out, level)
 }
 
 /// Decompresses and decodes a segment; `only` picks one series (the others are skipped unread).
 pub fn decode(window_ms: i64, bytes: &[u8], only: Option<u32>) -> Result<Columns, SegmentError> {
-    let raw = crate::zstd_context::decompress(bytes, MAX_DECOMPRESSED).map_err(SegmentError::Zstd)?;
+    let raw = crate::history::zstd_context::decompress(bytes, MAX_DECOMPRESSED).map_err(SegmentError::Zstd)?;
     let mut c = Cursor::new(&raw);
     let version = c.byte()?;
     if version != VERSION {
@@ -183,6 +183,7 @@ pub fn decode(window_ms: i64, bytes: &[u8], only: Option<u32>) -> Result<Columns
 }
 
 /// Points in all columns.
+#[cfg(test)]
 pub fn point_count(columns: &Columns) -> usize {
     columns.values().map(|c| c.points.len()).sum()
 }

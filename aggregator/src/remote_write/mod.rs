@@ -4,23 +4,20 @@
 //!
 //! # Layout
 //! - [`proto`]: the hand-written `WriteRequest` encoding and its cutting into fragments.
-//! - [`queue`]: one sled tree of fragments per remote, capped, oldest dropped first.
-//! - [`sender`]: one task per remote: POST, then remove, retry with backoff, or reject.
-//! - [`stats`]: counters and their Prometheus text.
-//! - [`config`]: the `[[remote_write]]` sections.
+//! - `queue`: one sled tree of fragments per remote, capped, oldest dropped first.
+//! - `sender`: one task per remote: POST, then remove, retry with backoff, or reject.
+//! - `stats`: counters and their Prometheus text.
+//! - `config`: the `[[remote_write]]` sections.
 //!
 //! Ingest calls [`RemoteWrite::enqueue`] with the points it is storing, before the flush that
 //! makes them durable, so the queue is exactly as durable as the store: **nothing here flushes**,
 //! and nothing here reads the twin or the store.
 
-pub mod config;
+pub(crate) mod config;
 pub mod proto;
 mod queue;
 mod sender;
 mod stats;
-
-/// Shared with `status`, the other HTTP client: an error with its causes on one line.
-pub(crate) use sender::error_chain;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -29,8 +26,8 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::{watch, Notify};
 
 pub use config::RemoteWriteConfig;
-pub use sender::unit_random;
 
+use crate::counters::Counters;
 use queue::Queue;
 use stats::Stats;
 
@@ -152,9 +149,11 @@ impl RemoteWrite {
             tokio::spawn(sender::run(ep.clone(), shutdown.clone()));
         }
     }
+}
 
+impl Counters for RemoteWrite {
     /// Appends this module's own metrics in Prometheus text format (per endpoint label `remote`).
-    pub fn render_metrics(&self, out: &mut String) {
+    fn render_metrics(&self, out: &mut String) {
         let remotes: Vec<stats::Snapshot<'_>> = self
             .endpoints
             .iter()

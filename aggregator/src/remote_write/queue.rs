@@ -59,7 +59,7 @@ pub struct Counts {
 impl Queue {
     /// Opens the tree `remote_write/<name>` in `db`, counting what a previous run left in it.
     pub fn open(db: &sled::Db, name: &str, max_bytes: u64) -> sled::Result<Queue> {
-        let tree = db.open_tree(format!("remote_write/{name}"))?;
+        let tree = db.open_tree(crate::store::keys::remote_write_tree(name))?;
         let mut state = State::default();
         for item in tree.iter() {
             let (key, value) = item?;

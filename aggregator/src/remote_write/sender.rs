@@ -19,7 +19,9 @@ use std::time::Duration;
 use reqwest::header::{HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, USER_AGENT};
 use tokio::sync::watch;
 
+use twinwatch_common::backoff::unit_random;
 pub use twinwatch_common::backoff::Backoff;
+use twinwatch_common::error_chain::error_chain;
 
 use super::queue::Request;
 use super::Endpoint;
@@ -50,16 +52,6 @@ pub fn verdict(status: Option<u16>) -> Verdict {
         // a 4xx, trying again would get the same.
         Some(_) => Verdict::Reject,
     }
-}
-
-/// A uniform random number in `[0, 1)` from the system's generator.
-pub fn unit_random() -> f64 {
-    use ring::rand::SecureRandom;
-    let mut b = [0u8; 8];
-    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
-        return 0.5;
-    }
-    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// An answer: the status, or why there was none; and the start of the body if it failed.
@@ -193,18 +185,6 @@ async fn post(ep: &Endpoint, request: &Request) -> Answer {
         }
         Err(e) => Answer { status: None, detail: error_chain(&e) },
     }
-}
-
-/// An error with its causes, which is where reqwest says "connection refused" or "timed out".
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }
 
 fn truncate(text: &str, max: usize) -> String {

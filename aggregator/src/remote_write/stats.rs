@@ -18,8 +18,7 @@ pub struct Stats {
 impl Stats {
     pub fn sent(&self, samples: u64) {
         self.sent.fetch_add(samples, Relaxed);
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        self.last_success_ms.store(now.as_millis() as i64, Relaxed);
+        self.last_success_ms.store(twinwatch_common::time::now_ms(), Relaxed);
     }
 
     pub fn rejected(&self, samples: u64) {
@@ -101,7 +100,7 @@ pub fn render(remotes: &[Snapshot<'_>], out: &mut String) {
         for remote in remotes {
             for (reason, value) in *lines {
                 let _ = write!(out, "{name}{{remote=\"");
-                crate::exposition::escape(remote.name, out);
+                crate::views::exposition::escape(remote.name, out);
                 if !reason.is_empty() {
                     let _ = write!(out, "\",reason=\"{reason}");
                 }

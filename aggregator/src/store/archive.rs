@@ -1,0 +1,383 @@
+//! The archive: history in sled, its compaction into rollups, and retention.
+//!
+//! ```text
+//! s <host> 0x00 <index u32>                      -> series key (bincode)
+//! r <window i64> <host> 0x00 <segment u32>       -> raw segment (see history/segment.rs)
+//! u <tier u8> <period i64> <host> 0x00 <index>   -> rollup block of one series (see history/rollup.rs)
+//! ```
+//! (Prefixes named in `keys.rs`.)
+//! Times come first in the keys, so retention deletes a prefix of each key space.
+//!
+//! A checkpoint adds a segment (number 1 and up) for each window it has points for. Once a
+//! window is over, compaction merges its segments into segment 0 and computes the window's
+//! rollups from the merged points: a window with only segment 0 is *rolled*. Late points (a
+//! backfill) add a segment to an old window, which is then compacted and rolled again, so rollups
+//! always equal folding the raw points. Queries read rolled windows from the rollup blocks and
+//! the rest from raw segments and the recorder.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, RwLock};
+
+use twinwatch_common::sample::SeriesKey;
+
+use super::keys;
+use crate::history::recorder::{Frozen, WINDOW_MS};
+use crate::history::rollup::{self, align, Bucket, RollupError, Tier};
+use crate::history::segment::{self, Column, Columns, SegmentError};
+use crate::history::Retention;
+
+/// How long after a window ends it is compacted: checkpoints of its last points are in by then.
+pub const GRACE_MS: i64 = 90_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("history store: {0}")]
+    Sled(#[from] sled::Error),
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    #[error(transparent)]
+    Rollup(#[from] RollupError),
+    #[error("stored series key does not decode: {0}")]
+    Series(String),
+    /// A read would hold more raw points than its budget allows.
+    #[error("the range holds more than {limit} raw points")]
+    TooManyPoints { limit: usize },
+}
+
+/// What one compaction or retention pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    pub windows_compacted: u64,
+    pub segments_merged: u64,
+    pub raw_windows_deleted: u64,
+    pub rollup_blocks_deleted: u64,
+}
+
+pub struct Archive {
+    tree: sled::Tree,
+    /// Windows with segments not yet compacted, per host.
+    dirty: Mutex<BTreeSet<(String, i64)>>,
+    /// Applying a batch that changes segments is exclusive; readers of segments share. Only
+    /// the apply is exclusive: the work before it runs beside readers.
+    segments: RwLock<()>,
+    /// One compaction or retention pass at a time: each reads rollup blocks and writes them back.
+    passes: Mutex<()>,
+    pub retention: Retention,
+}
+
+fn bincode_config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+fn series_prefix(host: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + host.len() + 4);
+    k.push(keys::SERIES);
+    k.extend_from_slice(host.as_bytes());
+    k.push(0);
+    k
+}
+
+fn raw_prefix(window: i64, host: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(10 + host.len() + 4);
+    k.push(keys::RAW);
+    k.extend_from_slice(&window.to_be_bytes());
+    k.extend_from_slice(host.as_bytes());
+    k.push(0);
+    k
+}
+
+fn rollup_key(tier: Tier, period: i64, host: &str, idx: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(11 + host.len() + 4);
+    k.push(keys::ROLLUP);
+    k.push(tier.tag());
+    k.extend_from_slice(&period.to_be_bytes());
+    k.extend_from_slice(host.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&idx.to_be_bytes());
+    k
+}
+
+/// `(window, host, segment)` of a raw key.
+fn parse_raw(key: &[u8]) -> Option<(i64, String, u32)> {
+    let window = i64::from_be_bytes(key.get(1..9)?.try_into().ok()?);
+    let rest = key.get(9..)?;
+    let nul = rest.iter().position(|&b| b == 0)?;
+    let seg = u32::from_be_bytes(rest.get(nul + 1..)?.try_into().ok()?);
+    Some((window, String::from_utf8_lossy(&rest[..nul]).into_owned(), seg))
+}
+
+impl Archive {
+    /// Opens the history key spaces of `tree`, finding the windows left uncompacted.
+    pub fn open(tree: sled::Tree, retention: Retention) -> Result<Archive, ArchiveError> {
+        let mut dirty = BTreeSet::new();
+        for item in tree.scan_prefix([keys::RAW]) {
+            let (k, _) = item?;
+            if let Some((window, host, seg)) = parse_raw(&k) {
+                if seg > 0 {
+                    dirty.insert((host, window));
+                }
+            }
+        }
+        Ok(Archive { tree, dirty: Mutex::new(dirty), segments: RwLock::new(()), passes: Mutex::new(()), retention })
+    }
+
+    fn dirty(&self) -> std::sync::MutexGuard<'_, BTreeSet<(String, i64)>> {
+        self.dirty.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every host's registered series, by index.
+    pub fn series(&self) -> Result<BTreeMap<String, Vec<SeriesKey>>, ArchiveError> {
+        let mut out: BTreeMap<String, Vec<SeriesKey>> = BTreeMap::new();
+        for item in self.tree.scan_prefix([keys::SERIES]) {
+            let (k, v) = item?;
+            let Some(nul) = k.iter().position(|&b| b == 0) else { continue };
+            let host = String::from_utf8_lossy(&k[1..nul]).into_owned();
+            let (key, _): (SeriesKey, _) =
+                bincode::decode_from_slice(&v, bincode_config()).map_err(|e| ArchiveError::Series(e.to_string()))?;
+            let keys = out.entry(host).or_default();
+            let idx = u32::from_be_bytes(k[nul + 1..].try_into().map_err(|_| ArchiveError::Series("index".into()))?);
+            if idx as usize != keys.len() {
+                return Err(ArchiveError::Series(format!("series index {idx} out of order")));
+            }
+            keys.push(key);
+        }
+        Ok(out)
+    }
+
+    /// Adds a checkpoint's series and segments of `host` to `batch`. Call `Archive::applied`
+    /// once the batch is applied.
+    pub fn checkpoint(&self, batch: &mut sled::Batch, host: &str, frozen: &Frozen) -> Result<(), ArchiveError> {
+        for (idx, key) in &frozen.new_series {
+            let mut k = series_prefix(host);
+            k.extend_from_slice(&idx.to_be_bytes());
+            batch.insert(k, bincode::encode_to_vec(key, bincode_config()).expect("series keys always encode"));
+        }
+        for (&window, columns) in frozen.windows.iter() {
+            let prefix = raw_prefix(window, host);
+            let last = self.tree.scan_prefix(&prefix).keys().next_back().transpose()?;
+            let next = last.and_then(|k| parse_raw(&k)).map_or(1, |(_, _, s)| s + 1).max(1);
+            let mut k = prefix;
+            k.extend_from_slice(&next.to_be_bytes());
+            batch.insert(k, segment::encode(window, columns, 1));
+        }
+        Ok(())
+    }
+
+    /// Applies a checkpoint batch built with [`Archive::checkpoint`].
+    pub fn apply(&self, batch: sled::Batch, host: &str, frozen: &Frozen) -> Result<(), ArchiveError> {
+        let _w = self.segments.write().unwrap_or_else(|e| e.into_inner());
+        self.tree.apply_batch(batch)?;
+        let mut dirty = self.dirty();
+        for &window in frozen.windows.keys() {
+            dirty.insert((host.to_owned(), window));
+        }
+        Ok(())
+    }
+
+    /// Windows of `host` whose rollups are not yet computed.
+    pub fn unrolled(&self, host: &str) -> BTreeSet<i64> {
+        self.dirty().iter().filter(|(h, _)| h == host).map(|(_, w)| *w).collect()
+    }
+
+    /// Every stored point of series `idx` of `host` in `[from, to)`.
+    pub fn raw(&self, host: &str, idx: u32, from: i64, to: i64) -> Result<Option<Column>, ArchiveError> {
+        let mut unlimited = usize::MAX;
+        self.raw_bounded(host, idx, from, to, &mut unlimited)
+    }
+
+    /// [`Archive::raw`], taking the points it keeps from `budget` and failing with
+    /// [`ArchiveError::TooManyPoints`] once it is spent, so that a wide query stops at a memory
+    /// bound instead of decoding the whole retention.
+    pub fn raw_bounded(
+        &self,
+        host: &str,
+        idx: u32,
+        from: i64,
+        to: i64,
+        budget: &mut usize,
+    ) -> Result<Option<Column>, ArchiveError> {
+        let limit = *budget;
+        let _r = self.segments.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Option<Column> = None;
+        let Some((first, last)) = self.stored_times(&[keys::RAW])? else {
+            return Ok(None);
+        };
+        let mut window = align(from.max(first), WINDOW_MS);
+        while window < to && window <= last {
+            for item in self.tree.scan_prefix(raw_prefix(window, host)) {
+                let (_, v) = item?;
+                if let Some(mut col) = segment::decode(window, &v, Some(idx))?.remove(&idx) {
+                    col.points.retain(|p| p.0 >= from && p.0 < to);
+                    *budget = budget.checked_sub(col.points.len()).ok_or(ArchiveError::TooManyPoints { limit })?;
+                    match &mut out {
+                        Some(o) => o.merge(&col),
+                        None => out = Some(col),
+                    }
+                }
+            }
+            window += WINDOW_MS;
+        }
+        Ok(out)
+    }
+
+    /// Stored rollup buckets of series `idx` of `host` at `tier` starting in `[from, to)`.
+    pub fn buckets(&self, tier: Tier, host: &str, idx: u32, from: i64, to: i64) -> Result<Vec<Bucket>, ArchiveError> {
+        let mut out = Vec::new();
+        let Some((first, last)) = self.stored_times(&[keys::ROLLUP, tier.tag()])? else {
+            return Ok(out);
+        };
+        let mut period = align(from.max(first), tier.period_ms());
+        while period < to && period <= last {
+            if let Some(v) = self.tree.get(rollup_key(tier, period, host, idx))? {
+                out.extend(
+                    rollup::decode(tier, period, &v)?.into_iter().filter(|b| b.start_ms >= from && b.start_ms < to),
+                );
+            }
+            period += tier.period_ms();
+        }
+        Ok(out)
+    }
+
+    /// The first and last time of the keys starting with `prefix` (whose time follows it).
+    fn stored_times(&self, prefix: &[u8]) -> Result<Option<(i64, i64)>, ArchiveError> {
+        let time = |k: sled::IVec| {
+            k.get(prefix.len()..prefix.len() + 8).and_then(|b| b.try_into().ok()).map(i64::from_be_bytes)
+        };
+        let mut keys = self.tree.scan_prefix(prefix).keys();
+        let first = keys.next().transpose()?.and_then(time);
+        let last = keys.next_back().transpose()?.and_then(time);
+        Ok(first.map(|f| (f, last.unwrap_or(f))))
+    }
+
+    /// Compacts every window that ended more than [`GRACE_MS`] before `now_ms` and has new
+    /// segments, computing its rollups.
+    pub fn compact(&self, now_ms: i64) -> Result<Pass, ArchiveError> {
+        let _pass = self.passes.lock().unwrap_or_else(|e| e.into_inner());
+        let due: Vec<(String, i64)> =
+            self.dirty().iter().filter(|(_, w)| w + WINDOW_MS + GRACE_MS <= now_ms).cloned().collect();
+        let mut pass = Pass::default();
+        for (host, window) in due {
+            // Unmarked before reading: a checkpoint landing meanwhile marks the window again.
+            self.dirty().remove(&(host.clone(), window));
+            pass.segments_merged += self.compact_window(&host, window, now_ms)?;
+            pass.windows_compacted += 1;
+        }
+        Ok(pass)
+    }
+
+    fn compact_window(&self, host: &str, window: i64, now_ms: i64) -> Result<u64, ArchiveError> {
+        // Read without the lock: the only other writer of these keys is a checkpoint adding a
+        // segment under a new number. Whether this scan sees it or not, the batch removes only
+        // what was merged, and the checkpoint marks the window for the next pass.
+        let prefix = raw_prefix(window, host);
+        let mut merged = Columns::new();
+        let mut batch = sled::Batch::default();
+        let mut segments = 0;
+        for item in self.tree.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            segment::merge(&mut merged, &segment::decode(window, &v, None)?);
+            batch.remove(k);
+            segments += 1;
+        }
+        let mut k = prefix;
+        k.extend_from_slice(&0u32.to_be_bytes());
+        batch.insert(k, segment::encode(window, &merged, 3));
+        for (&idx, col) in &merged {
+            self.roll(&mut batch, host, idx, window, col, now_ms)?;
+        }
+        let _w = self.segments.write().unwrap_or_else(|e| e.into_inner());
+        self.tree.apply_batch(batch)?;
+        Ok(segments)
+    }
+
+    /// Puts the buckets of one series' window into its 1 m and 5 m blocks, and refolds the hour.
+    fn roll(
+        &self,
+        batch: &mut sled::Batch,
+        host: &str,
+        idx: u32,
+        window: i64,
+        col: &Column,
+        now_ms: i64,
+    ) -> Result<(), ArchiveError> {
+        let minutes = rollup::fold(col.reals(), Tier::Minute.step_ms());
+        let fives = rollup::refold(minutes.iter().copied(), Tier::FiveMinutes.step_ms());
+        let mut day = Vec::new();
+        for (tier, fresh) in [(Tier::Minute, &minutes), (Tier::FiveMinutes, &fives)] {
+            let period = align(window, tier.period_ms());
+            let mut block = self.block(tier, period, host, idx)?;
+            rollup::upsert(&mut block, fresh);
+            if tier == Tier::FiveMinutes {
+                day = block.clone();
+            }
+            if self.retention.keeps(tier, period, now_ms) {
+                batch.insert(rollup_key(tier, period, host, idx), rollup::encode(tier, period, &block));
+            }
+        }
+        let hour = align(window, Tier::Hour.step_ms());
+        let in_hour = day.iter().filter(|b| align(b.start_ms, Tier::Hour.step_ms()) == hour).copied();
+        let hours = rollup::refold(in_hour, Tier::Hour.step_ms());
+        let period = align(window, Tier::Hour.period_ms());
+        let mut block = self.block(Tier::Hour, period, host, idx)?;
+        rollup::upsert(&mut block, &hours);
+        batch.insert(rollup_key(Tier::Hour, period, host, idx), rollup::encode(Tier::Hour, period, &block));
+        Ok(())
+    }
+
+    fn block(&self, tier: Tier, period: i64, host: &str, idx: u32) -> Result<Vec<Bucket>, ArchiveError> {
+        match self.tree.get(rollup_key(tier, period, host, idx))? {
+            Some(v) => Ok(rollup::decode(tier, period, &v)?),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Deletes raw windows and rollup periods past their tier's retention.
+    pub fn expire(&self, now_ms: i64) -> Result<Pass, ArchiveError> {
+        let _pass = self.passes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pass = Pass::default();
+        let cutoff = now_ms - self.retention.raw_ms;
+        let mut batch = sled::Batch::default();
+        let mut windows = BTreeSet::new();
+        for item in self.tree.scan_prefix([keys::RAW]) {
+            let (k, _) = item?;
+            match parse_raw(&k) {
+                Some((window, _, _)) if window + WINDOW_MS <= cutoff => {
+                    windows.insert(window);
+                    batch.remove(k);
+                }
+                _ => break,
+            }
+        }
+        pass.raw_windows_deleted = windows.len() as u64;
+        for tier in Tier::ALL {
+            let cutoff = now_ms - self.retention.of(tier);
+            for item in self.tree.scan_prefix([keys::ROLLUP, tier.tag()]) {
+                let (k, _) = item?;
+                let period = k.get(2..10).and_then(|b| b.try_into().ok()).map(i64::from_be_bytes);
+                match period {
+                    Some(p) if p + tier.period_ms() <= cutoff => {
+                        batch.remove(k);
+                        pass.rollup_blocks_deleted += 1;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        let _w = self.segments.write().unwrap_or_else(|e| e.into_inner());
+        self.tree.apply_batch(batch)?;
+        self.dirty().retain(|(_, w)| w + WINDOW_MS > cutoff);
+        Ok(pass)
+    }
+
+    /// Bytes of history in the store (keys and values), by key space: series, raw, rollups.
+    pub fn bytes(&self) -> Result<[u64; 3], ArchiveError> {
+        let mut out = [0u64; 3];
+        for (i, prefix) in [[keys::SERIES], [keys::RAW], [keys::ROLLUP]].iter().enumerate() {
+            for item in self.tree.scan_prefix(prefix) {
+                let (k, v) = item?;
+                out[i] += (k.len() + v.len()) as u64;
+            }
+        }
+        Ok(out)
+    }
+}

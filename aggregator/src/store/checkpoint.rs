@@ -1,0 +1,160 @@
+//! Checkpoints and the log replay that undoes a crash; the background pass that also compacts and
+//! expires history.
+//!
+//! A checkpoint freezes a host's twin and recorded points under the twin lock, writes them with
+//! the log truncation outside it, flushes, and only then lets the recorder forget what it froze.
+//! Between checkpoints the log is the only durable copy of new points: [`replay`] feeds it back
+//! through the twin, which decodes and records them again exactly once (the ledger knows every
+//! batch the checkpointed twin already holds).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use twinwatch_common::message::Message;
+use twinwatch_common::reader::MessageReader;
+use twinwatch_common::sample::SeriesKey;
+use twinwatch_common::time::now_ms;
+
+use crate::history::recorder::Frozen;
+use crate::remote_write::{RemoteWrite, SeriesPoints};
+use crate::store::{Store, StoreError};
+use crate::twin::Twin;
+
+fn lock(twin: &Mutex<Twin>) -> std::sync::MutexGuard<'_, Twin> {
+    twin.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Writes host `id`'s twin and pending history, and truncates its log; queues the points for
+/// `remote` first.
+pub async fn checkpoint(
+    twin: &Mutex<Twin>,
+    store: &Store,
+    remote: Option<&RemoteWrite>,
+    id: &str,
+) -> Result<(), StoreError> {
+    let (host, frozen, exported, through) = {
+        let mut twin = lock(twin);
+        let Some(host) = twin.host(id).cloned() else {
+            return Ok(());
+        };
+        let frozen = twin.history.host_mut(id).map(|h| h.freeze()).unwrap_or_default();
+        let exported = match (remote, twin.history.host(id)) {
+            (Some(_), Some(rec)) => export(&host.id, &host.dc, rec.keys(), &frozen),
+            _ => Vec::new(),
+        };
+        // Ingest logs under the twin lock, so every frame up to here is reflected in `host`.
+        (host, frozen, exported, store.log_position())
+    };
+    // Queued first: a crash before the checkpoint lands replays the log and queues them again
+    // (a remote takes a repeated sample as a duplicate), never loses them.
+    if let (Some(remote), false) = (remote, exported.is_empty()) {
+        remote.enqueue(&exported)?;
+    }
+    store.checkpoint(&host, &frozen, through)?;
+    store.flush().await?;
+    if let Some(h) = lock(twin).history.host_mut(id) {
+        h.written();
+    }
+    Ok(())
+}
+
+/// The frozen points as remote write series: `__name__`, `host`, `dc` and the series' labels.
+fn export(id: &str, dc: &str, keys: &[SeriesKey], frozen: &Frozen) -> Vec<SeriesPoints> {
+    let mut by_series: BTreeMap<u32, Vec<(i64, f64)>> = BTreeMap::new();
+    for columns in frozen.windows.values() {
+        for (idx, col) in columns {
+            by_series.entry(*idx).or_default().extend(col.reals());
+        }
+    }
+    by_series
+        .into_iter()
+        .filter_map(|(idx, points)| {
+            let key = keys.get(idx as usize)?;
+            let mut labels = vec![
+                ("__name__".to_owned(), key.name.clone()),
+                ("host".to_owned(), id.to_owned()),
+                ("dc".to_owned(), dc.to_owned()),
+            ];
+            labels.extend(key.labels.iter().cloned());
+            Some(SeriesPoints { labels, points })
+        })
+        .collect()
+}
+
+/// Applies host `id`'s logged frames to the twin again; returns how many were applied.
+pub fn replay(twin: &mut Twin, store: &Store, id: &str) -> Result<usize, StoreError> {
+    let mut applied = 0;
+    // Replayed frames are not news from the agent: the host keeps the time it was last heard.
+    let seen = twin.host(id).map_or(0, |h| h.last_seen_ms);
+    for frame in store.logged(id)? {
+        let mut reader = MessageReader::new();
+        reader.push(&frame);
+        match reader.next_message() {
+            Ok(Some(Message::Batch(b))) => {
+                twin.apply_batch(id, &b, seen);
+                applied += 1;
+            }
+            Ok(Some(Message::Dropped(d))) => {
+                twin.apply_dropped(id, &d, seen);
+                applied += 1;
+            }
+            Ok(other) => tracing::warn!(agent = id, "log entry is not a batch: {:?}", other.map(|m| m.name())),
+            Err(e) => tracing::warn!(agent = id, "log entry does not decode: {e}"),
+        }
+    }
+    Ok(applied)
+}
+
+/// Puts host `id` back as storage has it (checkpoint plus log), after a failed write.
+pub fn reload(twin: &mut Twin, store: &Store, id: &str) -> Result<(), StoreError> {
+    twin.restore(store.host(id)?, id);
+    replay(twin, store, id)?;
+    Ok(())
+}
+
+/// Every `every`: checkpoints hosts with new points, compacts finished windows into rollups and
+/// expires what retention no longer keeps. A last checkpoint runs at shutdown.
+pub async fn run(
+    twin: &Mutex<Twin>,
+    store: &Store,
+    remote: Option<&RemoteWrite>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(every) => false,
+            _ = shutdown.wait_for(|s| *s) => true,
+        };
+        if let Err(e) = pass(twin, store, remote).await {
+            tracing::error!("history checkpoint: {e}");
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// One round of checkpoints, compaction and expiry.
+pub async fn pass(twin: &Mutex<Twin>, store: &Store, remote: Option<&RemoteWrite>) -> Result<(), StoreError> {
+    let ids: Vec<String> = {
+        let twin = lock(twin);
+        twin.hosts()
+            .filter(|h| twin.history.host(&h.id).is_some_and(|r| r.pending_points > 0) || store.has_log(&h.id))
+            .map(|h| h.id.clone())
+            .collect()
+    };
+    for id in ids {
+        checkpoint(twin, store, remote, &id).await?;
+    }
+    let now = now_ms();
+    let compacted = store.archive.compact(now)?;
+    let expired = store.archive.expire(now)?;
+    if compacted.windows_compacted + expired.raw_windows_deleted + expired.rollup_blocks_deleted > 0 {
+        tracing::debug!(?compacted, ?expired, "history compacted and expired");
+        store.flush().await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! Durable state in sled: every host's twin, a write-ahead log of the frames that changed it,
+//! and history (see `archive.rs`), all in one tree so one atomic `sled::Batch` can span
+//! them.
+//!
+//! ```text
+//! h <agent id>                -> HostTwin (bincode, zstd), as of its last checkpoint
+//! w <agent id> 0x00 <n u64>   -> a frame applied since then (batch or dropped report), in order
+//! ```
+//!
+//! Ingest appends each frame it applies to the log and flushes before it acks, so an ack means
+//! durable. A checkpoint writes the host and the history points recorded from those frames, and
+//! deletes the log entries it covers, in one batch. Opening the store after a crash gives back the
+//! hosts as checkpointed plus their logs, which replay through the twin to the same state.
+
+pub mod archive;
+pub mod checkpoint;
+pub(crate) mod keys;
+pub mod query;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::history::recorder::Frozen;
+use crate::history::Retention;
+use crate::remote_write::RemoteWriteError;
+use crate::twin::HostTwin;
+use archive::{Archive, ArchiveError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store at {}: {source}", path.display())]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("stored host {id} does not decode: {detail}")]
+    Corrupt { id: String, detail: String },
+    #[error(transparent)]
+    History(#[from] ArchiveError),
+    #[error(transparent)]
+    RemoteWrite(#[from] RemoteWriteError),
+}
+
+pub struct Store {
+    db: sled::Db,
+    data: sled::Tree,
+    pub archive: Archive,
+    /// The last log position handed out.
+    log_position: AtomicU64,
+}
+
+fn host_key(id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + id.len());
+    k.push(keys::HOST);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn log_prefix(id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + id.len() + 8);
+    k.push(keys::LOG);
+    k.extend_from_slice(id.as_bytes());
+    k.push(0);
+    k
+}
+
+fn config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+fn decode_host(id: &str, v: &[u8]) -> Result<HostTwin, StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt { id: id.to_owned(), detail };
+    let raw = crate::history::zstd_context::decompress(v, 64 << 20).map_err(|e| corrupt(e.to_string()))?;
+    bincode::decode_from_slice(&raw, config()).map(|(h, _)| h).map_err(|e| corrupt(e.to_string()))
+}
+
+fn encode_host(host: &HostTwin) -> Vec<u8> {
+    let encoded = bincode::encode_to_vec(host, config()).expect("HostTwin always encodes");
+    crate::history::zstd_context::compress(&encoded, 1)
+}
+
+impl Store {
+    pub fn open(dir: &Path, retention: Retention) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(32 << 20)
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(|source| StoreError::Open { path: dir.to_owned(), source })?;
+        let data = db.open_tree(keys::DATA_TREE)?;
+        let mut last = 0;
+        for item in data.scan_prefix([keys::LOG]) {
+            let (k, _) = item?;
+            if let Some(n) = k.len().checked_sub(8).and_then(|at| k[at..].try_into().ok()).map(u64::from_be_bytes) {
+                last = last.max(n);
+            }
+        }
+        let archive = Archive::open(data.clone(), retention)?;
+        Ok(Store { db, data, archive, log_position: AtomicU64::new(last) })
+    }
+
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    /// Every stored host, as of its last checkpoint.
+    pub fn hosts(&self) -> Result<Vec<HostTwin>, StoreError> {
+        let mut hosts = Vec::new();
+        for item in self.data.scan_prefix([keys::HOST]) {
+            let (k, v) = item?;
+            hosts.push(decode_host(&String::from_utf8_lossy(&k[1..]), &v)?);
+        }
+        Ok(hosts)
+    }
+
+    pub fn host(&self, id: &str) -> Result<Option<HostTwin>, StoreError> {
+        self.data.get(host_key(id))?.map(|v| decode_host(id, &v)).transpose()
+    }
+
+    /// Appends frames `id` applied to its log, in one atomic step. Not yet durable: call
+    /// [`Store::flush`] before acknowledging.
+    pub fn log(&self, id: &str, frames: &[Vec<u8>]) -> Result<(), StoreError> {
+        let mut b = sled::Batch::default();
+        for frame in frames {
+            let mut k = log_prefix(id);
+            k.extend_from_slice(&(self.log_position.fetch_add(1, Relaxed) + 1).to_be_bytes());
+            b.insert(k, frame.as_slice());
+        }
+        self.data.apply_batch(b)?;
+        Ok(())
+    }
+
+    /// The log position of the last frame logged so far.
+    pub fn log_position(&self) -> u64 {
+        self.log_position.load(Relaxed)
+    }
+
+    /// The frames `id` logged since its last checkpoint, in order.
+    pub fn logged(&self, id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.data.scan_prefix(log_prefix(id)) {
+            out.push(item?.1.to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Whether `id` logged anything since its last checkpoint.
+    pub fn has_log(&self, id: &str) -> bool {
+        self.data.scan_prefix(log_prefix(id)).next().is_some()
+    }
+
+    /// Ids of the hosts with a log.
+    pub fn logging_hosts(&self) -> Result<Vec<String>, StoreError> {
+        let mut out: Vec<String> = Vec::new();
+        for item in self.data.scan_prefix([keys::LOG]) {
+            let (k, _) = item?;
+            let id = String::from_utf8_lossy(&k[1..k.len().saturating_sub(9)]).into_owned();
+            if out.last() != Some(&id) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes `host`, the history points `frozen` from it, and deletes its log up to position
+    /// `through`, in one atomic step. Not yet durable: call [`Store::flush`].
+    pub fn checkpoint(&self, host: &HostTwin, frozen: &Frozen, through: u64) -> Result<(), StoreError> {
+        let mut b = sled::Batch::default();
+        b.insert(host_key(&host.id), encode_host(host));
+        let prefix = log_prefix(&host.id);
+        for item in self.data.scan_prefix(&prefix) {
+            let (k, _) = item?;
+            let n = k[prefix.len()..].try_into().map(u64::from_be_bytes).unwrap_or(u64::MAX);
+            if n > through {
+                break;
+            }
+            b.remove(k);
+        }
+        self.archive.checkpoint(&mut b, &host.id, frozen)?;
+        self.archive.apply(b, &host.id, frozen)?;
+        Ok(())
+    }
+
+    /// Makes every write so far durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::checkpoint;
+    use crate::twin::identity::AgentIdentity;
+    use crate::twin::Twin;
+    use std::sync::Mutex;
+    use twinwatch_common::delta::DeltaEncoder;
+    use twinwatch_common::frame::FrameEncoder;
+    use twinwatch_common::message::{Batch, Hello, HostInfo, Message};
+    use twinwatch_common::sample::{Metric, Sample, SeriesKey, Value};
+
+    async fn reopen(dir: &Path) -> Store {
+        // sled's flusher thread lets go of the file lock a moment after the last handle is
+        // dropped; a reopen in the same process waits for it, as a restarted process would not.
+        for _ in 0..100 {
+            if let Ok(s) = Store::open(dir, Retention::default()) {
+                return s;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Store::open(dir, Retention::default()).unwrap()
+    }
+
+    /// A twin rebuilt from storage: checkpointed hosts and series, then the log replayed.
+    fn recover(store: &Store) -> Twin {
+        let mut twin = Twin::from_hosts(store.hosts().unwrap());
+        for (host, keys) in store.archive.series().unwrap() {
+            twin.history.load(&host, keys);
+        }
+        for id in store.logging_hosts().unwrap() {
+            checkpoint::replay(&mut twin, store, &id).unwrap();
+        }
+        twin
+    }
+
+    #[tokio::test]
+    async fn a_crash_after_a_checkpoint_replays_the_log_to_the_same_twin_and_history() {
+        let dir = std::env::temp_dir().join(format!("twinwatch-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let who = AgentIdentity { id: "a-1".into(), dc: "dc2".into() };
+        let hello = Hello {
+            agent_version: "t".into(),
+            incarnation: 9,
+            agent_time_ms: 0,
+            interval_ms: 1000,
+            host: HostInfo::default(),
+        };
+        let mut enc = DeltaEncoder::new(5);
+        let mut frames = FrameEncoder::new();
+        let t0 = 1_800_000_000_000;
+        let batches: Vec<(Batch, Vec<u8>)> = (1..=40u64)
+            .map(|seq| {
+                let m = Metric::counter(SeriesKey::new("c"), Value::Int(seq as i64 * 7));
+                let tick = enc.encode(&Sample::new(t0 + seq as i64 * 1000, vec![m]));
+                let batch = Batch { incarnation: 9, seq, ticks: vec![tick] };
+                let frame = Message::Batch(batch.clone()).to_frame(&mut frames).unwrap().to_vec();
+                (batch, frame)
+            })
+            .collect();
+        let twin = Mutex::new(Twin::default());
+        {
+            let store = Store::open(&dir, Retention::default()).unwrap();
+            twin.lock().unwrap().handle_hello(&who, 1, &hello, 5);
+            checkpoint::checkpoint(&twin, &store, None, "a-1").await.unwrap();
+            for (i, (batch, frame)) in batches.iter().enumerate() {
+                twin.lock().unwrap().handle_batch("a-1", 1, batch, 10);
+                store.log("a-1", std::slice::from_ref(frame)).unwrap();
+                if i == 24 {
+                    checkpoint::checkpoint(&twin, &store, None, "a-1").await.unwrap();
+                    assert_eq!(store.logged("a-1").unwrap().len(), 0, "the checkpoint truncates the log");
+                }
+            }
+            store.flush().await.unwrap();
+            assert_eq!(store.logged("a-1").unwrap().len(), 15);
+        }
+        let store = reopen(&dir).await;
+        let recovered = recover(&store);
+        let original = twin.lock().unwrap();
+        assert_eq!(recovered.host("a-1"), original.host("a-1"), "the same twin, every batch once");
+        let points = |t: &Twin| t.history.host("a-1").unwrap().points(0, 0, i64::MAX).unwrap().points;
+        let stored = store.archive.raw("a-1", 0, 0, i64::MAX).unwrap().unwrap().points;
+        let mut all = stored.clone();
+        all.extend(points(&recovered));
+        assert_eq!(stored.len(), 25, "checkpointed points are in segments");
+        assert_eq!(all, (1..=40).map(|s| (t0 + s * 1000, (s * 7) as u64)).collect::<Vec<_>>());
+        assert_eq!(points(&original).len(), 15);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
