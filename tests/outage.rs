@@ -152,9 +152,16 @@ fn an_unanswered_agent_costs_no_more_than_a_connected_one() {
     );
     assert!(!refused.log_text().contains("connected to aggregator"));
     assert!(!swallowed.log_text().contains("connected to aggregator"));
-    // The bound leaves room for a loaded machine and a debug build; the old probing loop spun.
+    // Against the connected agent of the same run, with room for a loaded machine: an
+    // unanswered agent probes (a packet or two a second) instead of shipping, and keeps its
+    // samples on disk. The old probing loop spun at 12 % of a core.
     for (i, (name, _)) in agents.iter().enumerate().skip(1) {
-        assert!(share[i] < 3.0, "the agent facing a {name} used {:.2} % of a core", share[i]);
+        assert!(
+            share[i] <= share[0] * 1.5 && share[i] < 3.0,
+            "the agent facing a {name} used {:.2} % of a core, the connected one {:.2} %",
+            share[i],
+            share[0]
+        );
     }
     drop(blackhole);
 }

@@ -3,9 +3,9 @@
 //! - **Nobody answered** (the path is down: an uplink outage, a blackhole): nothing is loading the
 //!   aggregator, so the agent keeps probing. The shipper starts a fresh handshake every second,
 //!   overlapping slower ones still pending (a lossy path may need several seconds), and between
-//!   such 30 s probing windows waits only a little jitter. Each attempt costs a few ~1.2 KB
-//!   Initial packets. Once the outage has lasted [`FAST_PROBING_FOR`], the windows are spaced by
-//!   a few seconds.
+//!   such 30 s probing windows waits only a little jitter. Each attempt costs one ~1.2 KB
+//!   Initial packet and, when given up, its close. Once the outage has lasted
+//!   [`FAST_PROBING_FOR`], the windows are spaced by a few seconds.
 //! - **The aggregator restarted** (a stateless reset: it no longer knows the connection, so it is
 //!   up): reconnect at once, after a little jitter. Agents are already spread out by when each
 //!   next sent a packet, and past its admission limit the aggregator refuses handshakes, which

@@ -39,10 +39,12 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(8);
 /// that comes back is noticed within about this long without cutting short a slow handshake.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// Attempts pending at once: as many as [`ATTEMPT_TIMEOUT`] holds at one every [`PROBE_EVERY`],
-/// so a fresh attempt starts every second throughout, and the Initial resends of those pending
-/// (0.3, 0.9, 2.1 and 4.5 s after each start) fall between them: a returning aggregator hears
-/// from the agent within about 0.4 s.
+/// so a fresh attempt starts every second throughout. Each sends one Initial (QUIC would resend
+/// it only after [`crate::tls::INITIAL_RTT`] three times over, past the attempt's end), so an
+/// unanswered agent sends about two small packets a second and a returning aggregator hears from
+/// it within a second.
 const MAX_ATTEMPTS: usize = 8;
+const _: () = assert!(3 * crate::tls::INITIAL_RTT.as_millis() > ATTEMPT_TIMEOUT.as_millis());
 /// One call to connect probes for this long before reporting no answer.
 const CONNECT_WINDOW: Duration = Duration::from_secs(30);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -32,12 +32,18 @@ pub(crate) fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsErro
     Ok(certs)
 }
 
+/// The round-trip estimate a connection starts with, before it has measured one. QUIC resends an
+/// unanswered Initial after three times this, which is longer than a handshake attempt lives: the
+/// shipper starts a fresh attempt every second instead, so each attempt costs one Initial packet
+/// (and the close when it is given up), not a resend schedule of its own. Once the aggregator
+/// answers, the measured round trip takes over.
+pub const INITIAL_RTT: Duration = Duration::from_secs(3);
+
 /// Keep-alive and idle timeout suited to home NAT: a binding is refreshed every 10 s and a dead
-/// path is given up after 60 s. A low initial RTT estimate makes an unanswered handshake resend
-/// its Initial after ~0.3 s and ~0.9 s, so a returning path is noticed quickly.
+/// path is given up after 60 s.
 pub fn transport() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    t.initial_rtt(Duration::from_millis(100));
+    t.initial_rtt(INITIAL_RTT);
     t.keep_alive_interval(Some(Duration::from_secs(10)));
     t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(60_000))));
     t
