@@ -7,26 +7,22 @@
 //! - [`sampler`]: the sampling thread: collectors → sample → delta tick → batch frame → buffer.
 //! - [`buffer`]: the outbound buffer: memory first, group commits to sled for what waits, a live
 //!   and a backlog lane, a cap with drop-oldest; batches leave it only when acknowledged.
-//! - [`shipper`]: the QUIC session: hello, live lane first, backlog behind it at the rate
-//!   [`throttle`] allows, acks, clock echoes.
-//! - [`backoff`]: reconnect delays by how the last attempt ended; [`probing`]: when the connect
-//!   loop starts attempts while nobody answers.
-//! - [`refusal`]: why the aggregator refused this agent, and what the operator can do.
+//! - [`shipper`]: the QUIC session. Its decisions over time are sans-IO: `conversation` (live
+//!   lane first, pokes, standby handshakes, the ack deadline, clock echoes), `throttle` (the
+//!   backlog's rate), `probing` (when attempts start while nobody answers), `backoff` (reconnect
+//!   delays by how the last attempt ended), `refusal` (why the aggregator refused this agent,
+//!   and what the operator can do); `dialer` and `mod.rs` are the tokio shell around them.
 //! - [`tls`]: the rustls/quinn client configuration.
 //! - [`config`], [`identity`], [`stats`]: settings, host identity, the agent's own counters.
 
-pub mod backoff;
 pub mod buffer;
 pub mod collector;
 pub mod config;
 pub mod identity;
 pub mod probe;
-pub mod probing;
-pub mod refusal;
 pub mod sampler;
 pub mod shipper;
 pub mod stats;
-pub mod throttle;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -112,7 +108,7 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
         hello: shipper::hello(incarnation, config.interval, host),
         replay_rate: config.replay_rate,
         sampler: Some(sampling.thread().clone()),
-        credentials: refusal::Credentials::load(config.ca.clone(), config.cert.clone()),
+        credentials: shipper::refusal::Credentials::load(config.ca.clone(), config.cert.clone()),
     };
     let shipping = tokio::spawn(shipper.run(shutdown.clone()));
     let _ = shutdown.wait_for(|stop| *stop).await;

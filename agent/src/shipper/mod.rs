@@ -1,16 +1,29 @@
 //! The QUIC shipper: connects to the aggregator, sends the buffer's live lane first and its
 //! backlog behind it at a bounded rate, forgets what is acknowledged, and reconnects by the
-//! policy in [`crate::backoff`] when anything goes wrong; a refusal is logged with what to do
-//! ([`crate::refusal`]).
+//! policy in [`backoff`] when anything goes wrong; a refusal is logged with what to do
+//! ([`refusal`]).
+//!
+//! This file is the tokio shell: it reads the buffer and the connection and does what the
+//! sans-IO parts decide: [`conversation`] (live first, pokes, standby handshakes, the ack
+//! deadline, clock echoes), [`throttle`] (the backlog's rate), [`probing`] (when attempts start),
+//! [`backoff`] (how long to wait between sessions). [`dialer`] runs the attempts.
 //!
 //! Live first: at a connection with a backlog, the sampler is woken for a keyframe of the present
 //! at once, and no backlog batch is sent before it (unless it fails to come within
-//! [`live_grace`]), so the aggregator shows the host's current state before it fills the gap.
+//! [`conversation::live_grace`]), so the aggregator shows the host's current state before it
+//! fills the gap.
 //!
 //! One bidirectional stream per connection: `Hello` → `Welcome` (whose clock is echoed at once),
 //! then batch frames straight from the buffer, up to [`WINDOW`] unacknowledged at a time, and any
 //! `Dropped` reports. `Ack`s come back as ranges; each carries the aggregator's clock, echoed at
-//! most once per [`ECHO_EVERY`].
+//! most once per [`conversation::ECHO_EVERY`].
+
+pub mod backoff;
+pub mod conversation;
+mod dialer;
+pub mod probing;
+pub mod refusal;
+pub mod throttle;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -23,13 +36,14 @@ use twinwatch_common::frame::{FrameEncoder, FrameError};
 use twinwatch_common::message::{Hello, HostInfo, Message, TimeEcho};
 use twinwatch_common::reader::MessageReader;
 
-use crate::backoff::{unit_random, Ended, Reconnect};
+use self::backoff::{unit_random, Ended, Reconnect};
+use self::conversation::{Conversation, Due, Standby, ACK_TIMEOUT};
+use self::dialer::Dialer;
+use self::refusal::{Credentials, Refusal};
+use self::throttle::Throttle;
 use crate::buffer::{Buffer, BufferError, Lane};
-use crate::probing::{next_poke, standby_due, Probing};
-use crate::refusal::{Credentials, Refusal};
 use crate::sampler::now_ms;
 use crate::stats::Stats;
-use crate::throttle::Throttle;
 
 /// Most batches sent and not yet acknowledged.
 pub const WINDOW: usize = 64;
@@ -48,10 +62,6 @@ const _: () = assert!(3 * crate::tls::INITIAL_RTT.as_millis() > ATTEMPT_TIMEOUT.
 /// One call to connect probes for this long before reporting no answer.
 const CONNECT_WINDOW: Duration = Duration::from_secs(30);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Batches in flight with no ack for this long mean the aggregator is gone, whatever QUIC thinks.
-const ACK_TIMEOUT: Duration = Duration::from_secs(15);
-/// Clock echoes are sent at most this often.
-pub const ECHO_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShipError {
@@ -137,12 +147,6 @@ pub struct Shipper {
     pub sampler: Option<std::thread::Thread>,
     /// Named in the advice a refusal is logged with.
     pub credentials: Credentials,
-}
-
-/// How long the backlog waits for the live lane's first batch: two sample intervals and a second,
-/// so a sampler that cannot deliver (stuck, or failing to encode) never holds the history back.
-pub fn live_grace(interval_ms: u32) -> Duration {
-    Duration::from_millis(u64::from(interval_ms)) * 2 + Duration::from_secs(1)
 }
 
 impl Shipper {
@@ -243,7 +247,6 @@ impl Shipper {
         };
         let echo = TimeEcho { server_time_ms: welcome.server_time_ms, agent_time_ms: now_ms() };
         send.write_all(&Message::TimeEcho(echo).to_frame(&mut frames)?).await?;
-        let mut last_echo = Instant::now();
         // With a backlog, the live lane opens with a keyframe of the present, taken now, and the
         // backlog waits for it; with none, the next batch opens it.
         let backlog = self.buffer.begin_session();
@@ -253,27 +256,22 @@ impl Shipper {
                 sampler.unpark();
             }
         }
-        let live_by = Instant::now() + live_grace(self.hello.interval_ms);
         tracing::info!(agent = %welcome.agent_id, dc = %welcome.dc, backlog_batches = backlog, "connected to aggregator");
         self.stats.connects.fetch_add(1, Relaxed);
         reconnect.connected();
         self.wake.notify_one();
 
-        let mut throttle = Throttle::new(self.replay_rate, std::time::Instant::now());
-        let mut last_progress = Instant::now();
+        let now = std::time::Instant::now();
+        let mut talk = Conversation::new(now, backlog, self.hello.interval_ms, conn.stats().udp_rx.datagrams);
+        let mut throttle = Throttle::new(self.replay_rate, now);
         let mut out = Vec::new();
-        let mut live_first = backlog == 0;
         // quinn sends no PING on request, but a larger receive window queues a MAX_DATA frame,
         // which is as good: a small packet the aggregator must answer. From the default (the
         // largest possible) window, the first step is down; the aggregator ignores a MAX_DATA
         // that grants nothing new, so the credit it holds never matters.
         let mut poke_window = 1u32 << 20;
         conn.set_receive_window(poke_window.into());
-        let mut last_poke = None;
-        // When the connection last received a packet, and a standby handshake while it is silent.
-        let (mut heard, mut heard_at) = (conn.stats().udp_rx.datagrams, std::time::Instant::now());
-        let mut standby: Option<(Dialer, u64)> = None;
-        let addr = conn.remote_address();
+        let mut standby: Option<Dialer> = None;
         loop {
             out.clear();
             for d in self.buffer.unsent_drops() {
@@ -283,17 +281,14 @@ impl Shipper {
                 send.write_all(&out).await?;
             }
             let mut throttled = false;
-            live_first = live_first || self.buffer.live_opened() || Instant::now() >= live_by;
             while self.buffer.in_flight() < WINDOW {
-                live_first = live_first || self.buffer.live_opened();
-                let backlog_allowed = live_first && throttle.ready(std::time::Instant::now());
+                let now = std::time::Instant::now();
+                let backlog_allowed = talk.backlog_open(self.buffer.live_opened(), now) && throttle.ready(now);
                 let Some((_, frame, lane)) = self.buffer.next(backlog_allowed)? else {
-                    throttled = live_first && !backlog_allowed;
+                    throttled = talk.backlog_open(self.buffer.live_opened(), now) && !backlog_allowed;
                     break;
                 };
-                if self.buffer.in_flight() == 1 {
-                    last_progress = Instant::now();
-                }
+                talk.sent(self.buffer.in_flight(), now);
                 send.write_all(&frame).await?;
                 if lane == Lane::Backlog {
                     throttle.spend(frame.len(), std::time::Instant::now());
@@ -304,49 +299,51 @@ impl Shipper {
             let stats = conn.stats();
             self.stats.udp_tx_bytes.fetch_add(stats.udp_tx.bytes.saturating_sub(*udp_reported), Relaxed);
             *udp_reported = stats.udp_tx.bytes;
-            if stats.udp_rx.datagrams != heard {
-                (heard, heard_at) = (stats.udp_rx.datagrams, std::time::Instant::now());
+            let now = std::time::Instant::now();
+            talk.heard(stats.udp_rx.datagrams, now);
+            match talk.standby(now) {
+                Standby::Dial => standby = Some(Dialer::new(conn.remote_address(), ACK_TIMEOUT)),
+                Standby::Drop => standby = None,
+                Standby::Keep => {}
             }
-            let ack_deadline = last_progress + ACK_TIMEOUT;
             let throttle_wait = throttle.wait().max(Duration::from_millis(5));
-            let waiting = self.buffer.in_flight() > 0;
             let replay_waits = throttled && self.buffer.backlog_pending()?;
-            let waiting_since = waiting.then_some(last_progress.into_std());
-            let poke_at = next_poke(waiting_since, last_poke).map(Instant::from_std);
-            // The standby is dropped (its attempts abandoned) once the connection hears again.
-            if standby.as_ref().is_some_and(|(_, at)| heard != *at) {
-                standby = None;
-            }
-            if standby.is_none() && standby_due(waiting_since, heard_at, std::time::Instant::now()) {
-                standby = Some((Dialer::new(addr, ACK_TIMEOUT), heard));
-            }
+            let timer = talk.poll_timeout().map(Instant::from_std);
             tokio::select! {
-                _ = tokio::time::sleep_until(poke_at.unwrap_or(ack_deadline)), if poke_at.is_some() => {
-                    poke_window = poke_window.saturating_add(1);
-                    conn.set_receive_window(poke_window.into());
-                    last_poke = Some(std::time::Instant::now());
+                _ = tokio::time::sleep_until(timer.unwrap_or_else(Instant::now)), if timer.is_some() => {
+                    match talk.handle_timeout(std::time::Instant::now()) {
+                        Due::Poke => {
+                            poke_window = poke_window.saturating_add(1);
+                            conn.set_receive_window(poke_window.into());
+                        }
+                        Due::GiveUp => return Err(ShipError::AckTimeout),
+                        Due::Nothing => {}
+                    }
                 }
                 _ = self.wake.notified() => {}
                 dialled = async {
                     match standby.as_mut() {
-                        Some((dialer, _)) => dialer.next(self).await,
+                        Some(dialer) => dialer.next(self).await,
                         None => std::future::pending().await,
                     }
                 }, if standby.is_some() => {
                     match dialled {
-                        Ok(Some(fresh)) if conn.stats().udp_rx.datagrams == heard => return Err(ShipError::Replaced(fresh)),
                         Ok(Some(fresh)) => {
-                            fresh.close(0u32.into(), b"not needed");
                             standby = None;
+                            if talk.standby_answered(conn.stats().udp_rx.datagrams) {
+                                return Err(ShipError::Replaced(fresh));
+                            }
+                            fresh.close(0u32.into(), b"not needed");
                         }
                         Ok(None) => {}
-                        Err(ShipError::ConnectTimeout) => standby = None,
+                        Err(ShipError::ConnectTimeout) => {
+                            standby = None;
+                            talk.standby_ended();
+                        }
                         Err(e) => return Err(e),
                     }
                 }
                 _ = tokio::time::sleep(throttle_wait), if replay_waits => {}
-                _ = tokio::time::sleep_until(live_by), if !live_first => {}
-                _ = tokio::time::sleep_until(ack_deadline), if waiting => return Err(ShipError::AckTimeout),
                 chunk = recv.read_chunk(64 * 1024, true) => {
                     let Some(chunk) = chunk? else { return Err(ShipError::Closed) };
                     reader.push(&chunk.bytes);
@@ -356,7 +353,6 @@ impl Shipper {
                             Message::Ack(ack) => {
                                 let removed = self.buffer.ack(ack.incarnation, ack.first_seq, ack.last_seq)?;
                                 self.stats.acked_batches.fetch_add(removed, Relaxed);
-                                last_progress = Instant::now();
                                 server_time = Some(ack.server_time_ms);
                             }
                             Message::KeyframeRequest(r) => {
@@ -367,60 +363,13 @@ impl Shipper {
                             other => return Err(ShipError::Unexpected(other.name())),
                         }
                     }
-                    if let Some(server_time_ms) = server_time.filter(|_| last_echo.elapsed() >= ECHO_EVERY) {
+                    let echo = server_time.filter(|_| talk.acked(self.buffer.in_flight(), std::time::Instant::now()));
+                    if let Some(server_time_ms) = echo {
                         let echo = TimeEcho { server_time_ms, agent_time_ms: now_ms() };
                         send.write_all(&Message::TimeEcho(echo).to_frame(&mut frames)?).await?;
-                        last_echo = Instant::now();
                     }
                 }
             }
-        }
-    }
-}
-
-/// Handshake attempts on [`Probing`]'s schedule, overlapping: the first to finish wins.
-struct Dialer {
-    addr: SocketAddr,
-    probing: Probing,
-    attempts:
-        tokio::task::JoinSet<Result<Result<quinn::Connection, quinn::ConnectionError>, tokio::time::error::Elapsed>>,
-}
-
-impl Dialer {
-    /// Attempts to `addr` for `window`, the first at once.
-    fn new(addr: SocketAddr, window: Duration) -> Self {
-        Dialer {
-            addr,
-            probing: Probing::new(std::time::Instant::now(), window, PROBE_EVERY, MAX_ATTEMPTS),
-            attempts: tokio::task::JoinSet::new(),
-        }
-    }
-
-    /// Starts an attempt when a slot is due, then waits for the next slot or finished attempt:
-    /// a connection when a handshake finished, `None` when nothing came of it yet, an error when
-    /// the aggregator answered with one, [`ShipError::ConnectTimeout`] once the window closed
-    /// with nothing pending. Cancel-safe: the loop wakes only for a slot or a finished attempt.
-    async fn next(&mut self, shipper: &Shipper) -> Result<Option<quinn::Connection>, ShipError> {
-        let now = std::time::Instant::now();
-        if self.probing.start_attempt(now, self.attempts.len()) {
-            let connecting = shipper.endpoint.connect_with(shipper.client.clone(), self.addr, &shipper.server_name)?;
-            self.attempts.spawn(tokio::time::timeout(ATTEMPT_TIMEOUT, connecting));
-        }
-        let slot = self.probing.next_slot(now);
-        if self.attempts.is_empty() && slot.is_none() {
-            return Err(ShipError::ConnectTimeout);
-        }
-        let slot = slot.map(Instant::from_std);
-        tokio::select! {
-            Some(done) = self.attempts.join_next() => match done {
-                Ok(Ok(Ok(conn))) => Ok(Some(conn)),
-                Ok(Ok(Err(e))) => {
-                    let e = ShipError::from(e);
-                    if e.ended() == Ended::Unanswered { Ok(None) } else { Err(e) }
-                }
-                _ => Ok(None), // that attempt timed out
-            },
-            _ = tokio::time::sleep_until(slot.unwrap_or_else(Instant::now)), if slot.is_some() => Ok(None),
         }
     }
 }

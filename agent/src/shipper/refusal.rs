@@ -3,7 +3,7 @@
 //!
 //! A refusal is a verdict on this agent's credentials or identity, not on the path: trying again
 //! soon gets the same answer, so the shipper backs off longer than for an unreachable peer (see
-//! [`crate::backoff`]). Sans-IO: a pure function of the error and the agent's settings.
+//! [`super::backoff`]). Sans-IO: a pure function of the error and the agent's settings.
 
 use std::path::PathBuf;
 

@@ -14,7 +14,7 @@
 //!   protocol or storage error): exponential backoff with jitter from 0.5 s to 30 s, so hundreds
 //!   of agents that lost the same aggregator come back spread out instead of in a storm.
 //! - **The aggregator refused this agent** (certificate revoked, from another CA, expired; its
-//!   identity held by another connection; see [`crate::refusal`]): the same answer is likely
+//!   identity held by another connection; see [`super::refusal`]): the same answer is likely
 //!   until an operator acts, so the backoff starts at [`REFUSED_BASE`] and grows to
 //!   [`REFUSED_MAX`].
 
