@@ -20,7 +20,7 @@
 //! an identity, a revoked one) go to [`Refusals`], which counts them all and logs a bounded few:
 //! anyone can make them, as fast as they like.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,7 +28,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 
 use twinwatch_common::frame::{FrameEncoder, FrameError};
-use twinwatch_common::message::{close, Ack, KeyframeRequest, Message, Welcome};
+use twinwatch_common::message::{close, Message, Welcome};
 use twinwatch_common::reader::MessageReader;
 use twinwatch_common::time::now_ms;
 
@@ -36,13 +36,13 @@ use crate::access::cert_identity::{self, IdentityError};
 use crate::access::revocation::{Credential, RevocationList, Revocations, REVOCATION_POLL};
 use crate::quic::peer_identity;
 use crate::quic::refusals::{Refusal, Refusals};
+use crate::quic::round::{Round, RoundError};
 use crate::remote_write::RemoteWrite;
 use crate::store::checkpoint;
 use crate::store::{Store, StoreError};
 use crate::twin::claims::Claim;
 use crate::twin::identity::AgentIdentity;
-use crate::twin::runs::Runs;
-use crate::twin::{Outcome, Twin};
+use crate::twin::Twin;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections allowed between accept and `Welcome` at once.
@@ -322,52 +322,19 @@ impl Ingest {
 
         let mut out = Vec::new();
         loop {
-            let mut logged: Vec<Vec<u8>> = Vec::new();
-            let mut acks: BTreeMap<u64, Runs> = BTreeMap::new();
-            let mut keyframe: Option<KeyframeRequest> = None;
+            let mut round = Round::default();
             {
                 let mut twin = self.twin();
                 while let Some(message) = reader.next_message()? {
-                    let now = now_ms();
-                    match message {
-                        Message::Batch(batch) => match twin.handle_batch(&who.id, conn_id, &batch, now) {
-                            Outcome::NotHolder => return Err(IngestError::Superseded),
-                            outcome => {
-                                if let Outcome::Unapplied { keyframe_wanted, reason } = &outcome {
-                                    tracing::debug!(agent = %who, seq = batch.seq, "batch stored undecoded: {reason}");
-                                    if *keyframe_wanted {
-                                        keyframe = Some(KeyframeRequest {
-                                            incarnation: batch.incarnation,
-                                            after_seq: batch.seq,
-                                        });
-                                    }
-                                }
-                                if outcome.stores() {
-                                    logged.push(reader.last_frame().to_vec());
-                                }
-                                acks.entry(batch.incarnation).or_default().insert(batch.seq, batch.seq);
-                            }
+                    round.handle(&mut twin, who, conn_id, message, reader.last_frame(), now_ms()).map_err(
+                        |e| match e {
+                            RoundError::Superseded => IngestError::Superseded,
+                            RoundError::Unexpected(got) => IngestError::Unexpected { expected: "batch", got },
                         },
-                        Message::Dropped(d) => {
-                            match twin.handle_dropped(&who.id, conn_id, &d, now) {
-                                Err(_) => return Err(IngestError::Superseded),
-                                Ok(new) => {
-                                    if new {
-                                        tracing::warn!(agent = %who, incarnation = d.incarnation, first = d.first_seq, last = d.last_seq, ticks = d.ticks, "agent dropped samples to stay under its buffer cap");
-                                    }
-                                    if new {
-                                        logged.push(reader.last_frame().to_vec());
-                                    }
-                                }
-                            }
-                            acks.entry(d.incarnation).or_default().insert(d.first_seq, d.last_seq);
-                        }
-                        Message::TimeEcho(echo) => twin.handle_echo(&who.id, conn_id, &echo, now),
-                        other => return Err(IngestError::Unexpected { expected: "batch", got: other.name() }),
-                    }
+                    )?;
                 }
-                if !logged.is_empty() {
-                    if let Err(e) = self.store.log(&who.id, &logged) {
+                if !round.logged.is_empty() {
+                    if let Err(e) = self.store.log(&who.id, &round.logged) {
                         // Memory ran ahead of disk: put the host back as stored and let the
                         // agent send again what was not acknowledged.
                         if let Err(again) = checkpoint::reload(&mut twin, &self.store, &who.id) {
@@ -377,20 +344,14 @@ impl Ingest {
                     }
                 }
             }
-            if !acks.is_empty() {
-                if !logged.is_empty() {
+            let answer = round.answer(now_ms());
+            if !answer.is_empty() {
+                if !round.logged.is_empty() {
                     self.store.flush().await?;
                 }
                 out.clear();
-                let server_time_ms = now_ms();
-                for (incarnation, runs) in &acks {
-                    for (first_seq, last_seq) in runs.iter() {
-                        Message::Ack(Ack { incarnation: *incarnation, first_seq, last_seq, server_time_ms })
-                            .encode(&mut frames, &mut out)?;
-                    }
-                }
-                if let Some(request) = keyframe {
-                    Message::KeyframeRequest(request).encode(&mut frames, &mut out)?;
+                for message in answer {
+                    message.encode(&mut frames, &mut out)?;
                 }
                 send.write_all(&out).await?;
             }
