@@ -14,9 +14,11 @@
 //! - [`refusal`]: why the aggregator refused this agent, and what the operator can do.
 //! - [`tls`]: the rustls/quinn client configuration.
 //! - [`config`], [`identity`], [`stats`]: settings, host identity, the agent's own counters.
+//! - [`check`]: the settings as `twinwatch-agent check` prints them, secrets redacted.
 
 pub mod backoff;
 pub mod buffer;
+pub mod check;
 pub mod collector;
 pub mod config;
 pub mod identity;
