@@ -1,6 +1,7 @@
 //! The API under hostile input, with the real binaries on loopback: history parameters that
 //! once aborted the aggregator, a slowloris, bodies declared huge or sent slowly, and every
-//! error the server can emit, each answered as JSON `{error, detail}` while ingest goes on.
+//! error the server can emit, each answered as JSON `{error, detail, request_id}` while ingest
+//! goes on.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -21,13 +22,15 @@ fn raw(addr: SocketAddr, raw: &[u8]) -> Answer {
     parse(&response)
 }
 
-/// `a` is an error in the API's shape: JSON with a string `error` and a `detail`.
+/// `a` is an error in the API's shape: JSON with a string `error`, a `detail`, and the
+/// `request_id` its `X-Request-Id` header gives.
 #[track_caller]
 fn assert_json_error(what: &str, a: &Answer, status: u16) {
     assert_eq!(a.status, status, "{what}: {a:?}");
     assert!(a.header("content-type").is_some_and(|t| t.starts_with("application/json")), "{what}: {a:?}");
     let v: Value = serde_json::from_str(&a.body).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {a:?}"));
     assert!(v["error"].is_string() && !v["detail"].is_null(), "{what}: {v}");
+    assert!(v["request_id"].is_string() && v["request_id"].as_str() == a.header("x-request-id"), "{what}: {a:?}");
 }
 
 fn stored_batches(agg: &Aggregator, host: &str) -> Option<u64> {

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use toml::Spanned;
-use twinwatch_common::config::{parse_toml, Bytes, ConfigError, Span};
+use twinwatch_common::config::{parse_toml, Bytes, ConfigError, LogFormat, Span};
 
 use crate::collector::{self, Settings};
 use crate::probe::config::{ProbeFile, ProbesFile, ServiceFile};
@@ -29,6 +29,7 @@ struct File {
     key: Option<PathBuf>,
     interval: Option<Span>,
     keyframe_every: Option<u32>,
+    log_format: Option<LogFormat>,
     #[serde(default)]
     buffer: BufferFile,
     /// Interval per source by name, or "off".
@@ -108,6 +109,8 @@ pub struct Config {
     pub collectors: Settings,
     /// Endpoint probes and OpenAPI services.
     pub probes: ProbeSettings,
+    /// How log lines are written; `TWINWATCH_LOG_FORMAT` wins over it (see `main.rs`).
+    pub log_format: LogFormat,
 }
 
 impl Config {
@@ -162,6 +165,7 @@ impl Config {
             replay_rate: file.buffer.replay_rate.map_or(1 << 20, |b| b.0),
             collectors,
             probes,
+            log_format: file.log_format.unwrap_or_default(),
         }
     }
 }
@@ -203,6 +207,16 @@ mod tests {
         assert!(err.to_string().starts_with("a.toml:3: key `process`: unknown collector"), "{err}");
         let err = Config::parse(Path::new("a.toml"), "[collectors]\ncpu = \"never\"\n").unwrap_err();
         assert!(err.to_string().starts_with("a.toml:2: key `cpu`"), "{err}");
+    }
+
+    #[test]
+    fn log_format_is_text_unless_set() {
+        let c = Config::parse(Path::new("a.toml"), "aggregator = \"x:1\"\n").unwrap();
+        assert_eq!(c.log_format, LogFormat::Text);
+        let c = Config::parse(Path::new("a.toml"), "log_format = \"json\"\n").unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        let err = Config::parse(Path::new("a.toml"), "aggregator = \"x:1\"\nlog_format = \"xml\"\n").unwrap_err();
+        assert!(err.to_string().starts_with("a.toml:2: key `log_format`"), "{err}");
     }
 
     #[test]

@@ -14,8 +14,10 @@
 //!   and what the operator can do); `dialer` and `mod.rs` are the tokio shell around them.
 //! - [`tls`]: the rustls/quinn client configuration.
 //! - [`config`], [`identity`], [`stats`]: settings, host identity, the agent's own counters.
+//! - [`check`]: the settings as `twinwatch-agent check` prints them, secrets redacted.
 
 pub mod buffer;
+pub mod check;
 pub mod collector;
 pub mod config;
 pub mod identity;

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use twinwatch_agent::collector::{Collectors, Roots};
 use twinwatch_agent::config::{Config, DEFAULT_PATH};
+use twinwatch_common::config::{LogFormat, LOG_FORMAT_VAR};
 
 #[derive(Parser)]
 #[command(name = "twinwatch-agent", version, about = "Samples this host and ships it to a twinwatch aggregator")]
@@ -22,7 +23,7 @@ enum Command {
     /// Run the agent (the default).
     Run(Overrides),
     /// Validate the configuration file and the certificate it names, and print the settings in
-    /// force; fails when the agent could not connect as configured.
+    /// force (secrets redacted); fails when the agent could not connect as configured.
     Check,
     /// Take one sample of this host and print it, one series per line.
     Sample {
@@ -37,14 +38,19 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TWINWATCH_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    match cli.command.unwrap_or(Command::Run(Overrides::default())) {
+    let command = cli.command.unwrap_or(Command::Run(Overrides::default()));
+    // Read before logging starts, since it says how to log; `sample` reads no file.
+    let config = match command {
+        Command::Sample { .. } => None,
+        _ => Some(Config::load(&cli.config)?),
+    };
+    let format = config.as_ref().map_or(LogFormat::default(), |c| c.log_format);
+    init_logging(LogFormat::overridden(format, std::env::var_os(LOG_FORMAT_VAR).as_deref())?);
+    let config = || config.clone().context("no configuration was read");
+    match command {
         Command::Check => {
-            let config = Config::load(&cli.config)?;
-            println!("{config:#?}");
+            let config = config()?;
+            print!("{}", twinwatch_agent::check::report(&config));
             let enrolled = twinwatch_agent::tls::check_enrolment(&config.ca, &config.cert, &config.key)
                 .context("the agent's certificate")?;
             let until = twinwatch_common::time::rfc3339(enrolled.not_after.saturating_mul(1000));
@@ -75,7 +81,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Probe => {
-            let config = Config::load(&cli.config)?;
+            let config = config()?;
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let table = runtime.block_on(twinwatch_agent::probe::run_all_once(&config.probes));
             let mut out = Vec::new();
@@ -84,7 +90,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(overrides) => {
-            let mut config = Config::load(&cli.config)?;
+            let mut config = config()?;
             overrides.apply(&mut config);
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(async {
@@ -96,6 +102,17 @@ fn main() -> anyhow::Result<()> {
                 twinwatch_agent::run(config, rx).await.context("agent failed")
             })
         }
+    }
+}
+
+/// Log lines to stderr, filtered by `TWINWATCH_LOG` (an `EnvFilter` directive, `info` by default),
+/// as text or as one JSON object a line.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TWINWATCH_LOG").unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
     }
 }
 

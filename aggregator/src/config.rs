@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use twinwatch_common::config::{load_toml, parse_toml, Bytes, ConfigError, Span};
+use twinwatch_common::config::{load_toml, parse_toml, Bytes, ConfigError, LogFormat, Span};
 
 use crate::api::server::HttpLimits;
 use crate::history::Retention;
@@ -24,6 +24,7 @@ struct File {
     revocations_file: Option<PathBuf>,
     offline_after: Option<Span>,
     metrics_open: Option<bool>,
+    log_format: Option<LogFormat>,
     history: Option<HistoryFile>,
     remote_write: Option<Vec<RemoteWriteConfig>>,
     audit: Option<AuditFile>,
@@ -133,6 +134,9 @@ pub struct Config {
     pub local_agent: Option<LocalAgent>,
     /// `[http]`: the API server's limits of time, size and number.
     pub http: HttpLimits,
+    /// How log lines are written; `TWINWATCH_LOG_FORMAT` wins over it (see `main.rs`). The
+    /// local agent, which shares the aggregator's stderr, is given the same.
+    pub log_format: LogFormat,
 }
 
 impl Config {
@@ -233,6 +237,7 @@ impl Config {
             http_tls: file.http_tls.map(|t| HttpTls { cert: abs(t.cert), key: abs(t.key) }),
             offline_after: file.offline_after.map_or(Duration::from_secs(60), |s| s.0),
             metrics_open: file.metrics_open.unwrap_or(false),
+            log_format: file.log_format.unwrap_or_default(),
             retention: {
                 let h = history.clone();
                 let d = Retention::default();
@@ -300,6 +305,11 @@ mod tests {
         assert_eq!(c.revocations_file, Path::new("/srv/tw/revocations"));
         assert_eq!(c.audit, AuditConfig { path: "/srv/tw/audit.log".into(), max_file_bytes: 4 << 20, keep: 7 });
         assert_eq!(c.http_tls, None);
+        assert_eq!(c.log_format, LogFormat::Text);
+        let c = Config::parse(Path::new("x.toml"), "log_format = \"json\"\n").unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        let err = Config::parse(Path::new("x.toml"), "data_dir = \"/x\"\nlog_format = \"JSON\"\n").unwrap_err();
+        assert!(err.to_string().starts_with("x.toml:2: key `log_format`: \"JSON\" is not a log format"), "{err}");
     }
 
     #[test]

@@ -178,7 +178,7 @@ pub async fn run(
     let local_agent = config.local_agent.clone().map(|local| {
         let dir = config.data_dir.join("local-agent");
         let (certs, audit, stop) = (config.certs_dir.clone(), audit.clone(), shutdown.clone());
-        tokio::spawn(local_agent::supervise(local, certs, dir, listening.quic, audit, stop))
+        tokio::spawn(local_agent::supervise(local, certs, dir, listening.quic, audit, config.log_format, stop))
     });
     let http_stats = Arc::new(api::server::HttpStats::default());
     let state = api::AppState {

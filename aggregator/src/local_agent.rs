@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 use twinwatch_common::backoff::Backoff;
+use twinwatch_common::config::{LogFormat, LOG_FORMAT_VAR};
 use twinwatch_common::time::now_ms;
 
 use crate::access::audit::{AuditLog, Outcome, Record};
@@ -69,13 +70,16 @@ pub fn certificate_fits(cert: &Path, agent: &str, dc: &str, now_s: i64) -> bool 
 }
 
 /// Runs the local agent until `shutdown`, restarting it with backoff when it exits. `dir` holds
-/// its certificate and buffer; `quic` is where the aggregator listens.
+/// its certificate and buffer; `quic` is where the aggregator listens. The agent writes to the
+/// aggregator's stderr, so it logs in the aggregator's `log_format` (an inherited
+/// `TWINWATCH_LOG_FORMAT` already says the same).
 pub async fn supervise(
     local: LocalAgent,
     certs_dir: PathBuf,
     dir: PathBuf,
     quic: SocketAddr,
     audit: AuditLog,
+    log_format: LogFormat,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let binary = match &local.binary {
@@ -120,6 +124,9 @@ pub async fn supervise(
             .arg("--certs")
             .arg(&agent_certs)
             .kill_on_drop(true);
+        if std::env::var_os(LOG_FORMAT_VAR).is_none() {
+            command.env(LOG_FORMAT_VAR, log_format.as_str());
+        }
         match spawn(command).await {
             Ok(mut child) => {
                 tracing::info!(agent = %local.id, dc = %local.dc, pid = child.id(), "local agent started");

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use twinwatch_aggregator::access::tokens::Role;
 use twinwatch_aggregator::config::{Config, DEFAULT_PATH};
 use twinwatch_aggregator::listen::ListenAddr;
+use twinwatch_common::config::{LogFormat, LOG_FORMAT_VAR};
 
 #[derive(Parser)]
 #[command(name = "twinwatch-aggregator", version, about = "Collects agents' twins over QUIC and serves them over REST")]
@@ -141,13 +142,21 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TWINWATCH_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    let command = cli.command.unwrap_or(Command::Run { quic_listen: None, http_listen: None });
+    // Read before logging starts, since it says how to log; the quickstart writes its own.
+    let mut config = match command {
+        Command::Quickstart { .. } => None,
+        _ => Some(load_config(cli.config.as_deref())?),
+    };
+    let format = config.as_ref().map_or(LogFormat::default(), |c| c.log_format);
+    let format = LogFormat::overridden(format, std::env::var_os(LOG_FORMAT_VAR).as_deref())?;
+    if let Some(c) = config.as_mut() {
+        c.log_format = format;
+    }
+    init_logging(format);
     let runtime = || tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
-    let config = || load_config(cli.config.as_deref());
-    match cli.command.unwrap_or(Command::Run { quic_listen: None, http_listen: None }) {
+    let config = || config.clone().context("no configuration was read");
+    match command {
         Command::Run { quic_listen, http_listen } => {
             let mut config = config()?;
             config.quic_listen = quic_listen.unwrap_or(config.quic_listen);
@@ -164,7 +173,8 @@ fn main() -> anyhow::Result<()> {
         Command::Check => {
             let config = config()?;
             twinwatch_aggregator::check(&config)?;
-            // Not the whole configuration: remote write credentials stay out of terminals.
+            // Not the whole configuration: remote write credentials stay out of terminals, and a
+            // password in a remote's URL is redacted.
             println!("data_dir      {}", config.data_dir.display());
             println!("quic_listen   {}", config.quic_listen);
             println!(
@@ -174,8 +184,9 @@ fn main() -> anyhow::Result<()> {
             );
             println!("certificates  {} (CA, server certificate and key load)", config.certs_dir.display());
             for remote in config.remote_write.iter().flatten() {
-                println!("remote_write  {} {}", remote.name, remote.url);
+                println!("remote_write  {} {}", remote.name, twinwatch_common::redact::url(&remote.url));
             }
+            println!("log_format    {}", config.log_format.as_str());
             if let Some(local) = &config.local_agent {
                 println!("local_agent   {} in {} with {}", local.id, local.dc, local.config.display());
             }
@@ -201,6 +212,17 @@ fn main() -> anyhow::Result<()> {
         Command::Quickstart { data_dir, http_port, quic_port } => {
             runtime()?.block_on(cli::quickstart::run(&data_dir, http_port, quic_port))
         }
+    }
+}
+
+/// Log lines to stderr, filtered by `TWINWATCH_LOG` (an `EnvFilter` directive, `info` by default),
+/// as text or as one JSON object a line.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TWINWATCH_LOG").unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
     }
 }
 

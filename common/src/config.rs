@@ -1,7 +1,7 @@
 //! Loading TOML configuration with errors that name the file, the line and the key.
 //!
-//! Also the small value types config files share: durations such as `"1s"` or `"500ms"` and
-//! byte sizes such as `"64MiB"`.
+//! Also the small value types config files share: durations such as `"1s"` or `"500ms"`, byte
+//! sizes such as `"64MiB"`, and the log format (`"text"` or `"json"`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -17,6 +17,9 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("{}{}: key `{key}`: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
     Invalid { path: PathBuf, line: Option<usize>, key: String, message: String },
+    /// A setting an environment variable overrides, with a value that cannot be used.
+    #[error("environment variable {name}: {message}")]
+    Env { name: &'static str, message: String },
 }
 
 /// Parses `text` (read from `path`) as `T`.
@@ -117,6 +120,58 @@ impl<'de> Deserialize<'de> for Bytes {
     }
 }
 
+/// The variable whose value, when set, wins over the configuration file's `log_format`.
+pub const LOG_FORMAT_VAR: &str = "TWINWATCH_LOG_FORMAT";
+
+/// How a binary writes its log lines to stderr: `log_format` in its configuration file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One line per event for people: time, level, target, message, fields.
+    #[default]
+    Text,
+    /// One JSON object per line for machines: `timestamp`, `level`, `target`, `message`, the
+    /// event's fields, and the spans it happened in.
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+
+    /// The format in force: `env` (the value of [`LOG_FORMAT_VAR`], if set) wins over `file`.
+    /// The caller reads the variable, so this stays a pure function.
+    pub fn overridden(file: LogFormat, env: Option<&std::ffi::OsStr>) -> Result<LogFormat, ConfigError> {
+        let Some(value) = env else { return Ok(file) };
+        let message = |shown: &str| format!("{shown:?} is not a log format (use \"text\" or \"json\")");
+        let text = value
+            .to_str()
+            .ok_or_else(|| ConfigError::Env { name: LOG_FORMAT_VAR, message: message(&value.to_string_lossy()) })?;
+        text.parse().map_err(|_| ConfigError::Env { name: LOG_FORMAT_VAR, message: message(text) })
+    }
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("{s:?} is not a log format (use \"text\" or \"json\")")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LogFormat {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +198,32 @@ mod tests {
 
         let err = parse_toml::<Example>(path, "interval = \"1s\"\n").unwrap_err().to_string();
         assert!(err.contains("key `name`") && err.contains("missing field"), "{err}");
+    }
+
+    #[test]
+    fn log_format_from_the_file_and_the_environment() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Logs {
+            name: Option<String>,
+            log_format: Option<LogFormat>,
+        }
+        let path = Path::new("/etc/twinwatch/agent.toml");
+        let logs = parse_toml::<Logs>(path, "log_format = \"json\"\n").unwrap();
+        assert_eq!(logs.log_format, Some(LogFormat::Json));
+        let err = parse_toml::<Logs>(path, "name = \"x\"\nlog_format = \"yaml\"\n").unwrap_err().to_string();
+        assert!(err.starts_with("/etc/twinwatch/agent.toml:2: key `log_format`:"), "{err}");
+        assert!(err.contains("\"yaml\" is not a log format"), "{err}");
+
+        let env = |v: &str| LogFormat::overridden(LogFormat::Json, Some(std::ffi::OsStr::new(v)));
+        assert_eq!(LogFormat::overridden(LogFormat::Json, None).unwrap(), LogFormat::Json);
+        assert_eq!(env("text").unwrap(), LogFormat::Text);
+        assert_eq!(LogFormat::overridden(LogFormat::Text, Some("json".as_ref())).unwrap(), LogFormat::Json);
+        let err = env("JSON").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "environment variable TWINWATCH_LOG_FORMAT: \"JSON\" is not a log format (use \"text\" or \"json\")"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! generator.
 //!
 //! # Layout
-//! - [`config`]: TOML loading whose errors name file, line and key; durations and sizes.
+//! - [`config`]: TOML loading whose errors name file, line and key; durations, sizes, log format.
 //! - [`sample`]: what a collector produces, a timestamped set of named series values.
 //! - [`delta`]: the keyframe/delta encoder (agent side) and the state it rebuilds (aggregator side).
 //! - [`message`]: the protocol messages (`Hello`, `Welcome`, `Batch`, `Ack`, `KeyframeRequest`).
@@ -17,6 +17,7 @@
 //! - [`time`]: RFC 3339 formatting and parsing; the wall clock in milliseconds.
 //! - [`backoff`]: exponential backoff with jitter, and the random numbers it draws.
 //! - [`hex`], [`error_chain`]: bytes as hex; an error with its causes on one line.
+//! - [`redact`]: secrets in printed settings (header values, URL passwords) shown as their length.
 //! - [`frame`]: the versioned, length-prefixed, zstd-compressed envelope around one message.
 
 pub mod backoff;
@@ -28,6 +29,7 @@ pub mod hex;
 pub mod message;
 pub mod probe;
 pub mod reader;
+pub mod redact;
 pub mod sample;
 pub mod time;
 

@@ -99,11 +99,18 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(exe: &Path, args: &[&str], log: PathBuf) -> Proc {
+        Self::spawn_with_env(exe, args, log, &[])
+    }
+
+    /// [`Proc::spawn`] with more environment variables (`TWINWATCH_LOG` among them wins over
+    /// the `info` set here).
+    pub fn spawn_with_env(exe: &Path, args: &[&str], log: PathBuf, env: &[(&str, &str)]) -> Proc {
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(exe)
             .args(args)
             .env("TWINWATCH_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()

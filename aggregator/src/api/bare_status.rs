@@ -1,7 +1,9 @@
 //! hyper answers a request head it cannot parse (a bad request line, a head too large, a URI too
 //! long) by itself, with a bare status and no body, before any handler runs. This adapter sits
 //! between hyper and the socket and rewrites exactly those answers into the API's JSON error shape,
-//! `{"error", "detail"}`, so that every error a client can see reads the same.
+//! `{"error", "detail", "request_id"}`, so that every error a client can see reads the same.
+//! No request was read, so the id is always a new one (a client's `X-Request-Id` is in the head
+//! hyper could not parse); it is in the `X-Request-Id` header too, and on a debug log line.
 //!
 //! It recognises them by what no handler's answer has: an error status with neither a body nor
 //! a `content-type` (every error the API writes itself is JSON). hyper closes the connection after
@@ -50,11 +52,15 @@ fn rewrite(head: &[u8]) -> Option<Vec<u8>> {
         431 => ("request header fields too large", "the request's headers are too large or too many"),
         _ => ("bad request", "the request's head is not valid HTTP/1.1"),
     };
-    let body = serde_json::json!({ "error": error, "detail": detail }).to_string();
+    let request_id = super::request_id::generate();
+    tracing::debug!(request_id, status = code, "request head refused before routing: {detail}");
+    let body = serde_json::json!({ "error": error, "detail": detail, "request_id": request_id }).to_string();
     let status_line = &head[..head.windows(2).position(|w| w == b"\r\n")?];
-    let mut out = Vec::with_capacity(status_line.len() + body.len() + 96);
+    let mut out = Vec::with_capacity(status_line.len() + body.len() + 128);
     out.extend_from_slice(status_line);
-    out.extend_from_slice(b"\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: ");
+    out.extend_from_slice(b"\r\ncontent-type: application/json\r\nconnection: close\r\nx-request-id: ");
+    out.extend_from_slice(request_id.as_bytes());
+    out.extend_from_slice(b"\r\ncontent-length: ");
     out.extend_from_slice(body.len().to_string().as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(body.as_bytes());
@@ -122,6 +128,8 @@ mod tests {
         let body = json.split("\r\n\r\n").nth(1).unwrap();
         let value: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(value["error"], "request header fields too large");
+        let id = value["request_id"].as_str().expect("request_id");
+        assert!(json.contains(&format!("\r\nx-request-id: {id}\r\n")), "{json}");
         let length: usize =
             json.split("content-length: ").nth(1).unwrap().split("\r\n").next().unwrap().parse().unwrap();
         assert_eq!(length, body.len());

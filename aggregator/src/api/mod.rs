@@ -17,13 +17,14 @@ pub mod http_tls;
 pub mod limits;
 mod metrics;
 pub mod openapi;
+mod request_id;
 pub mod server;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use axum::middleware::{from_fn_with_state, map_response};
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::Router;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -99,17 +100,19 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .nest("/api/v1", read.merge(admin))
 }
 
-/// The whole app: every route, bodies bounded ([`limits`]), every error answer as JSON
-/// ([`error::as_json`]), and the description at `/api/v1/openapi.json`.
+/// The whole app: every route, bodies bounded ([`limits`]), every request given an id and a
+/// span ([`request_id`]), every error answer as JSON with that id ([`error::as_json`]), and the
+/// description at `/api/v1/openapi.json`.
 pub fn router(state: AppState) -> Router {
-    let (app, description) = routes(&state).split_for_parts();
+    let (app, mut description) = routes(&state).split_for_parts();
+    openapi::describe_request_id(&mut description);
     let json = description.to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     let _ = state.description.set(json.into());
     let limits = state.body_limits;
     app.fallback(|| async { ApiError::not_found("no such path") })
         .with_state(state)
         .layer(from_fn_with_state(limits, limits::bounded_body))
-        .layer(map_response(error::as_json))
+        .layer(from_fn(request_id::traced))
 }
 
 /// An app state for in-process tests: a store, tokens, revocations and audit log under `dir`.

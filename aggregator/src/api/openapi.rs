@@ -10,13 +10,46 @@ use utoipa::ToSchema;
 
 use super::AppState;
 
-/// Every error answer: `{"error": "not found", "detail": "no host \"x\""}`.
+/// Every error answer: `{"error": "not found", "detail": "no host \"x\"", "request_id": "5f0c..."}`.
 #[derive(Debug, serde::Serialize, ToSchema)]
 pub struct ErrorBody {
     /// What went wrong, in a few lower-case words (the status's reason, as a rule).
     pub error: String,
     /// Why, for a person: usually a sentence; some errors give an object.
     pub detail: serde_json::Value,
+    /// The request's id, as in the answer's `X-Request-Id` header and the aggregator's log: the
+    /// client's own `X-Request-Id` when it was 1 to 64 of `A-Z a-z 0-9 . _ -`, else a new one.
+    pub request_id: String,
+}
+
+/// Adds the `X-Request-Id` header every answer carries to every answer `description` lists.
+pub(crate) fn describe_request_id(description: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    let mut header = utoipa::openapi::header::Header::default();
+    header.description = Some(
+        "The request's id: the client's own X-Request-Id when it was 1 to 64 of A-Z a-z 0-9 . _ -, \
+         else a new one; the same as an error body's `request_id` and on the aggregator's log lines."
+            .into(),
+    );
+    for item in description.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
+            for response in operation.responses.responses.values_mut() {
+                if let RefOr::T(response) = response {
+                    response.headers.insert("X-Request-Id".into(), RefOr::T(header.clone()));
+                }
+            }
+        }
+    }
 }
 
 /// The description's frame: title, version, the bearer token scheme.
@@ -156,6 +189,7 @@ mod tests {
             assert_eq!(got, status, "{method} {path}: {body}");
             assert_eq!(kind, "application/json", "{method} {path}");
             assert!(body["error"].is_string() && body["detail"].is_string(), "{method} {path}: {body}");
+            assert!(body["request_id"].as_str().is_some_and(|id| id.len() == 16), "{method} {path}: {body}");
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -78,7 +78,7 @@ pub async fn run(args: Args, config: &Config) -> anyhow::Result<()> {
         _ => format!("{}://{}", if local_tls { "https" } else { "http" }, config.http_listen.local_authority()),
     };
     if !url.starts_with("http://") && !url.starts_with("https://") {
-        bail!("--url {url:?} must start with http:// or https://");
+        bail!("--url {:?} must start with http:// or https://", twinwatch_common::redact::url(&url));
     }
     let our_ca = config.certs_dir.join(certs::CA_CERT);
     let ca = args.ca.clone().or_else(|| (args.url.is_none() && local_tls && our_ca.exists()).then_some(our_ca));

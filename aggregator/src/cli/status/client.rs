@@ -69,20 +69,24 @@ struct Api {
 impl Api {
     /// `GET path` as JSON; `Ok(None)` for 404.
     async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Option<Value>, StatusError> {
-        let url = format!("{}{path}", self.base);
+        let full = format!("{}{path}", self.base);
+        // Errors name the URL without a password it may carry; reqwest's own errors lose theirs.
+        let url = twinwatch_common::redact::url(&full).into_owned();
         let response = self
             .client
-            .get(&url)
+            .get(&full)
             .bearer_auth(&self.token)
             .query(query)
             .send()
             .await
-            .map_err(|e| StatusError::Unreachable { url: url.clone(), detail: chain(&e) })?;
+            .map_err(|e| StatusError::Unreachable { url: url.clone(), detail: chain(&e.without_url()) })?;
         let status = response.status().as_u16();
         let mut response = response;
         let mut body = Vec::new();
-        while let Some(chunk) =
-            response.chunk().await.map_err(|e| StatusError::Unreachable { url: url.clone(), detail: chain(&e) })?
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| StatusError::Unreachable { url: url.clone(), detail: chain(&e.without_url()) })?
         {
             if body.len() + chunk.len() > MAX_BODY {
                 return Err(StatusError::BadJson { url, detail: format!("answer larger than {MAX_BODY} bytes") });

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
+use twinwatch_common::redact;
 use twinwatch_common::time::{parse_rfc3339, rfc3339};
 
 /// What one trend is of.
@@ -215,7 +216,8 @@ pub fn render(s: &Snapshot, color: bool) -> String {
             .filter(|v| v["status"] == status)
             .count()
     };
-    let mut out = format!("{}  {}  {}\n", paint("twinwatch", Tone::Bold, color), s.url, rfc3339(s.now_ms));
+    let mut out =
+        format!("{}  {}  {}\n", paint("twinwatch", Tone::Bold, color), redact::url(&s.url), rfc3339(s.now_ms));
     let n = |count: usize, one: &str| format!("{count} {one}{}", if count == 1 { "" } else { "s" });
     out.push_str(&format!(
         "{} · {} ({} online, {} stale, {} offline) · {} ({} vantages up, {} down) · trends: last {} against the {} before\n",
