@@ -7,8 +7,10 @@
 //! - **The ack deadline**: batches unacknowledged for [`ACK_TIMEOUT`] end the connection,
 //!   whatever QUIC thinks of it.
 //! - **Pokes** ([`next_poke`]) while batches wait, and a **standby** handshake
-//!   ([`standby_due`]) while the connection hears nothing at all; a standby connection replaces
-//!   this one only if this one stayed silent until it was answered.
+//!   ([`standby_due`]) while the connection hears nothing at all. A standby connection replaces
+//!   this one only if this one is still silent [`TAKEOVER_GRACE`] after the standby was
+//!   answered: an aggregator that was only stalled (a slow disk, a busy machine) answers the
+//!   old connection's waiting packets as soon as it answers the handshake, and keeps it.
 //! - **Clock echoes**: the aggregator's clock, from an ack, is echoed at most once per
 //!   [`ECHO_EVERY`].
 
@@ -20,6 +22,8 @@ use super::probing::{next_poke, standby_due};
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(15);
 /// Clock echoes are sent at most this often.
 pub const ECHO_EVERY: Duration = Duration::from_secs(1);
+/// How long the old connection may still speak up after a standby handshake was answered.
+pub const TAKEOVER_GRACE: Duration = Duration::from_millis(300);
 
 /// How long the backlog waits for the live lane's first batch: two sample intervals and a second,
 /// so a sampler that cannot deliver (stuck, or failing to encode) never holds the history back.
@@ -36,6 +40,8 @@ pub enum Due {
     Poke,
     /// Batches waited [`ACK_TIMEOUT`]: give the connection up.
     GiveUp,
+    /// The answered standby connection takes over: this one stayed silent.
+    TakeOver,
 }
 
 /// What to do with the standby handshake.
@@ -45,7 +51,7 @@ pub enum Standby {
     Keep,
     /// Start dialling one.
     Dial,
-    /// Abandon it: the connection hears again.
+    /// Abandon it (and any connection it made): the connection hears again.
     Drop,
 }
 
@@ -61,8 +67,8 @@ pub struct Conversation {
     /// The connection's count of received datagrams, and when it last changed.
     heard: u64,
     heard_at: Instant,
-    /// The count when the standby under way was dialled.
-    standby: Option<u64>,
+    /// The count when the standby under way was dialled, and when it was answered.
+    standby: Option<(u64, Option<Instant>)>,
     last_echo: Instant,
 }
 
@@ -121,25 +127,25 @@ impl Conversation {
     /// What to do with the standby handshake at `now`.
     pub fn standby(&mut self, now: Instant) -> Standby {
         match self.standby {
-            Some(at) if at != self.heard => {
+            Some((at, _)) if at != self.heard => {
                 self.standby = None;
                 Standby::Drop
             }
             Some(_) => Standby::Keep,
             None if standby_due(self.waiting_since(), self.heard_at, now) => {
-                self.standby = Some(self.heard);
+                self.standby = Some((self.heard, None));
                 Standby::Dial
             }
             None => Standby::Keep,
         }
     }
 
-    /// A standby handshake was answered when the connection had received `datagrams` in all:
-    /// whether the fresh connection takes over. If not, the standby is over.
-    pub fn standby_answered(&mut self, datagrams: u64) -> bool {
-        let silent = self.standby == Some(datagrams);
-        self.standby = None;
-        silent
+    /// The standby handshake was answered at `now`; the fresh connection waits for
+    /// [`Due::TakeOver`] (or [`Standby::Drop`]).
+    pub fn standby_answered(&mut self, now: Instant) {
+        if let Some((_, answered)) = &mut self.standby {
+            *answered = Some(now);
+        }
     }
 
     /// The standby's attempts ran out unanswered.
@@ -152,11 +158,18 @@ impl Conversation {
         let poke = next_poke(self.waiting_since(), self.last_poke);
         let deadline = self.waiting.then_some(self.last_progress + ACK_TIMEOUT);
         let grace = (!self.backlog_open).then_some(self.live_by);
-        [poke, deadline, grace].into_iter().flatten().min()
+        let takeover = self.standby.and_then(|(_, answered)| answered).map(|at| at + TAKEOVER_GRACE);
+        [poke, deadline, grace, takeover].into_iter().flatten().min()
     }
 
     /// A timer fired at `now`.
     pub fn handle_timeout(&mut self, now: Instant) -> Due {
+        if let Some((at, Some(answered))) = self.standby {
+            if at == self.heard && now >= answered + TAKEOVER_GRACE {
+                self.standby = None;
+                return Due::TakeOver;
+            }
+        }
         if self.waiting && now >= self.last_progress + ACK_TIMEOUT {
             return Due::GiveUp;
         }
@@ -267,28 +280,29 @@ mod tests {
         assert_eq!(c.standby(t0 + STANDBY_AFTER - ms(1)), Standby::Keep);
         assert_eq!(c.standby(t0 + STANDBY_AFTER), Standby::Dial);
         assert_eq!(c.standby(t0 + STANDBY_AFTER + ms(200)), Standby::Keep, "one standby at a time");
-        // Answered while the old connection still heard nothing: the restart case.
-        assert!(c.standby_answered(5));
+        // Answered while the old connection still hears nothing: the restart case. The fresh
+        // connection takes over once the grace has passed in silence.
+        let answered = t0 + ms(3000);
+        c.standby_answered(answered);
+        assert!(c.poll_timeout() <= Some(answered + TAKEOVER_GRACE), "a timer for the takeover");
+        assert_eq!(c.handle_timeout(answered + TAKEOVER_GRACE - ms(1)), Due::Poke);
+        assert_eq!(c.handle_timeout(answered + TAKEOVER_GRACE), Due::TakeOver);
 
-        // Answered after the old connection heard again: a blip; the standby is not used.
+        // A stalled aggregator answers the handshake and, within the grace, the old connection:
+        // the standby is dropped and the old connection carries on.
         let mut c = Conversation::new(t0, 0, 1000, 5);
         c.sent(1, t0);
         assert_eq!(c.standby(t0 + STANDBY_AFTER), Standby::Dial);
-        assert!(!c.standby_answered(6));
-        assert_eq!(c.standby(t0 + STANDBY_AFTER + ms(1)), Standby::Dial, "still silent since: dial again");
-
-        // The old connection hears before the standby is answered: it is dropped.
-        let mut c = Conversation::new(t0, 0, 1000, 5);
-        c.sent(1, t0);
-        assert_eq!(c.standby(t0 + STANDBY_AFTER), Standby::Dial);
-        c.heard(6, t0 + STANDBY_AFTER + ms(300));
-        assert_eq!(c.standby(t0 + STANDBY_AFTER + ms(300)), Standby::Drop);
-        assert_eq!(c.standby(t0 + STANDBY_AFTER + ms(400)), Standby::Keep, "heard 100 ms ago");
-        assert_eq!(c.standby(t0 + 2 * STANDBY_AFTER + ms(300)), Standby::Dial, "silent a second again");
+        c.standby_answered(t0 + ms(2500));
+        c.heard(6, t0 + ms(2600));
+        assert_eq!(c.standby(t0 + ms(2600)), Standby::Drop);
+        assert_ne!(c.handle_timeout(t0 + ms(2800)), Due::TakeOver);
+        assert_eq!(c.standby(t0 + ms(2900)), Standby::Keep, "heard 300 ms ago");
+        assert_eq!(c.standby(t0 + ms(3600)), Standby::Dial, "silent a second again");
 
         // Attempts that ran out leave room for a new standby.
         c.standby_ended();
-        assert_eq!(c.standby(t0 + 2 * STANDBY_AFTER + ms(400)), Standby::Dial);
+        assert_eq!(c.standby(t0 + ms(3700)), Standby::Dial);
     }
 
     #[test]

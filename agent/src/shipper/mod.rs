@@ -271,7 +271,9 @@ impl Shipper {
         // that grants nothing new, so the credit it holds never matters.
         let mut poke_window = 1u32 << 20;
         conn.set_receive_window(poke_window.into());
+        // The standby dialling while the connection is silent, and the connection it made.
         let mut standby: Option<Dialer> = None;
+        let mut fresh: Option<quinn::Connection> = None;
         loop {
             out.clear();
             for d in self.buffer.unsent_drops() {
@@ -303,7 +305,12 @@ impl Shipper {
             talk.heard(stats.udp_rx.datagrams, now);
             match talk.standby(now) {
                 Standby::Dial => standby = Some(Dialer::new(conn.remote_address(), ACK_TIMEOUT)),
-                Standby::Drop => standby = None,
+                Standby::Drop => {
+                    standby = None;
+                    if let Some(unused) = fresh.take() {
+                        unused.close(0u32.into(), b"not needed");
+                    }
+                }
                 Standby::Keep => {}
             }
             let throttle_wait = throttle.wait().max(Duration::from_millis(5));
@@ -317,6 +324,10 @@ impl Shipper {
                             conn.set_receive_window(poke_window.into());
                         }
                         Due::GiveUp => return Err(ShipError::AckTimeout),
+                        Due::TakeOver => match fresh.take() {
+                            Some(next) => return Err(ShipError::Replaced(next)),
+                            None => talk.standby_ended(),
+                        },
                         Due::Nothing => {}
                     }
                 }
@@ -328,12 +339,10 @@ impl Shipper {
                     }
                 }, if standby.is_some() => {
                     match dialled {
-                        Ok(Some(fresh)) => {
+                        Ok(Some(answered)) => {
                             standby = None;
-                            if talk.standby_answered(conn.stats().udp_rx.datagrams) {
-                                return Err(ShipError::Replaced(fresh));
-                            }
-                            fresh.close(0u32.into(), b"not needed");
+                            fresh = Some(answered);
+                            talk.standby_answered(std::time::Instant::now());
                         }
                         Ok(None) => {}
                         Err(ShipError::ConnectTimeout) => {
