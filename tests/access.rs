@@ -413,7 +413,7 @@ fn status_prints_the_tree() {
     assert!(lines[0].starts_with(&format!("twinwatch  {url}  20")), "{text}");
     assert!(
         lines[1].starts_with(
-            "1 DC · 1 host (1 online, 0 stale, 0 offline) · 1 endpoint (1 vantages up, 0 down) · trends: last 2s"
+            "1 DC · 1 host (1 online, 0 stale, 0 offline) · 1 endpoint (1 vantage up, 0 down) · trends: last 2s"
         ),
         "{text}"
     );
