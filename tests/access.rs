@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use twinwatch_tests::http::{request, request_tls, Answer};
 use twinwatch_tests::web::Web;
-use twinwatch_tests::{bin, free_port, http_get, start_agent, wait_for, Aggregator, Proc, TempDir};
+use twinwatch_tests::{bin, start_agent, strip_ansi, wait_for, Aggregator, Proc, ReservedPort, TempDir};
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -41,12 +41,6 @@ fn cli_user() -> String {
         (f.get(2) == Some(&uid.as_str())).then(|| f[0].to_owned())
     });
     format!("cli:{}", name.unwrap_or_else(|| format!("uid{uid}")))
-}
-
-fn metric(agg: &Aggregator, name: &str) -> Option<f64> {
-    let (status, text) = http_get(agg.http_port, "/metrics", Some(&agg.token)).ok()?;
-    assert_eq!(status, 200, "{text}");
-    text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
 }
 
 #[test]
@@ -149,8 +143,8 @@ fn tokens_roles_and_the_audit_log() {
         (&json!(cli_user()), &json!("certs.init"), &json!("local"))
     );
     assert_eq!(api(&agg, "GET", "/api/v1/audit?limit=0", Some(&admin), None).status, 400);
-    assert_eq!(metric(&agg, "twinwatch_aggregator_api_denied_total{status=\"403\"}"), Some(7.0));
-    assert_eq!(metric(&agg, "twinwatch_aggregator_api_denied_total{status=\"401\"}"), Some(7.0));
+    assert_eq!(agg.metric("twinwatch_aggregator_api_denied_total{status=\"403\"}"), Some(7.0));
+    assert_eq!(agg.metric("twinwatch_aggregator_api_denied_total{status=\"401\"}"), Some(7.0));
 }
 
 trait TokenName {
@@ -234,19 +228,13 @@ fn wait_seen_after(agg: &Aggregator, id: &str, after: &str, within: Duration) ->
     wait_for(&format!("{id} to send again"), within, || last_seen(agg, id).filter(|s| s.as_str() > after))
 }
 
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
 /// Log lines of `proc` with `needle` about `agent`, colour codes or not.
 fn log_lines(proc: &Proc, needle: &str, agent: &str) -> usize {
-    let text = proc.log_text();
-    let mut plain = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            chars.by_ref().find(|c| *c == 'm');
-        } else {
-            plain.push(c);
-        }
-    }
-    plain.lines().filter(|l| l.contains(needle) && l.contains(&format!("agent={agent}"))).count()
+    strip_ansi(&proc.log_text()).lines().filter(|l| l.contains(needle) && l.contains(&format!("agent={agent}"))).count()
 }
 
 #[test]
@@ -264,23 +252,30 @@ fn a_revoked_agent_is_disconnected_and_refused_while_others_go_on() {
         wait_for(&format!("{id} online"), Duration::from_secs(20), || last_seen(&agg, id));
     }
 
-    // Revoked with the CLI: box-1 is closed within the list's poll interval, and refused after.
+    // Revoked with the CLI: box-1 is closed when the aggregator next reads the list (it does
+    // once a second), and refused after. The bounds on how soon are not the promise but a guard
+    // a loaded machine cannot trip: they tell "closed by the revocation" from "left connected
+    // until the connection dies by itself" (the agents' QUIC idle timeout is 60 s). The figures
+    // are printed.
     let out = cli_ok(&agg, &["certs", "revoke", "--agent", "box-1", "--reason", "laptop stolen"]);
     assert!(out.contains("revoked: certificates of agent box-1 issued at or before"), "{out}");
+    let revoked_second = unix_seconds();
     let log = agg.proc.as_ref().unwrap();
     let revoked_at = Instant::now();
-    wait_for("box-1 disconnected", Duration::from_secs(5), || {
+    wait_for("box-1 disconnected", Duration::from_secs(20), || {
         (log_lines(log, "certificate revoked: disconnecting the agent", "box-1") == 1).then_some(())
     });
-    assert!(revoked_at.elapsed() < Duration::from_secs(3), "took {:?}", revoked_at.elapsed());
+    println!("revoked with the CLI: disconnected {:?} after", revoked_at.elapsed());
     wait_for("box-1 refused when it reconnects", Duration::from_secs(10), || {
-        metric(&agg, "twinwatch_aggregator_revoked_refused_total").filter(|n| *n >= 1.0)
+        agg.metric("twinwatch_aggregator_revoked_refused_total").filter(|n| *n >= 1.0)
     });
+    // While box-2 sends three more times, box-1's host does not move.
     let frozen = last_seen(&agg, "box-1").unwrap();
-    let box2 = last_seen(&agg, "box-2").unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    let mut box2 = last_seen(&agg, "box-2").unwrap();
+    for _ in 0..3 {
+        box2 = wait_seen_after(&agg, "box-2", &box2, Duration::from_secs(15));
+    }
     assert_eq!(last_seen(&agg, "box-1").unwrap(), frozen, "a revoked agent's host stopped updating");
-    wait_seen_after(&agg, "box-2", &box2, Duration::from_secs(5));
     assert!(agents[0].log_text().contains("certificate revoked by cli:"), "{}", agents[0].log_text());
 
     // Revoked through the API: box-2 goes at once; box-3 keeps working.
@@ -291,13 +286,13 @@ fn a_revoked_agent_is_disconnected_and_refused_while_others_go_on() {
         (&json!("agent"), &json!("box-2"), &json!("ops"))
     );
     let api_revoked_at = Instant::now();
-    wait_for("box-2 disconnected", Duration::from_secs(3), || {
+    wait_for("box-2 disconnected", Duration::from_secs(20), || {
         (log_lines(log, "certificate revoked: disconnecting the agent", "box-2") == 1).then_some(())
     });
-    assert!(api_revoked_at.elapsed() < Duration::from_secs(1), "took {:?}", api_revoked_at.elapsed());
+    println!("revoked through the API: disconnected {:?} after", api_revoked_at.elapsed());
     let box3 = last_seen(&agg, "box-3").unwrap();
-    wait_seen_after(&agg, "box-3", &box3, Duration::from_secs(5));
-    assert_eq!(metric(&agg, "twinwatch_aggregator_revoked_disconnected_total"), Some(2.0));
+    wait_seen_after(&agg, "box-3", &box3, Duration::from_secs(15));
+    assert_eq!(agg.metric("twinwatch_aggregator_revoked_disconnected_total"), Some(2.0));
     let bad = api(&agg, "POST", "/api/v1/agents/no%20such/revoke", Some(&admin), None);
     assert_eq!(bad.status, 400, "{}", bad.body);
 
@@ -328,8 +323,11 @@ fn a_revoked_agent_is_disconnected_and_refused_while_others_go_on() {
     });
 
     // A certificate issued to box-1 after its revocation works: the operator's way to replace
-    // a leaked key. (Revocation covers certificates issued up to its second.)
-    std::thread::sleep(Duration::from_millis(1100));
+    // a leaked key. (Revocation covers certificates issued up to its second, so the new one is
+    // issued in a later second.)
+    wait_for("a second after the revocation's", Duration::from_secs(5), || {
+        (unix_seconds() > revoked_second).then_some(())
+    });
     agents[0].kill9();
     agg.issue("box-1", "dc1", &dir.join("certs"));
     agents[0] = start_agent(&dir, agg.quic_port, "200ms");
@@ -413,7 +411,7 @@ fn status_prints_the_tree() {
     assert!(lines[0].starts_with(&format!("twinwatch  {url}  20")), "{text}");
     assert!(
         lines[1].starts_with(
-            "1 DC · 1 host (1 online, 0 stale, 0 offline) · 1 endpoint (1 vantages up, 0 down) · trends: last 2s"
+            "1 DC · 1 host (1 online, 0 stale, 0 offline) · 1 endpoint (1 vantage up, 0 down) · trends: last 2s"
         ),
         "{text}"
     );
@@ -442,7 +440,8 @@ fn status_prints_the_tree() {
         "{}",
         stderr(&wrong)
     );
-    let nobody = format!("http://127.0.0.1:{}", free_port());
+    let closed = ReservedPort::new();
+    let nobody = format!("http://127.0.0.1:{}", closed.port());
     let gone = agg.cli(&["status", "--url", &nobody, "--token", "x"]);
     assert!(
         !gone.status.success() && stderr(&gone).contains(&format!("{nobody}/api/v1/hosts: no answer")),

@@ -8,42 +8,25 @@
 //! and bytes per sample on the wire (the agent's own counters, read back through the aggregator's
 //! API) against node_exporter's gzipped scrape. Results also go to `target/bench/host.json`.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use twinwatch_tests::bench::{median, report_dir, seconds_arg, usage};
-use twinwatch_tests::{bin, free_port, http_get, wait_for, Aggregator, Proc, TempDir};
+use twinwatch_tests::http::request_with;
+use twinwatch_tests::{bin, http_get, wait_for, Aggregator, Proc, TempDir};
 
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 const WINDOW: usize = 10;
 
 /// One scrape as Prometheus does it (gzip accepted): the compressed body length.
 fn scrape_gzip(port: u16) -> std::io::Result<usize> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n")?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").map_or(raw.len(), |p| p + 4);
-    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-    assert!(head.contains("content-encoding: gzip"), "node_exporter did not gzip:\n{head}");
-    let mut body = &raw[split..];
-    if !head.contains("transfer-encoding: chunked") {
-        return Ok(body.len());
-    }
-    let mut total = 0;
-    while let Some(eol) = body.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(String::from_utf8_lossy(&body[..eol]).trim(), 16).unwrap_or(0);
-        if size == 0 || body.len() < eol + 2 + size {
-            break;
-        }
-        total += size;
-        body = &body[(eol + 2 + size + 2).min(body.len())..];
-    }
-    Ok(total)
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let headers = [("Accept-Encoding", "gzip"), ("Connection", "close")];
+    let answer = request_with(addr, "GET", "/metrics", &headers, b"")?;
+    assert_eq!(answer.header("content-encoding"), Some("gzip"), "node_exporter did not gzip: {:?}", answer.headers);
+    Ok(answer.bytes.len())
 }
 
 /// The agent's own counters as the aggregator has them.
@@ -81,12 +64,12 @@ fn main() {
         &["--config", agent_cfg.to_str().expect("utf-8"), "run"],
         agent_dir.join("agent.log"),
     );
-    let port = free_port();
-    let exporter = Proc::spawn(
+    let mut exporter = Proc::spawn(
         Path::new(NODE_EXPORTER),
-        &[&format!("--web.listen-address=127.0.0.1:{port}")],
+        &["--web.listen-address=127.0.0.1:0"],
         tmp.path().join("node_exporter.log"),
     );
+    let port = exporter.wait_logged_addr("msg=\"Listening on\"", "address").port();
     wait_for("node_exporter", Duration::from_secs(20), || scrape_gzip(port).ok());
     wait_for("the agent's host in the API", Duration::from_secs(30), || agent_counters(&agg));
 
@@ -94,6 +77,7 @@ fn main() {
     let warm_until = Instant::now() + Duration::from_secs(15);
     while Instant::now() < warm_until {
         let _ = scrape_gzip(port);
+        // Paced at the measured rate: the warm-up is the same load as the measurement.
         std::thread::sleep(Duration::from_secs(1));
     }
 
@@ -107,6 +91,7 @@ fn main() {
     for second in 1..=seconds {
         gzip_bytes.push(scrape_gzip(port).expect("scrape node_exporter") as f64);
         let next = start + Duration::from_secs(second as u64);
+        // Paced by the clock: one scrape and one reading a second is what is measured.
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
         for (i, pid) in pids.iter().enumerate() {
             let (ticks, rss) = usage(*pid).expect("process alive");
@@ -124,7 +109,7 @@ fn main() {
     let wire = (last.1 - first.1) / samples;
     let udp = (last.2 - first.2) / samples;
     let (_, text) = http_get(port, "/metrics", None).expect("plain scrape");
-    let exporter_samples = text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).count() as f64;
+    let exporter_samples = twinwatch_tests::prometheus::parse(&text).expect("node_exporter's metrics").len() as f64;
     let exporter_wire = median(gzip_bytes) / exporter_samples;
 
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len() as f64).unwrap_or(f64::NAN);

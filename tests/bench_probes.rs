@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use twinwatch_tests::bench::{median, report_dir, seconds_arg, usage};
 use twinwatch_tests::web::Web;
-use twinwatch_tests::{bin, free_port, http_get, wait_for, Aggregator, Proc, TempDir};
+use twinwatch_tests::{bin, http_get, wait_for, Aggregator, Proc, TempDir};
 
 const BLACKBOX: &str = "/usr/bin/prometheus-blackbox-exporter";
 const WINDOW: usize = 10;
@@ -61,14 +61,11 @@ fn start_agent(agg: &Aggregator, dir: &Path, name: &str, probes: &str) -> Proc {
 
 /// Probe runs the aggregator has seen from host `bench`, summed over its endpoints.
 fn runs(agg: &Aggregator) -> Option<f64> {
-    let (status, text) = http_get(agg.http_port, "/metrics", Some(&agg.token)).ok()?;
-    if status != 200 {
-        return None;
-    }
-    let total: f64 = text
-        .lines()
-        .filter(|l| l.starts_with("twinwatch_probe_runs_total{") && l.contains("host=\"bench\""))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+    let total: f64 = agg
+        .metrics()?
+        .iter()
+        .filter(|(k, _)| k.starts_with("twinwatch_probe_runs_total{") && k.contains("host=\"bench\""))
+        .map(|(_, v)| v)
         .sum();
     (total > 0.0).then_some(total)
 }
@@ -88,14 +85,14 @@ fn main() {
     let agent = start_agent(&agg, &tmp.path().join("agent"), "bench", &probes);
     let idle = start_agent(&agg, &tmp.path().join("idle"), "idle", "");
 
-    let port = free_port();
     let config = tmp.path().join("blackbox.yml");
     std::fs::write(&config, "modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n").expect("blackbox config");
-    let blackbox = Proc::spawn(
+    let mut blackbox = Proc::spawn(
         Path::new(BLACKBOX),
-        &[&format!("--config.file={}", config.display()), &format!("--web.listen-address=127.0.0.1:{port}")],
+        &[&format!("--config.file={}", config.display()), "--web.listen-address=127.0.0.1:0"],
         tmp.path().join("blackbox.log"),
     );
+    let port = blackbox.wait_logged_addr("msg=\"Listening on\"", "address").port();
     let probe_path = format!("/probe?module=http_2xx&target={target}");
     let ask = || {
         let (status, text) = http_get(port, &probe_path, None).expect("blackbox probe");
@@ -110,6 +107,7 @@ fn main() {
     let warm_until = Instant::now() + Duration::from_secs(15);
     while Instant::now() < warm_until {
         ask();
+        // Paced at the measured rate: the warm-up is the same load as the measurement.
         std::thread::sleep(Duration::from_millis(1000 / PROBES as u64));
     }
 
@@ -128,6 +126,7 @@ fn main() {
             ask();
             window_asked += 1;
             let slot = next - Duration::from_secs(1) + Duration::from_millis((i as u64 + 1) * 1000 / PROBES as u64);
+            // Paced by the clock: the probe rate is what is measured.
             std::thread::sleep(slot.saturating_duration_since(Instant::now()));
         }
         std::thread::sleep(next.saturating_duration_since(Instant::now()));

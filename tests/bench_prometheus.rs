@@ -31,8 +31,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -43,6 +42,7 @@ use twinwatch_aggregator::remote_write::SeriesPoints;
 use twinwatch_common::sample::Metric;
 use twinwatch_tests::backlog::{start_agent, ticks_stored, write_agent_config, write_backlog_of, Backlog, SEED};
 use twinwatch_tests::bench::{median, report_dir, usage};
+use twinwatch_tests::http::Connection;
 use twinwatch_tests::prometheus_server::{encode, PrometheusServer};
 use twinwatch_tests::synthetic::{Host, SERIES};
 use twinwatch_tests::{http_get, Aggregator, TempDir};
@@ -116,6 +116,7 @@ fn replayed(dir: &Path, ticks: u64, keep: fn(&Metric) -> bool) -> (Aggregator, B
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The settling time is part of what is measured: the same for both sides.
     std::thread::sleep(SETTLE);
     let cpu = (usage(pid).expect("aggregator alive").0 - cpu0) as f64 / 1e9;
     agent.terminate();
@@ -164,34 +165,15 @@ fn write_requests(first_ms: i64) -> (Vec<Vec<u8>>, u64) {
 }
 
 /// POSTs one remote write request on a keep-alive connection; the status.
-fn post(stream: &mut BufReader<TcpStream>, body: &[u8]) -> u16 {
-    let head = format!(
-        "POST /api/v1/write HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-protobuf\r\n\
-         Content-Encoding: snappy\r\nX-Prometheus-Remote-Write-Version: 0.1.0\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    let s = stream.get_mut();
-    s.write_all(head.as_bytes()).and_then(|_| s.write_all(body)).expect("write request");
-    let mut line = String::new();
-    stream.read_line(&mut line).expect("status line");
-    let status = line.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let mut length = 0;
-    loop {
-        line.clear();
-        stream.read_line(&mut line).expect("header");
-        if line.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut rest = vec![0; length];
-    stream.read_exact(&mut rest).expect("body");
-    assert!(status == 204 || status == 200, "remote write answered {status}: {}", String::from_utf8_lossy(&rest));
-    status
+fn post(connection: &mut Connection, body: &[u8]) -> u16 {
+    let headers = [
+        ("Content-Type", "application/x-protobuf"),
+        ("Content-Encoding", "snappy"),
+        ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+    ];
+    let answer = connection.send("POST", "/api/v1/write", &headers, body).expect("remote write request");
+    assert!(answer.status == 204 || answer.status == 200, "remote write answered {}: {}", answer.status, answer.body);
+    answer.status
 }
 
 fn appended(prom: &PrometheusServer) -> f64 {
@@ -206,10 +188,11 @@ fn prometheus_ingest(dir: &Path) -> (f64, u64) {
     let prom = PrometheusServer::start(dir, PROMETHEUS_CONFIG, &["--web.enable-remote-write-receiver"]);
     let before = appended(&prom);
     let cpu0 = usage(prom.pid()).expect("prometheus alive").0;
-    let mut stream = BufReader::new(TcpStream::connect(("127.0.0.1", prom.port)).expect("connect"));
+    let mut connection = Connection::open(SocketAddr::from(([127, 0, 0, 1], prom.port))).expect("connect");
     for body in &bodies {
-        post(&mut stream, body);
+        post(&mut connection, body);
     }
+    // The settling time is part of what is measured: the same for both sides.
     std::thread::sleep(SETTLE);
     let cpu = (usage(prom.pid()).expect("prometheus alive").0 - cpu0) as f64 / 1e9;
     let got = appended(&prom) - before;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use twinwatch_tests::prometheus::parse;
 use twinwatch_tests::web::{Web, INTERMEDIATE_EXPIRY, LEAF_EXPIRY, SLOW};
-use twinwatch_tests::{bin, free_port, http_get, wait_for, Proc, TempDir};
+use twinwatch_tests::{bin, http_get, wait_for, Proc, ReservedPort, TempDir};
 
 const BLACKBOX: &str = "/usr/bin/prometheus-blackbox-exporter";
 
@@ -36,10 +36,11 @@ fn the_same_verdicts_as_blackbox_exporter() {
     }
     let tmp = TempDir::new("blackbox");
     let web = Web::start(&tmp.path().join("web"));
-    let closed = free_port();
+    // Bound, never listening: both sides find the port closed.
+    let closed_port = ReservedPort::new();
+    let closed = closed_port.port();
     let ca = web.ca_file.display().to_string();
 
-    let bb_port = free_port();
     let bb_config = tmp.path().join("blackbox.yml");
     std::fs::write(
         &bb_config,
@@ -69,15 +70,13 @@ fn the_same_verdicts_as_blackbox_exporter() {
         ),
     )
     .unwrap();
-    let _blackbox = Proc::spawn(
+    let mut blackbox = Proc::spawn(
         std::path::Path::new(BLACKBOX),
-        &[
-            &format!("--config.file={}", bb_config.display()),
-            &format!("--web.listen-address=127.0.0.1:{bb_port}"),
-            "--log.level=warn",
-        ],
+        // At info it logs the port it got.
+        &[&format!("--config.file={}", bb_config.display()), "--web.listen-address=127.0.0.1:0", "--log.level=info"],
         tmp.path().join("blackbox.log"),
     );
+    let bb_port = blackbox.wait_logged_addr("msg=\"Listening on\"", "address").port();
     wait_for("blackbox_exporter", Duration::from_secs(20), || {
         matches!(http_get(bb_port, "/-/healthy", None), Ok((200, _))).then_some(())
     });
@@ -109,14 +108,14 @@ fn the_same_verdicts_as_blackbox_exporter() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        our_runs.push(parse(&String::from_utf8(out.stdout).unwrap()));
+        our_runs.push(parse(&String::from_utf8(out.stdout).unwrap()).expect("the agent's probe output"));
     }
     for (name, module, target, _) in &cases {
         let mut their_runs = Vec::new();
         for _ in 0..3 {
             let (status, text) = http_get(bb_port, &format!("/probe?module={module}&target={target}"), None).unwrap();
             assert_eq!(status, 200, "{text}");
-            their_runs.push(parse(&text));
+            their_runs.push(parse(&text).expect("blackbox_exporter's probe output"));
         }
         let (us, them) = (&our_runs[0], &their_runs[0]);
         let success = ours(us, name, "probe_success", None);

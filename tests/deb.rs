@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use twinwatch_tests::dist::{self, elf_machine, is_dynamic, run_ok};
-use twinwatch_tests::{free_port, get_json, http_get, wait_for, Proc, TempDir};
+use twinwatch_tests::{get_json, http_get, wait_for, Proc, TempDir};
 
 const PACKAGES: [&str; 2] = ["twinwatch-agent", "twinwatch-aggregator"];
 
@@ -131,15 +131,14 @@ fn the_amd64_packages_install_run_and_purge_cleanly() {
     assert!(checked.contains("certificate: agent \"deb-host\" in dc \"dc2\""), "{checked}");
 
     // Both installed binaries, as the units run them (the package's user, the packaged
-    // configuration), on loopback ports of the test's choosing.
-    let (quic, http) = (free_port(), free_port());
-    let quic_addr = format!("127.0.0.1:{quic}");
-    let http_addr = format!("127.0.0.1:{http}");
+    // configuration), on loopback ports of their own choosing.
     let mut aggregator = spawn_as_twinwatch(
         "/usr/bin/twinwatch-aggregator",
-        &["run", "--quic-listen", &quic_addr, "--http-listen", &http_addr],
+        &["run", "--quic-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"],
         &tmp.path().join("aggregator.log"),
     );
+    let quic_addr = aggregator.wait_logged_addr("aggregator listening", "quic").to_string();
+    let http = aggregator.wait_logged_addr("aggregator listening", "http").port();
     wait_for("the installed aggregator", Duration::from_secs(20), || {
         matches!(http_get(http, "/health/ready", None), Ok((200, _))).then_some(())
     });

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use twinwatch_tests::dist::{self, run_ok};
 use twinwatch_tests::web::Web;
-use twinwatch_tests::{children, free_port, get_json, http_get, wait_for, Proc, TempDir};
+use twinwatch_tests::{children, get_json, http_get, wait_for, Proc, TempDir};
 
 fn read_toml(path: &Path) -> toml::Table {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -64,14 +64,13 @@ fn the_fly_entrypoint_creates_its_ca_and_runs_the_dc3_vantage() {
     run_ok(std::process::Command::new("cp").arg("-r").arg(dist::dir().join("fly")).arg(&fly));
     let web = Web::start(&tmp.path().join("web"));
 
-    // The shipped configuration, on loopback ports and a scratch volume.
-    let (quic, http) = (free_port(), free_port());
+    // The shipped configuration, on loopback ports of its own choosing and a scratch volume.
     let data = tmp.path().join("volume");
     let shipped = std::fs::read_to_string(fly.join("aggregator.toml")).unwrap();
     let config = shipped
         .replace("data_dir = \"/data\"", &format!("data_dir = \"{}\"", data.display()))
-        .replace("\"fly-global-services:4433\"", &format!("\"127.0.0.1:{quic}\""))
-        .replace("\"0.0.0.0:8080\"", &format!("\"127.0.0.1:{http}\""));
+        .replace("\"fly-global-services:4433\"", "\"127.0.0.1:0\"")
+        .replace("\"0.0.0.0:8080\"", "\"127.0.0.1:0\"");
     assert_ne!(config, shipped);
     std::fs::write(fly.join("test.toml"), &config).unwrap();
     let agent = std::fs::read_to_string(fly.join("agent.toml")).unwrap();
@@ -90,13 +89,14 @@ fn the_fly_entrypoint_creates_its_ca_and_runs_the_dc3_vantage() {
             .env("TWINWATCH_LOG", "info")
             .stderr(std::fs::File::create(tmp.path().join("boot.log")).unwrap());
         let child = cmd.spawn().expect("entrypoint");
-        let proc = Proc { child, log: tmp.path().join("boot.log") };
+        let mut proc = Proc { child, log: tmp.path().join("boot.log") };
+        let http = proc.wait_logged_addr("aggregator listening", "http").port();
         wait_for("the aggregator ready", Duration::from_secs(30), || {
             matches!(http_get(http, "/health/ready", None), Ok((200, _))).then_some(())
         });
-        proc
+        (proc, http)
     };
-    let mut aggregator = boot();
+    let (mut aggregator, http) = boot();
 
     // First boot: a CA and a server certificate for the app's name.
     let server = std::fs::read(data.join("certs/server.crt")).unwrap();
@@ -149,7 +149,7 @@ fn the_fly_entrypoint_creates_its_ca_and_runs_the_dc3_vantage() {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(second[0]), None).is_err(),
         "the local agent outlived it"
     );
-    let mut aggregator = boot();
+    let (mut aggregator, _) = boot();
     assert_eq!(std::fs::read(data.join("certs/ca.crt")).unwrap(), ca, "the second boot replaced the CA");
     aggregator.terminate();
 }

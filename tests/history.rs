@@ -20,7 +20,7 @@ use twinwatch_common::delta::DeltaEncoder;
 use twinwatch_common::frame::FrameEncoder;
 use twinwatch_common::message::{Batch, Hello, HostInfo, Message};
 use twinwatch_common::sample::{Metric, Sample, SeriesKey, Value};
-use twinwatch_tests::TempDir;
+use twinwatch_tests::{wait_for, TempDir};
 
 const SERIES: usize = 200;
 const TICKS: i64 = 86_400;
@@ -169,13 +169,7 @@ fn check_everything(twin: &Mutex<Twin>, archive: &Archive, when: &str) {
 
 fn open_store(dir: &Path, retention: Retention) -> Store {
     // sled lets go of its file lock a moment after the last handle is dropped.
-    for _ in 0..100 {
-        if let Ok(s) = Store::open(dir, retention) {
-            return s;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    Store::open(dir, retention).unwrap()
+    wait_for("the store's file lock", std::time::Duration::from_secs(10), || Store::open(dir, retention).ok())
 }
 
 fn open(dir: &Path, retention: Retention) -> (Store, Mutex<Twin>) {

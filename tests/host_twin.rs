@@ -5,38 +5,30 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
+use twinwatch_tests::prometheus::{lines, Line};
 use twinwatch_tests::{bin, http_get, wait_for, Aggregator, Proc, TempDir};
 
 /// `name{labels}` -> value from Prometheus text, checking every sample line has a `# TYPE` above
-/// and that a family has at most one `# HELP`, with text.
+/// (a counter or a gauge) and that a family has at most one `# HELP`, with text.
 fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
     let mut typed = std::collections::HashSet::new();
     let mut helped = std::collections::HashSet::new();
     let mut out = BTreeMap::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            let (name, help) = rest.split_once(' ').unwrap_or_else(|| panic!("HELP without text: {line:?}"));
-            assert!(!help.trim().is_empty(), "empty HELP for {name}");
-            assert!(helped.insert(name.to_owned()), "two HELP lines for {name}");
-            continue;
+    for line in lines(text).unwrap_or_else(|e| panic!("{e}")) {
+        match line {
+            Line::Help { name, text } => {
+                assert!(!text.trim().is_empty(), "empty HELP for {name}");
+                assert!(helped.insert(name), "two HELP lines for {name}");
+            }
+            Line::Type { name, kind } => {
+                assert!(matches!(kind, "counter" | "gauge"), "{name} is a {kind}");
+                assert!(typed.insert(name), "two TYPE lines for {name}");
+            }
+            Line::Sample { name, key, value } => {
+                assert!(typed.contains(name), "{name} has no TYPE line before it");
+                assert!(out.insert(key.clone(), value).is_none(), "{key} twice");
+            }
         }
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let mut f = rest.split(' ');
-            let (name, kind) = (f.next().unwrap(), f.next().unwrap());
-            assert!(matches!(kind, "counter" | "gauge"), "{line}");
-            assert!(typed.insert(name.to_owned()), "two TYPE lines for {name}");
-            continue;
-        }
-        let (key, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {line:?}"));
-        let name = key.split('{').next().unwrap();
-        assert!(typed.contains(name), "{name} has no TYPE line before it");
-        let value = match value {
-            "NaN" => f64::NAN,
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}")),
-        };
-        out.insert(key.to_owned(), value);
     }
     out
 }

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use twinwatch_tests::prometheus::parse;
-use twinwatch_tests::{bin, free_port, http_get, wait_for, Proc, TempDir};
+use twinwatch_tests::{bin, http_get, wait_for, Proc, TempDir};
 
 const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 
@@ -86,17 +86,17 @@ fn agent_agrees_with_node_exporter() {
         "{NODE_EXPORTER} is missing: install prometheus-node-exporter (cargo xtask test does)"
     );
     let tmp = TempDir::new("node-exporter");
-    let port = free_port();
-    let _exporter = Proc::spawn(
+    let mut exporter = Proc::spawn(
         std::path::Path::new(NODE_EXPORTER),
         &[
-            &format!("--web.listen-address=127.0.0.1:{port}"),
+            "--web.listen-address=127.0.0.1:0",
             // Off by default in node_exporter; on in the agent.
             "--collector.processes",
             "--collector.tcpstat",
         ],
         tmp.path().join("node_exporter.log"),
     );
+    let port = exporter.wait_logged_addr("msg=\"Listening on\"", "address").port();
     wait_for("node_exporter to answer", Duration::from_secs(20), || {
         matches!(http_get(port, "/metrics", None), Ok((200, _))).then_some(())
     });
@@ -107,11 +107,11 @@ fn agent_agrees_with_node_exporter() {
     let agent = bin("twinwatch-agent");
     let mut best: Option<(usize, Vec<String>, usize)> = None;
     for _ in 0..3 {
-        let before = parse(&http_get(port, "/metrics", None).expect("scrape").1);
+        let before = parse(&http_get(port, "/metrics", None).expect("scrape").1).expect("node_exporter's metrics");
         let out = Command::new(&agent).arg("sample").output().expect("twinwatch-agent sample");
         assert!(out.status.success());
-        let ours = parse(&String::from_utf8_lossy(&out.stdout));
-        let theirs = parse(&http_get(port, "/metrics", None).expect("scrape").1);
+        let ours = parse(&String::from_utf8_lossy(&out.stdout)).expect("the agent's sample");
+        let theirs = parse(&http_get(port, "/metrics", None).expect("scrape").1).expect("node_exporter's metrics");
         let mut compared = 0;
         let mut mismatches = Vec::new();
         for (key, &value) in &ours {

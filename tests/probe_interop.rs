@@ -208,7 +208,7 @@ ca_file = "cert.pem"
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    let all = parse(&String::from_utf8(out.stdout).unwrap());
+    let all = parse(&String::from_utf8(out.stdout).unwrap()).expect("the agent's probe output");
     let value = |key: &str| all.get(key).copied().unwrap_or_else(|| panic!("no {key} in {all:#?}\n{stderr}"));
 
     // Trusted as curl --cacert trusts it, for the name it carries.

@@ -15,8 +15,9 @@ use tokio::sync::watch;
 use twinwatch_aggregator::counters::Counters;
 use twinwatch_aggregator::remote_write::{RemoteWrite, RemoteWriteConfig, SeriesPoints};
 use twinwatch_common::config::Bytes;
+use twinwatch_tests::prometheus::{lines, parse, Line};
 use twinwatch_tests::prometheus_server::PrometheusServer;
-use twinwatch_tests::{free_port, http_get, start_agent, wait_for, Aggregator, TempDir};
+use twinwatch_tests::{http_get, start_agent, wait_for, Aggregator, ReservedPort, TempDir};
 
 const RECEIVER: &[&str] = &["--web.enable-remote-write-receiver"];
 const NO_SCRAPES: &str = "global:\n  scrape_interval: 1m\n";
@@ -67,7 +68,7 @@ impl Writer {
     fn metrics(&self) -> BTreeMap<String, f64> {
         let mut text = String::new();
         self.rw.render_metrics(&mut text);
-        twinwatch_tests::prometheus::parse(&text)
+        parse(&text).expect("remote write metrics")
     }
 
     fn metric(&self, name: &str, remote: &str) -> f64 {
@@ -162,8 +163,9 @@ fn remote_write_lands_exact_values_and_times() {
 #[test]
 fn an_unreachable_remote_keeps_the_queue_across_a_restart_and_gets_everything() {
     let tmp = TempDir::new("prom-late");
-    let port = free_port();
-    let config = RemoteWriteConfig::new("late", &format!("http://127.0.0.1:{port}/api/v1/write"));
+    // Nobody listens on it until Prometheus does, and nothing else can take it meanwhile.
+    let port = ReservedPort::new();
+    let config = RemoteWriteConfig::new("late", &format!("http://127.0.0.1:{}/api/v1/write", port.port()));
     let t0 = now_ms() - 30_000;
     let points = |from: i64, n: i64| (from..from + n).map(|i| (t0 + i * 1000, i as f64 * 1.5)).collect::<Vec<_>>();
     let a = [("__name__", "tw_late"), ("host", "a")];
@@ -187,7 +189,7 @@ fn an_unreachable_remote_keeps_the_queue_across_a_restart_and_gets_everything() 
         (w.metric("retries_total", "late") >= 1.0).then_some(())
     });
 
-    let prom = PrometheusServer::start_on(&tmp.path().join("prom"), port, NO_SCRAPES, RECEIVER);
+    let prom = PrometheusServer::start_on(&tmp.path().join("prom"), &port, NO_SCRAPES, RECEIVER);
     eprintln!("{} retries after the restart before the remote was up", w.metric("retries_total", "late"));
     let got = wait_for_samples(&prom, "tw_late", 10);
     let hosts: BTreeMap<String, Vec<(i64, f64)>> =
@@ -271,8 +273,7 @@ fn prometheus_scrapes_the_aggregator_without_a_complaint() {
     assert_eq!(target["lastError"], "", "{target}");
 
     // A value that does not move, read both ways.
-    let (_, text) = http_get(agg.http_port, "/metrics", Some(&agg.token)).unwrap();
-    let ours = twinwatch_tests::prometheus::parse(&text);
+    let ours = agg.metrics().expect("/metrics");
     let total = ours["node_memory_MemTotal_bytes{dc=\"dc1\",host=\"udm\",instance=\"udm\"}"];
     let theirs = wait_for("MemTotal in Prometheus", Duration::from_secs(20), || {
         prom.value("node_memory_MemTotal_bytes{host=\"udm\",dc=\"dc1\",instance=\"udm\"}")
@@ -282,7 +283,11 @@ fn prometheus_scrapes_the_aggregator_without_a_complaint() {
 
     // Every family the aggregator exports reaches Prometheus (slow sources show up later).
     let families = |text: &str| -> BTreeSet<String> {
-        text.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next().map(str::to_owned)).collect()
+        let lines = lines(text).expect("the aggregator's /metrics");
+        lines
+            .iter()
+            .filter_map(|l| if let Line::Type { name, .. } = l { Some(name.to_string()) } else { None })
+            .collect()
     };
     let names = wait_for("every family scraped", Duration::from_secs(30), || {
         let (_, text) = http_get(agg.http_port, "/metrics", Some(&agg.token)).ok()?;
@@ -350,6 +355,6 @@ fn the_aggregator_remote_writes_its_history_and_prometheus_holds_the_same_values
             assert_eq!(ours.get(t), Some(v), "{metric} at {t}: Prometheus has {v}, history has {:?}", ours.get(t));
         }
     }
-    let metrics = twinwatch_tests::prometheus::parse(&http_get(agg.http_port, "/metrics", Some(&agg.token)).unwrap().1);
+    let metrics = agg.metrics().expect("/metrics");
     assert!(metrics["twinwatch_remote_write_samples_sent_total{remote=\"prom\"}"] >= 20.0, "{metrics:?}");
 }

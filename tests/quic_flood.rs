@@ -5,7 +5,7 @@
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use twinwatch_tests::{http_get, start_agent, wait_for, Aggregator, TempDir};
+use twinwatch_tests::{start_agent, wait_for, Aggregator, TempDir};
 
 /// Datagrams a second, half of them forged Initials, half garbage.
 const RATE: u32 = 5_000;
@@ -93,12 +93,6 @@ fn flood(target: std::net::SocketAddr) -> (u64, u64) {
     (forged, junk)
 }
 
-fn metric(agg: &Aggregator, series: &str) -> Option<u64> {
-    let (status, text) = http_get(agg.http_port, "/metrics", Some(&agg.token)).ok()?;
-    assert_eq!(status, 200, "{text}");
-    text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-}
-
 fn stored_through(agg: &Aggregator, host: &str) -> Option<u64> {
     let v = agg.get(&format!("/api/v1/hosts/{host}/batches"))?;
     v["stored"].as_array()?.last()?["runs"].as_array()?.last()?[1].as_u64()
@@ -119,7 +113,7 @@ fn a_flood_of_garbage_and_forged_initials_is_counted_in_a_few_log_lines_while_ag
     let bad_initial = "twinwatch_quic_refused_total{reason=\"bad_initial\"}";
     let malformed = "twinwatch_quic_malformed_datagrams_total";
     wait_for("the flood counted", Duration::from_secs(10), || {
-        (metric(&agg, bad_initial)? > 0 && metric(&agg, malformed)? > 0).then_some(())
+        (agg.metric(bad_initial)? > 0.0 && agg.metric(malformed)? > 0.0).then_some(())
     });
 
     // A real agent, started under the flood, connects and ships.
@@ -137,7 +131,7 @@ fn a_flood_of_garbage_and_forged_initials_is_counted_in_a_few_log_lines_while_ag
         stored_through(&agg, "steady").filter(|n| *n >= after_flood + 5)
     });
 
-    let (refused, dropped) = (metric(&agg, bad_initial).unwrap(), metric(&agg, malformed).unwrap());
+    let (refused, dropped) = (agg.metric(bad_initial).unwrap() as u64, agg.metric(malformed).unwrap() as u64);
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let firsts = text.lines().filter(|l| l.contains("more like it are counted")).count();
     eprintln!(

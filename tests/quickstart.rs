@@ -4,26 +4,18 @@
 
 use std::time::Duration;
 
-use twinwatch_tests::{bin, free_port, get_json, http_get, wait_for, Proc, TempDir};
+use twinwatch_tests::{bin, get_json, http_get, wait_for, Proc, TempDir};
 
 #[test]
 fn the_quickstart_shows_this_host() {
     let tmp = TempDir::new("quickstart");
     let data = tmp.path().join("data");
-    let (http, quic) = (free_port(), free_port());
     let mut quickstart = Proc::spawn(
         &bin("twinwatch-aggregator"),
-        &[
-            "quickstart",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--http-port",
-            &http.to_string(),
-            "--quic-port",
-            &quic.to_string(),
-        ],
+        &["quickstart", "--data-dir", data.to_str().unwrap(), "--http-port", "0", "--quic-port", "0"],
         tmp.path().join("quickstart.log"),
     );
+    let http = quickstart.wait_logged_addr("aggregator listening", "http").port();
     let token = wait_for("the read token", Duration::from_secs(30), || {
         std::fs::read_to_string(data.join("read-token")).ok().filter(|t| !t.trim().is_empty())
     });

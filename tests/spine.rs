@@ -113,7 +113,7 @@ fn aggregator_kill9_and_restart_loses_and_duplicates_nothing() {
     wait_for("20 stored batches", Duration::from_secs(20), || stored(&agg).filter(|v| through(v) >= Some(20)));
 
     agg.proc.as_mut().unwrap().kill9();
-    // The agent keeps sampling into its buffer while the aggregator is down.
+    // The outage: the agent keeps sampling into its buffer while the aggregator is down.
     std::thread::sleep(Duration::from_millis(1500));
     agg.restart();
     let before_restart = stored(&agg).and_then(|v| through(&v)).unwrap();

@@ -3,8 +3,7 @@
 //!
 //! Every wait is a bounded poll that fails the test with what it last saw.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -79,16 +78,52 @@ impl Drop for TempDir {
     }
 }
 
-/// A loopback port free for both UDP and TCP right now.
-pub fn free_port() -> u16 {
-    for _ in 0..50 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-        let port = udp.local_addr().expect("udp addr").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+/// A loopback TCP port held by a socket that is bound but never listens: a connection to it is
+/// refused, and no other socket can bind it while it is held, except a server that sets
+/// `SO_REUSEADDR` (Go's listeners, Rust's std and tokio listeners all do), which can still listen
+/// on it. For a port nobody listens on, and for one a client is told of before its server starts.
+pub struct ReservedPort(tokio::net::TcpSocket);
+
+impl ReservedPort {
+    pub fn new() -> ReservedPort {
+        let socket = tokio::net::TcpSocket::new_v4().expect("tcp socket");
+        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+        socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind loopback");
+        ReservedPort(socket)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.0.local_addr().expect("bound address").port()
+    }
+}
+
+impl Default for ReservedPort {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `text` without terminal colour codes.
+pub fn strip_ansi(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            chars.by_ref().find(|c| *c == 'm');
+        } else {
+            plain.push(c);
         }
     }
-    panic!("no free loopback port");
+    plain
+}
+
+/// The address in the field `key=` of the first log line containing `needle`: how a server
+/// told to listen on port 0 says which port it got (`aggregator listening quic=... http=...`,
+/// or Go exporters' `msg="Listening on" address=...`).
+pub fn logged_addr(log: &str, needle: &str, key: &str) -> Option<SocketAddr> {
+    let line = strip_ansi(log).lines().find(|l| l.contains(needle))?.to_owned();
+    let value = line.split_whitespace().find_map(|field| field.strip_prefix(key)?.strip_prefix('='))?;
+    value.trim_matches('"').parse().ok()
 }
 
 /// A child process killed (SIGKILL) when dropped; its stderr goes to a log file.
@@ -145,6 +180,24 @@ impl Proc {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Waits until the log says where the process listens (see [`logged_addr`]); fails at once,
+    /// with the log, if the process exits first (a port already taken, say).
+    pub fn wait_logged_addr(&mut self, needle: &str, key: &str) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let exited = self.child.try_wait().ok().flatten();
+            let log = self.log_text();
+            if let Some(addr) = logged_addr(&log, needle, key) {
+                return addr;
+            }
+            if let Some(status) = exited {
+                panic!("{} exited ({status}) before logging {needle:?}:\n{log}", self.log.display());
+            }
+            assert!(Instant::now() < deadline, "{} did not log {needle:?} in 30 s:\n{log}", self.log.display());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for Proc {
@@ -165,38 +218,14 @@ pub fn children(pid: i32) -> Vec<i32> {
     out
 }
 
-/// A minimal HTTP/1.1 GET to loopback: `(status, body)`.
+/// A GET to loopback: `(status, body)`.
 pub fn http_get(port: u16, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
     http_get_at(SocketAddr::from(([127, 0, 0, 1], port)), path, token)
 }
 
-/// A minimal HTTP/1.1 GET: `(status, body)`.
+/// A GET to any address with [`http::request`]: `(status, body)`.
 pub fn http_get_at(addr: SocketAddr, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    // The API answers with Content-Length, but tolerate chunked framing too.
-    let body = if response.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(&body) } else { body };
-    Ok((status, body))
-}
-
-/// The body of a chunked answer.
-pub(crate) fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
+    http::request(addr, "GET", path, token, None).map(|a| (a.status, a.body))
 }
 
 /// GET returning parsed JSON, or `None` if the request or parse failed or the status was not 200.
@@ -236,6 +265,8 @@ pub struct Aggregator {
     pub token: String,
     pub proc: Option<Proc>,
     starts: u32,
+    /// What the tests appended to the configuration.
+    extra: String,
 }
 
 impl Aggregator {
@@ -256,17 +287,10 @@ impl Aggregator {
 
     fn start_at(dir: &Path, ip: IpAddr, netns: Option<String>, extra: &str) -> Aggregator {
         std::fs::create_dir_all(dir).expect("aggregator dir");
-        // In a namespace of its own, any port is free.
-        let (quic_port, http_port) = if netns.is_some() { (4433, 8080) } else { (free_port(), free_port()) };
+        // Port 0 on the first start: the log says which ports it got, and they go into the
+        // configuration for every restart.
         let config = dir.join("aggregator.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "data_dir = \"{}\"\nquic_listen = \"{ip}:{quic_port}\"\nhttp_listen = \"{ip}:{http_port}\"\noffline_after = \"30s\"\n{extra}",
-                dir.display()
-            ),
-        )
-        .expect("aggregator config");
+        std::fs::write(&config, Self::config_text(dir, ip, 0, 0, extra)).expect("aggregator config");
         let exe = bin("twinwatch-aggregator");
         let cfg = config.to_str().expect("utf-8 path");
         let ok = Command::new(&exe).args(["--config", cfg, "certs", "init"]).status().expect("certs init");
@@ -275,9 +299,44 @@ impl Aggregator {
             Command::new(&exe).args(["--config", cfg, "tokens", "create", "--role", "read"]).output().expect("tokens");
         assert!(out.status.success(), "tokens create failed");
         let token = String::from_utf8(out.stdout).expect("utf-8 token").trim().to_owned();
-        let mut agg = Aggregator { dir: dir.to_owned(), ip, netns, quic_port, http_port, token, proc: None, starts: 0 };
+        let mut agg = Aggregator {
+            dir: dir.to_owned(),
+            ip,
+            netns,
+            quic_port: 0,
+            http_port: 0,
+            token,
+            proc: None,
+            starts: 0,
+            extra: extra.to_owned(),
+        };
         agg.restart();
         agg
+    }
+
+    fn config_text(dir: &Path, ip: IpAddr, quic_port: u16, http_port: u16, extra: &str) -> String {
+        format!(
+            "data_dir = \"{}\"\nquic_listen = \"{ip}:{quic_port}\"\nhttp_listen = \"{ip}:{http_port}\"\noffline_after = \"30s\"\n{extra}",
+            dir.display()
+        )
+    }
+
+    /// Starts the process with `args` and learns its ports from its log. The first start listens
+    /// on port 0 and its ports are written into the configuration; a restart must come back on
+    /// them, since agents are configured with the QUIC port. (Between a stop and a restart
+    /// another process could take one: the aggregator then exits saying so, and this fails with
+    /// its log rather than waiting.)
+    fn spawn(&mut self, args: &[&str], log: PathBuf) {
+        let mut proc = netns::spawn_in(self.netns.as_deref(), &bin("twinwatch-aggregator"), args, log);
+        let quic = proc.wait_logged_addr("aggregator listening", "quic");
+        let http = proc.wait_logged_addr("aggregator listening", "http");
+        self.proc = Some(proc);
+        if self.quic_port == 0 {
+            (self.quic_port, self.http_port) = (quic.port(), http.port());
+            let config = Self::config_text(&self.dir, self.ip, quic.port(), http.port(), &self.extra);
+            std::fs::write(self.dir.join("aggregator.toml"), config).expect("aggregator config");
+        }
+        assert_eq!((quic, http), (self.quic_addr(), self.http_addr()), "the aggregator came back on other ports");
     }
 
     /// Starts (again) on the same data directory and ports, and waits until ready.
@@ -286,8 +345,7 @@ impl Aggregator {
         let config = self.dir.join("aggregator.toml");
         let log = self.dir.join(format!("aggregator-{}.log", self.starts));
         let args = ["--config", config.to_str().expect("utf-8"), "run"];
-        let proc = netns::spawn_in(self.netns.as_deref(), &bin("twinwatch-aggregator"), &args, log);
-        self.proc = Some(proc);
+        self.spawn(&args, log);
         let addr = self.http_addr();
         wait_for("aggregator ready", Duration::from_secs(20), || {
             matches!(http_get_at(addr, "/health/ready", None), Ok((200, _))).then_some(())
@@ -300,12 +358,12 @@ impl Aggregator {
         if let Some(p) = self.proc.as_mut() {
             p.terminate();
         }
+        self.extra.push_str("[http_tls]\ncert = \"certs/server.crt\"\nkey = \"certs/server.key\"\n");
         let config = self.dir.join("aggregator.toml");
-        let mut text = std::fs::read_to_string(&config).expect("aggregator config");
-        text.push_str("[http_tls]\ncert = \"certs/server.crt\"\nkey = \"certs/server.key\"\n");
+        let text = Self::config_text(&self.dir, self.ip, self.quic_port, self.http_port, &self.extra);
         std::fs::write(&config, text).expect("aggregator config");
         let args = ["--config", config.to_str().expect("utf-8"), "run"];
-        self.proc = Some(Proc::spawn(&bin("twinwatch-aggregator"), &args, self.dir.join("aggregator-tls.log")));
+        self.spawn(&args, self.dir.join("aggregator-tls.log"));
         let ca = self.certs_dir().join("ca.crt");
         let addr = self.http_addr();
         wait_for("the API over TLS", Duration::from_secs(20), || {
@@ -327,6 +385,18 @@ impl Aggregator {
 
     pub fn get(&self, path: &str) -> Option<Value> {
         get_json_at(self.http_addr(), path, &self.token)
+    }
+
+    /// `/metrics`, parsed: `None` if it did not answer 200, a failed test if it is not valid
+    /// exposition.
+    pub fn metrics(&self) -> Option<std::collections::BTreeMap<String, f64>> {
+        let (status, text) = http_get_at(self.http_addr(), "/metrics", Some(&self.token)).ok()?;
+        (status == 200).then(|| prometheus::parse(&text).unwrap_or_else(|e| panic!("/metrics: {e}")))
+    }
+
+    /// One series of `/metrics`, by `name{labels}` as exposed.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        self.metrics()?.get(series).copied()
     }
 
     /// Runs `twinwatch-aggregator --config <its config> <args>` and returns what it did.
@@ -376,4 +446,32 @@ pub fn start_agent(dir: &Path, quic_port: u16, interval: &str) -> Proc {
     )
     .expect("agent config");
     Proc::spawn(&bin("twinwatch-agent"), &["--config", config.to_str().expect("utf-8"), "run"], dir.join("agent.log"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reserved_port_refuses_connections_and_other_binds_but_lets_its_server_listen() {
+        let reserved = ReservedPort::new();
+        let addr = SocketAddr::from(([127, 0, 0, 1], reserved.port()));
+        let refused = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+        // std's listener sets SO_REUSEADDR, as the servers the tests start do.
+        let server = std::net::TcpListener::bind(addr).expect("a server listens on the reserved port");
+        assert!(std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).is_ok());
+        drop(server);
+    }
+
+    #[test]
+    fn addresses_are_read_from_our_log_lines_and_from_go_exporters() {
+        let ours = "2026-01-01T00:00:00Z  \x1b[32mINFO\x1b[0m twinwatch_aggregator: aggregator listening \
+                    quic=127.0.0.1:4433 http=127.0.0.1:8080 scheme=\"http\"\n";
+        assert_eq!(logged_addr(ours, "aggregator listening", "http"), Some(SocketAddr::from(([127, 0, 0, 1], 8080))));
+        assert_eq!(logged_addr(ours, "aggregator listening", "quic"), Some(SocketAddr::from(([127, 0, 0, 1], 4433))));
+        let go = "ts=x level=info msg=\"Listening on\" address=127.0.0.1:44519\n";
+        assert_eq!(logged_addr(go, "msg=\"Listening on\"", "address").map(|a| a.port()), Some(44519));
+        assert_eq!(logged_addr(go, "aggregator listening", "http"), None);
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::{free_port, http_get, wait_for, Proc};
+use crate::{http_get, wait_for, Proc, ReservedPort};
 
 pub const PROMETHEUS: &str = "/usr/bin/prometheus";
 
@@ -20,14 +20,21 @@ pub struct PrometheusServer {
 }
 
 impl PrometheusServer {
-    /// Starts Prometheus on a free loopback port with `config` (YAML) and `extra_flags`, in
-    /// `dir`, and waits until it is ready.
+    /// Starts Prometheus on a loopback port of its own (it listens on port 0 and logs the port
+    /// it got) with `config` (YAML) and `extra_flags`, in `dir`, and waits until it is ready.
     pub fn start(dir: &Path, config: &str, extra_flags: &[&str]) -> PrometheusServer {
-        Self::start_on(dir, free_port(), config, extra_flags)
+        Self::launch(dir, 0, config, extra_flags)
     }
 
-    /// The same on a chosen port, e.g. one a client has been failing to reach.
-    pub fn start_on(dir: &Path, port: u16, config: &str, extra_flags: &[&str]) -> PrometheusServer {
+    /// The same on a port reserved before, e.g. one a client has been failing to reach: Prometheus
+    /// listens on it while the reservation still holds it, so nothing else can take it between.
+    pub fn start_on(dir: &Path, port: &ReservedPort, config: &str, extra_flags: &[&str]) -> PrometheusServer {
+        let server = Self::launch(dir, port.port(), config, extra_flags);
+        assert_eq!(server.port, port.port(), "prometheus on the reserved port");
+        server
+    }
+
+    fn launch(dir: &Path, port: u16, config: &str, extra_flags: &[&str]) -> PrometheusServer {
         assert!(
             Path::new(PROMETHEUS).exists(),
             "{PROMETHEUS} is missing: run the tests with `cargo xtask test`, which installs Debian's prometheus"
@@ -45,19 +52,16 @@ impl PrometheusServer {
         .chain(extra_flags.iter().map(|f| f.to_string()))
         .collect();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let proc = Proc::spawn(Path::new(PROMETHEUS), &args, dir.join("prometheus.log"));
+        let mut proc = Proc::spawn(Path::new(PROMETHEUS), &args, dir.join("prometheus.log"));
+        let port = proc.wait_logged_addr("msg=\"Listening on\"", "address").port();
         let mut server = PrometheusServer { port, dir: dir.to_owned(), proc };
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if matches!(http_get(port, "/-/ready", None), Ok((200, _))) {
-                return server;
-            }
+        wait_for("prometheus ready", Duration::from_secs(30), || {
             if let Ok(Some(status)) = server.proc.child.try_wait() {
                 panic!("prometheus exited ({status}) before it was ready:\n{}", server.log());
             }
-            assert!(std::time::Instant::now() < deadline, "prometheus not ready in 30 s:\n{}", server.log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            matches!(http_get(port, "/-/ready", None), Ok((200, _))).then_some(())
+        });
+        server
     }
 
     pub fn pid(&self) -> i32 {
@@ -128,7 +132,7 @@ impl PrometheusServer {
     pub fn self_metrics(&self) -> std::collections::BTreeMap<String, f64> {
         let (status, body) = http_get(self.port, "/metrics", None).expect("prometheus /metrics");
         assert_eq!(status, 200);
-        crate::prometheus::parse(&body)
+        crate::prometheus::parse(&body).unwrap_or_else(|e| panic!("prometheus /metrics: {e}"))
     }
 
     /// Waits until a target of `job` has been scraped successfully, and returns it.

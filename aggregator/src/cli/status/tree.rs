@@ -220,14 +220,14 @@ pub fn render(s: &Snapshot, color: bool) -> String {
         format!("{}  {}  {}\n", paint("twinwatch", Tone::Bold, color), redact::url(&s.url), rfc3339(s.now_ms));
     let n = |count: usize, one: &str| format!("{count} {one}{}", if count == 1 { "" } else { "s" });
     out.push_str(&format!(
-        "{} · {} ({} online, {} stale, {} offline) · {} ({} vantages up, {} down) · trends: last {} against the {} before\n",
+        "{} · {} ({} online, {} stale, {} offline) · {} ({} up, {} down) · trends: last {} against the {} before\n",
         n(by_dc.len(), "DC"),
         n(s.hosts.len(), "host"),
         count("online"),
         count("stale"),
         count("offline"),
         n(s.endpoints.len(), "endpoint"),
-        vantages("up"),
+        n(vantages("up"), "vantage"),
         vantages("down"),
         s.window,
         s.window,
@@ -316,7 +316,7 @@ mod tests {
         let text = render(&snapshot(), false);
         let expected = "\
 twinwatch  http://127.0.0.1:8080  2027-01-15T08:00:00.000Z
-2 DCs · 3 hosts (1 online, 1 stale, 1 offline) · 2 endpoints (1 vantages up, 1 down) · trends: last 24h against the 24h before
+2 DCs · 3 hosts (1 online, 1 stale, 1 offline) · 2 endpoints (1 vantage up, 1 down) · trends: last 24h against the 24h before
 ├─ dc1  1 of 2 hosts online
 │  ├─ nas      offline  cpu 3.1%         mem 41.2%        load 0.52  seen 3h ago
 │  └─ udm-pro  online   cpu 3.1% ▲12.0%  mem 41.2% ▼1.0%  load 0.52  seen 1s ago
@@ -327,6 +327,19 @@ twinwatch  http://127.0.0.1:8080  2027-01-15T08:00:00.000Z
       └─ shop.health  down  p50 1.50 s  p95 -  ok 50.0%  tls 3 d
 ";
         assert_eq!(text, expected, "\n{text}");
+    }
+
+    #[test]
+    fn vantages_are_counted_in_the_singular_and_the_plural() {
+        let summary = |up: usize| {
+            let vantage = json!({ "host": "udm-pro", "dc": "dc1", "status": "up", "latency": {} });
+            let endpoint = json!({ "id": "e", "vantages": vec![vantage; up] });
+            let s = Snapshot { endpoints: vec![endpoint], ..Snapshot::default() };
+            render(&s, false).lines().nth(1).unwrap().to_owned()
+        };
+        assert!(summary(1).contains("1 endpoint (1 vantage up, 0 down)"), "{}", summary(1));
+        assert!(summary(2).contains("1 endpoint (2 vantages up, 0 down)"), "{}", summary(2));
+        assert!(summary(0).contains("1 endpoint (0 vantages up, 0 down)"), "{}", summary(0));
     }
 
     #[test]
