@@ -92,25 +92,12 @@ impl Round {
 #[cfg(test)]
 mod tests {
     use twinwatch_common::delta::DeltaEncoder;
-    use twinwatch_common::message::{Batch, Dropped, Hello, HostInfo, TimeEcho};
+    use twinwatch_common::message::{Batch, Dropped, TimeEcho};
     use twinwatch_common::sample::{Metric, Sample, SeriesKey, Value};
 
     use super::*;
     use crate::twin::claims::Claim;
-
-    fn who() -> AgentIdentity {
-        AgentIdentity { id: "udm".into(), dc: "dc1".into() }
-    }
-
-    fn hello(incarnation: u64) -> Hello {
-        Hello {
-            agent_version: "t".into(),
-            incarnation,
-            agent_time_ms: 0,
-            interval_ms: 1000,
-            host: HostInfo { machine_id: "m1".into(), ..HostInfo::default() },
-        }
-    }
+    use crate::twin::tests::{hello, who};
 
     /// A twin where connection `conn` holds the agent, and an encoder for its batches.
     fn session(conn: u64) -> (Twin, DeltaEncoder) {

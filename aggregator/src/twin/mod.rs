@@ -31,7 +31,7 @@ pub mod identity;
 pub(crate) mod ledger;
 pub(crate) mod runs;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::BTreeMap;
 

@@ -10,11 +10,11 @@ use crate::twin::endpoints::tests::http_result;
 
 const CONN: u64 = 1;
 
-fn who() -> AgentIdentity {
+pub(crate) fn who() -> AgentIdentity {
     AgentIdentity { id: "udm".into(), dc: "dc1".into() }
 }
 
-fn hello(incarnation: u64) -> Hello {
+pub(crate) fn hello(incarnation: u64) -> Hello {
     Hello {
         agent_version: "t".into(),
         incarnation,
