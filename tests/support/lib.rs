@@ -117,11 +117,15 @@ pub fn strip_ansi(text: &str) -> String {
     plain
 }
 
-/// The address in the field `key=` of the first log line containing `needle`: how a server
+/// The address in the field `key` of the first log line containing `needle`: how a server
 /// told to listen on port 0 says which port it got (`aggregator listening quic=... http=...`,
-/// or Go exporters' `msg="Listening on" address=...`).
+/// Go exporters' `msg="Listening on" address=...`, or a JSON line's `"quic":"..."`).
 pub fn logged_addr(log: &str, needle: &str, key: &str) -> Option<SocketAddr> {
     let line = strip_ansi(log).lines().find(|l| l.contains(needle))?.to_owned();
+    if line.starts_with('{') {
+        let json: serde_json::Value = serde_json::from_str(&line).ok()?;
+        return json.get(key)?.as_str()?.parse().ok();
+    }
     let value = line.split_whitespace().find_map(|field| field.strip_prefix(key)?.strip_prefix('='))?;
     value.trim_matches('"').parse().ok()
 }
@@ -465,7 +469,7 @@ mod tests {
     }
 
     #[test]
-    fn addresses_are_read_from_our_log_lines_and_from_go_exporters() {
+    fn addresses_are_read_from_our_log_lines_text_or_json_and_from_go_exporters() {
         let ours = "2026-01-01T00:00:00Z  \x1b[32mINFO\x1b[0m twinwatch_aggregator: aggregator listening \
                     quic=127.0.0.1:4433 http=127.0.0.1:8080 scheme=\"http\"\n";
         assert_eq!(logged_addr(ours, "aggregator listening", "http"), Some(SocketAddr::from(([127, 0, 0, 1], 8080))));
@@ -473,5 +477,7 @@ mod tests {
         let go = "ts=x level=info msg=\"Listening on\" address=127.0.0.1:44519\n";
         assert_eq!(logged_addr(go, "msg=\"Listening on\"", "address").map(|a| a.port()), Some(44519));
         assert_eq!(logged_addr(go, "aggregator listening", "http"), None);
+        let json = r#"{"timestamp":"2026-01-01T00:00:00Z","level":"INFO","message":"aggregator listening","quic":"127.0.0.1:4433","http":"127.0.0.1:8080"}"#;
+        assert_eq!(logged_addr(json, "aggregator listening", "http"), Some(SocketAddr::from(([127, 0, 0, 1], 8080))));
     }
 }
