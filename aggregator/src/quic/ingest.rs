@@ -34,6 +34,7 @@ use twinwatch_common::time::now_ms;
 
 use crate::access::cert_identity::{self, IdentityError};
 use crate::access::revocation::{Credential, RevocationList, Revocations, REVOCATION_POLL};
+use crate::quic::admission::{Admission, Slot};
 use crate::quic::peer_identity;
 use crate::quic::refusals::{Refusal, Refusals};
 use crate::quic::round::{Round, RoundError};
@@ -93,7 +94,7 @@ pub struct Ingest {
     /// Open connections by id, so one superseded by another, or revoked, can be closed.
     connections: Mutex<HashMap<u64, Open>>,
     pub revocations: Arc<Revocations>,
-    handshakes: Arc<tokio::sync::Semaphore>,
+    pub admission: Arc<Admission>,
     /// Attempts refused before a session, counted and logged at a bounded rate.
     pub refusals: Arc<Refusals>,
 }
@@ -113,7 +114,7 @@ impl Ingest {
             next_conn: AtomicU64::new(1),
             connections: Mutex::new(HashMap::new()),
             revocations,
-            handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES)),
+            admission: Admission::new(MAX_HANDSHAKES),
             refusals,
         }
     }
@@ -170,7 +171,7 @@ impl Ingest {
     pub async fn serve(self: Arc<Self>, endpoint: quinn::Endpoint) {
         while let Some(incoming) = endpoint.accept().await {
             let remote = incoming.remote_address();
-            let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
+            let Some(permit) = self.admission.try_admit() else {
                 self.refusals.refused(
                     Refusal::Busy,
                     Some(remote),
@@ -214,7 +215,7 @@ impl Ingest {
         &self,
         incoming: quinn::Incoming,
         conn_id: u64,
-        permit: tokio::sync::OwnedSemaphorePermit,
+        permit: Slot,
     ) -> Result<AgentIdentity, (Option<AgentIdentity>, IngestError)> {
         let conn = incoming.await.map_err(|e| (None, e.into()))?;
         let leaf = peer_identity::leaf_certificate(&conn).map_err(|e| (None, e.into()))?;
@@ -258,7 +259,7 @@ impl Ingest {
         conn_id: u64,
         who: &AgentIdentity,
         credential: Credential,
-        permit: tokio::sync::OwnedSemaphorePermit,
+        permit: Slot,
     ) -> Result<(), IngestError> {
         let (mut send, mut recv) =
             tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await.map_err(|_| IngestError::HelloTimeout)??;
@@ -324,6 +325,8 @@ impl Ingest {
         loop {
             let mut round = Round::default();
             {
+                // Reconciling takes the twin lock; storing does not. No sled call is made under
+                // the twin lock: API readers and every other session wait on it.
                 let mut twin = self.twin();
                 while let Some(message) = reader.next_message()? {
                     round.handle(&mut twin, who, conn_id, message, reader.last_frame(), now_ms()).map_err(
@@ -333,15 +336,22 @@ impl Ingest {
                         },
                     )?;
                 }
-                if !round.logged.is_empty() {
-                    if let Err(e) = self.store.log(&who.id, &round.logged) {
-                        // Memory ran ahead of disk: put the host back as stored and let the
-                        // agent send again what was not acknowledged.
-                        if let Err(again) = checkpoint::reload(&mut twin, &self.store, &who.id) {
-                            tracing::error!(agent = %who, "reloading the host after a failed write: {again}");
-                        }
-                        return Err(e.into());
+            }
+            // Logged after the twin took the frames: a checkpoint in between holds them already,
+            // keeps their log entries (logged past the position it read) and a replay after a
+            // crash finds every one of them in the ledger.
+            if !round.logged.is_empty() {
+                if let Err(e) = self.store.log(&who.id, &round.logged) {
+                    // Memory ran ahead of disk: put the host back as stored and let the agent
+                    // send again what was not acknowledged.
+                    let reloaded = {
+                        let stored = self.store.host(&who.id).and_then(|h| Ok((h, self.store.logged(&who.id)?)));
+                        stored.map(|(host, logged)| checkpoint::restore(&mut self.twin(), &who.id, host, &logged))
+                    };
+                    if let Err(again) = reloaded {
+                        tracing::error!(agent = %who, "reloading the host after a failed write: {again}");
                     }
+                    return Err(e.into());
                 }
             }
             let answer = round.answer(now_ms());

@@ -20,7 +20,7 @@ use twinwatch_common::time::now_ms;
 use crate::history::recorder::Frozen;
 use crate::remote_write::{RemoteWrite, SeriesPoints};
 use crate::store::{Store, StoreError};
-use crate::twin::Twin;
+use crate::twin::{HostTwin, Twin};
 
 fn lock(twin: &Mutex<Twin>) -> std::sync::MutexGuard<'_, Twin> {
     twin.lock().unwrap_or_else(|e| e.into_inner())
@@ -44,7 +44,8 @@ pub async fn checkpoint(
             (Some(_), Some(rec)) => export(&host.id, &host.dc, rec.keys(), &frozen),
             _ => Vec::new(),
         };
-        // Ingest logs under the twin lock, so every frame up to here is reflected in `host`.
+        // Ingest applies a frame to the twin before it logs it, so every frame logged at or
+        // before the position read here is in `host`; one logged later stays in the log.
         (host, frozen, exported, store.log_position())
     };
     // Queued first: a crash before the checkpoint lands replays the log and queues them again
@@ -85,12 +86,17 @@ fn export(id: &str, dc: &str, keys: &[SeriesKey], frozen: &Frozen) -> Vec<Series
 
 /// Applies host `id`'s logged frames to the twin again; returns how many were applied.
 pub fn replay(twin: &mut Twin, store: &Store, id: &str) -> Result<usize, StoreError> {
+    Ok(apply_logged(twin, id, &store.logged(id)?))
+}
+
+/// Applies `logged`, frames host `id` logged, to the twin; returns how many were applied.
+fn apply_logged(twin: &mut Twin, id: &str, logged: &[Vec<u8>]) -> usize {
     let mut applied = 0;
     // Replayed frames are not news from the agent: the host keeps the time it was last heard.
     let seen = twin.host(id).map_or(0, |h| h.last_seen_ms);
-    for frame in store.logged(id)? {
+    for frame in logged {
         let mut reader = MessageReader::new();
-        reader.push(&frame);
+        reader.push(frame);
         match reader.next_message() {
             Ok(Some(Message::Batch(b))) => {
                 twin.apply_batch(id, &b, seen);
@@ -104,14 +110,14 @@ pub fn replay(twin: &mut Twin, store: &Store, id: &str) -> Result<usize, StoreEr
             Err(e) => tracing::warn!(agent = id, "log entry does not decode: {e}"),
         }
     }
-    Ok(applied)
+    applied
 }
 
-/// Puts host `id` back as storage has it (checkpoint plus log), after a failed write.
-pub fn reload(twin: &mut Twin, store: &Store, id: &str) -> Result<(), StoreError> {
-    twin.restore(store.host(id)?, id);
-    replay(twin, store, id)?;
-    Ok(())
+/// Puts host `id` back as storage has it, after a failed write: `stored` as checkpointed and
+/// `logged` since, both read from the store before the twin lock was taken.
+pub fn restore(twin: &mut Twin, id: &str, stored: Option<HostTwin>, logged: &[Vec<u8>]) {
+    twin.restore(stored, id);
+    apply_logged(twin, id, logged);
 }
 
 /// Every `every`: checkpoints hosts with new points, compacts finished windows into rollups and

@@ -18,7 +18,7 @@ pub(crate) mod keys;
 pub mod query;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 
 use crate::history::recorder::Frozen;
 use crate::history::Retention;
@@ -46,6 +46,10 @@ pub struct Store {
     pub archive: Archive,
     /// The last log position handed out.
     log_position: AtomicU64,
+    /// Group commit: see [`Store::flush`].
+    flush_tickets: AtomicU64,
+    flushed_through: AtomicU64,
+    flushing: tokio::sync::Mutex<()>,
 }
 
 fn host_key(id: &str) -> Vec<u8> {
@@ -95,7 +99,15 @@ impl Store {
             }
         }
         let archive = Archive::open(data.clone(), retention)?;
-        Ok(Store { db, data, archive, log_position: AtomicU64::new(last) })
+        Ok(Store {
+            db,
+            data,
+            archive,
+            log_position: AtomicU64::new(last),
+            flush_tickets: AtomicU64::new(0),
+            flushed_through: AtomicU64::new(0),
+            flushing: tokio::sync::Mutex::new(()),
+        })
     }
 
     pub fn db(&self) -> &sled::Db {
@@ -181,8 +193,30 @@ impl Store {
     }
 
     /// Makes every write so far durable.
+    ///
+    /// A group commit: callers queue for one flush at a time, and a flush that started after a
+    /// caller's ticket covers it, so a thousand sessions asking at once cost a few flushes, not a
+    /// thousand. The flush itself is sled's blocking one, on the blocking pool: sled 0.34's
+    /// `flush_async` loses wake-ups when several run at once (sled#1308), which stalled every
+    /// session of an aggregator holding 200 agents.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        // Taken after this caller's writes: any flush that reads the counter at or past it
+        // started after them.
+        let ticket = self.flush_tickets.fetch_add(1, SeqCst) + 1;
+        let _turn = self.flushing.lock().await;
+        if self.flushed_through.load(SeqCst) >= ticket {
+            return Ok(());
+        }
+        let through = self.flush_tickets.load(SeqCst);
+        let db = self.db.clone();
+        match tokio::task::spawn_blocking(move || db.flush()).await {
+            Ok(result) => {
+                result?;
+            }
+            // Only a panic in sled (an abort in release builds) or a runtime shutting down.
+            Err(e) => return Err(StoreError::Sled(sled::Error::ReportableBug(format!("flush task: {e}")))),
+        }
+        self.flushed_through.fetch_max(through, SeqCst);
         Ok(())
     }
 
@@ -225,6 +259,43 @@ mod tests {
             checkpoint::replay(&mut twin, store, &id).unwrap();
         }
         twin
+    }
+
+    /// sled 0.34's own `flush_async` loses wake-ups when many run at once (sled#1308): every
+    /// session of a busy aggregator waited forever, with sled's writers blocked behind it. The
+    /// group commit must finish every flush. Watched from another thread: a deadlock parks the
+    /// runtime's workers, and no timer inside it would fire.
+    #[test]
+    fn hundreds_of_sessions_flushing_at_once_all_finish() {
+        let dir = std::env::temp_dir().join(format!("twinwatch-flush-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (done, finished) = std::sync::mpsc::channel();
+        let at = dir.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+            let hosts = rt.block_on(async {
+                let store = std::sync::Arc::new(Store::open(&at, Retention::default()).unwrap());
+                let sessions: Vec<_> = (0..200)
+                    .map(|i| {
+                        let store = store.clone();
+                        tokio::spawn(async move {
+                            for round in 0..20u8 {
+                                store.log(&format!("a-{i}"), &[vec![round; 64]]).unwrap();
+                                store.flush().await.unwrap();
+                            }
+                        })
+                    })
+                    .collect();
+                for s in sessions {
+                    s.await.unwrap();
+                }
+                store.logging_hosts().unwrap().len()
+            });
+            let _ = done.send(hosts);
+        });
+        let hosts = finished.recv_timeout(std::time::Duration::from_secs(60));
+        assert_eq!(hosts, Ok(200), "every session's flushes finished within 60 s");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
