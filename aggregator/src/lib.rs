@@ -172,7 +172,7 @@ pub async fn run(
         Arc::new(Ingest::new(twin.clone(), store.clone(), remote.clone(), revocations.clone(), refusals.clone()));
     tokio::spawn(refusals.clone().summarize(shutdown.clone()));
     tokio::spawn(ingest.clone().serve(endpoint.clone()));
-    tokio::spawn(ingest.watch_revocations(shutdown.clone()));
+    tokio::spawn(ingest.clone().watch_revocations(shutdown.clone()));
     let ready = Arc::new(AtomicBool::new(true));
     let audit = AuditLog::new(config.audit.path.clone(), config.audit.max_file_bytes, config.audit.keep);
     let local_agent = config.local_agent.clone().map(|local| {
@@ -196,6 +196,7 @@ pub async fn run(
         http_stats: http_stats.clone(),
         remote_write: remote.map(|r| r as Arc<dyn counters::Counters>),
         refusals,
+        admission: ingest.admission.clone(),
         description: Default::default(),
     };
     let scheme = if http_tls.is_some() { "https" } else { "http" };

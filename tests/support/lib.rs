@@ -14,6 +14,7 @@ pub mod backlog;
 pub mod bench;
 pub mod dist;
 pub mod http;
+pub mod loadgen;
 pub mod netns;
 pub mod prometheus;
 pub mod prometheus_server;

@@ -25,6 +25,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     }
     state.access.render_metrics(&mut body);
     state.refusals.render_metrics(&mut body);
+    state.admission.render_metrics(&mut body);
     state.http_stats.render_metrics(&mut body);
     ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }

@@ -58,6 +58,8 @@ pub struct AppState {
     pub remote_write: Option<Arc<dyn Counters>>,
     /// The QUIC edge's refusals, for `/metrics`.
     pub refusals: Arc<dyn Counters>,
+    /// The QUIC edge's handshake slots, for `/metrics`.
+    pub admission: Arc<dyn Counters>,
 }
 
 impl AppState {
@@ -138,5 +140,6 @@ pub(crate) fn test_state(dir: &std::path::Path, twin: Twin) -> AppState {
         description: Arc::default(),
         remote_write: None,
         refusals: Arc::new(NoCounters),
+        admission: Arc::new(NoCounters),
     }
 }
