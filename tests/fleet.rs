@@ -4,76 +4,16 @@
 //! what stopped), the storm is served within the admission limit, and once the fleet has drained
 //! every agent's ledger holds exactly the batches it produced.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use twinwatch_tests::loadgen::{enrol, Fleet, FleetConfig};
-use twinwatch_tests::{http_get_at, wait_for, Aggregator, TempDir};
+use twinwatch_tests::loadgen::{enrol, Fleet, FleetConfig, Readers};
+use twinwatch_tests::{wait_for, Aggregator, TempDir};
 
 /// Twice the aggregator's handshake limit (64), so a restart is a storm it must serve in waves.
 const AGENTS: usize = 130;
 /// Longest time ingest or the API may go without progress before the test calls it a stall.
 const STALL: Duration = Duration::from_secs(15);
-
-/// Readers of the API, each looping over hosts, one host, endpoints, history and `/metrics`.
-struct Readers {
-    stop: Arc<AtomicBool>,
-    answered: Arc<AtomicU64>,
-    latencies_ms: Arc<Mutex<Vec<f64>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Readers {
-    fn start(agg: &Aggregator, ids: &[String], n: usize) -> Readers {
-        let stop = Arc::new(AtomicBool::new(false));
-        let answered = Arc::new(AtomicU64::new(0));
-        let latencies_ms = Arc::new(Mutex::new(Vec::new()));
-        let threads = (0..n)
-            .map(|r| {
-                let (stop, answered, latencies) = (stop.clone(), answered.clone(), latencies_ms.clone());
-                let (addr, token) = (agg.http_addr(), agg.token.clone());
-                let id = ids[r * 7 % ids.len()].clone();
-                let paths = [
-                    "/api/v1/hosts".to_owned(),
-                    format!("/api/v1/hosts/{id}"),
-                    "/api/v1/endpoints".to_owned(),
-                    format!("/api/v1/hosts/{id}/metrics/node_load1"),
-                    "/metrics".to_owned(),
-                ];
-                std::thread::spawn(move || {
-                    for path in paths.iter().cycle() {
-                        if stop.load(Relaxed) {
-                            return;
-                        }
-                        let started = Instant::now();
-                        match http_get_at(addr, path, Some(&token)) {
-                            Ok((200, _)) => {
-                                answered.fetch_add(1, Relaxed);
-                                let ms = started.elapsed().as_secs_f64() * 1000.0;
-                                latencies.lock().unwrap_or_else(|e| e.into_inner()).push(ms);
-                            }
-                            Ok((status, body)) if status != 503 && status != 0 => panic!("{path}: {status} {body}"),
-                            // Down or starting: the watchdog decides whether that is a stall.
-                            _ => std::thread::sleep(Duration::from_millis(50)),
-                        }
-                    }
-                })
-            })
-            .collect();
-        Readers { stop, answered, latencies_ms, threads }
-    }
-
-    fn stop(self) -> Vec<f64> {
-        self.stop.store(true, Relaxed);
-        for t in self.threads {
-            t.join().expect("a reader failed");
-        }
-        let mut l = self.latencies_ms.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        l.sort_by(f64::total_cmp);
-        l
-    }
-}
 
 /// Runs for `span`, failing if acknowledgements or API answers stop moving for [`STALL`].
 fn watch(what: &str, span: Duration, fleet: &Fleet, readers: &Readers) {

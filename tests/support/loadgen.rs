@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify};
@@ -30,6 +30,7 @@ use twinwatch_common::sample::{Metric, Sample, SeriesKey, Value};
 
 use crate::relay::Rng;
 use crate::synthetic::Host;
+use crate::{http_get_at, Aggregator};
 
 /// The agent's default keyframe interval (`agent/src/config.rs`).
 const KEYFRAME_EVERY: u32 = 300;
@@ -472,5 +473,72 @@ impl Sim {
             }
         });
         Ok((Session { conn, recv, tx, reader }, welcome.stored_through))
+    }
+}
+
+/// Readers of the API, each looping over hosts, one host, endpoints, history and `/metrics`.
+pub struct Readers {
+    pub answered: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    latencies_ms: Arc<Mutex<Vec<f64>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Readers {
+    pub fn start(agg: &Aggregator, ids: &[String], n: usize) -> Readers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicU64::new(0));
+        let latencies_ms = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..n)
+            .map(|r| {
+                let (stop, answered, latencies) = (stop.clone(), answered.clone(), latencies_ms.clone());
+                let (addr, token) = (agg.http_addr(), agg.token.clone());
+                let id = ids[r * 7 % ids.len()].clone();
+                let paths = [
+                    "/api/v1/hosts".to_owned(),
+                    format!("/api/v1/hosts/{id}"),
+                    "/api/v1/endpoints".to_owned(),
+                    format!("/api/v1/hosts/{id}/metrics/node_load1"),
+                    "/metrics".to_owned(),
+                ];
+                std::thread::spawn(move || {
+                    for path in paths.iter().cycle() {
+                        if stop.load(Relaxed) {
+                            return;
+                        }
+                        let started = Instant::now();
+                        match http_get_at(addr, path, Some(&token)) {
+                            Ok((200, _)) => {
+                                answered.fetch_add(1, Relaxed);
+                                let ms = started.elapsed().as_secs_f64() * 1000.0;
+                                latencies.lock().unwrap_or_else(|e| e.into_inner()).push(ms);
+                            }
+                            Ok((status, body)) if status != 503 && status != 0 => panic!("{path}: {status} {body}"),
+                            // Down or starting: the watchdog decides whether that is a stall.
+                            _ => std::thread::sleep(Duration::from_millis(50)),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Readers { stop, answered, latencies_ms, threads }
+    }
+
+    /// Answers so far, and takes their latencies (ms), sorted.
+    pub fn take_latencies(&self) -> Vec<f64> {
+        let mut l = std::mem::take(&mut *self.latencies_ms.lock().unwrap_or_else(|e| e.into_inner()));
+        l.sort_by(f64::total_cmp);
+        l
+    }
+
+    /// Stops them; the latency of every answer, in ms, sorted.
+    pub fn stop(self) -> Vec<f64> {
+        self.stop.store(true, Relaxed);
+        for t in self.threads {
+            t.join().expect("a reader failed");
+        }
+        let mut l = self.latencies_ms.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        l.sort_by(f64::total_cmp);
+        l
     }
 }

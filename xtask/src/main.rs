@@ -213,7 +213,7 @@ fn bench(args: &[String]) -> Result<(), String> {
     let mut build = cargo();
     build.args(["build", "--release", "--bins", "-p", "twinwatch-agent", "-p", "twinwatch-aggregator"]);
     run(build)?;
-    for name in ["host", "probes", "replay", "history", "prometheus"] {
+    for name in ["host", "probes", "replay", "history", "prometheus", "fleet"] {
         let mut bench = cargo();
         bench.args(["bench", "-p", "twinwatch-tests", "--bench", name, "--"]).args(args);
         run(bench)?;

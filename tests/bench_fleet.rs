@@ -1,0 +1,180 @@
+//! Fleet benchmark: the release aggregator under N simulated agents ([`loadgen`]), each sending
+//! 500 node_exporter-like series and two HTTP probes' results every second over its own QUIC
+//! connection, with API readers running throughout.
+//!
+//! `cargo xtask bench` runs it with 200 agents; `cargo bench -p twinwatch-tests --bench fleet --
+//! --agents 1000 --seconds 600` runs the thousand. After every agent has connected and
+//! `--warmup` seconds (default 30) have passed, it samples the aggregator once a second for
+//! `--seconds` (default 120):
+//!
+//! - ingest CPU per value: the aggregator's CPU (every thread's schedstat) over the values
+//!   acknowledged in the same second, median and p99 over the seconds; its share of one core;
+//! - resident memory, anonymous and file-backed, at the start and end, and its slope (least
+//!   squares, MiB per minute);
+//! - API latency of the readers' answers (hosts, one host, endpoints, history, `/metrics`),
+//!   median and p99;
+//! - the load generator's own CPU, since it shares the machine.
+//!
+//! Then (unless `--no-restart`) the aggregator is killed (`kill -9`) and restarted: how long until
+//! every agent is back, the most handshakes in flight at once, and, once the fleet has drained,
+//! whether every agent's ledger holds exactly what it produced. Results go to
+//! `target/bench/fleet.json`.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use twinwatch_tests::bench::{median, report_dir, seconds_arg, usage};
+use twinwatch_tests::loadgen::{enrol, Fleet, FleetConfig, Readers};
+use twinwatch_tests::{wait_for, Aggregator, TempDir};
+
+fn arg(name: &str, default: usize) -> usize {
+    std::env::args().skip_while(|a| a != name).nth(1).and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+/// `RssAnon` and `RssFile` of a process, in bytes.
+fn rss_split(pid: i32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    (kb("RssAnon:"), kb("RssFile:") + kb("RssShmem:"))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Least-squares slope of `ys` over `xs`.
+fn slope(xs: &[f64], ys: &[f64]) -> f64 {
+    let n = xs.len() as f64;
+    let (mx, my) = (xs.iter().sum::<f64>() / n, ys.iter().sum::<f64>() / n);
+    let cov: f64 = xs.iter().zip(ys).map(|(x, y)| (x - mx) * (y - my)).sum();
+    let var: f64 = xs.iter().map(|x| (x - mx) * (x - mx)).sum();
+    cov / var
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let agents = arg("--agents", 200);
+    let seconds = seconds_arg(120, 10);
+    let warmup = arg("--warmup", 30);
+    let readers_n = arg("--readers", 8);
+    let restart = !std::env::args().any(|a| a == "--no-restart");
+    let dir = TempDir::new("bench-fleet");
+    let mut agg = Aggregator::start(dir.path());
+    let config = FleetConfig::new(agents);
+    let values_per_batch = 500 + config.probes as u64 * 10;
+    let started = Instant::now();
+    let enrolled = enrol(&agg.certs_dir(), &dir.path().join("agents"), &config);
+    let ids: Vec<String> = enrolled.iter().map(|e| e.id.clone()).collect();
+    println!("fleet: {agents} agents enrolled in {:.1} s", started.elapsed().as_secs_f64());
+    let fleet = Fleet::start(agg.quic_addr(), enrolled, &config, arg("--loadgen-threads", 1));
+    let connecting = Instant::now();
+    wait_for("every agent connected", Duration::from_secs(600), || {
+        (fleet.counters.connected.load(Relaxed) == agents).then_some(())
+    });
+    println!("fleet: all connected in {:.1} s; warming up {warmup} s", connecting.elapsed().as_secs_f64());
+    let readers = Readers::start(&agg, &ids, readers_n);
+    std::thread::sleep(Duration::from_secs(warmup as u64));
+    let _ = readers.take_latencies();
+
+    let pid = agg.proc.as_ref().expect("running").pid();
+    let me = std::process::id() as i32;
+    let (mut cpu, _) = usage(pid).expect("aggregator usage");
+    let (mut my_cpu, _) = usage(me).expect("own usage");
+    let mut acked = fleet.counters.acked.load(Relaxed);
+    let (mut per_value_us, mut core_share, mut times, mut rss, mut anon, mut file) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let t0 = Instant::now();
+    let mut tick = Instant::now();
+    let mut loadgen_ns = 0u64;
+    for _ in 0..seconds {
+        tick += Duration::from_secs(1);
+        std::thread::sleep(tick.saturating_duration_since(Instant::now()));
+        let (c, r) = usage(pid).expect("aggregator usage");
+        let (m, _) = usage(me).expect("own usage");
+        let a = fleet.counters.acked.load(Relaxed);
+        let values = (a - acked) * values_per_batch;
+        if values > 0 {
+            per_value_us.push((c - cpu) as f64 / 1000.0 / values as f64);
+        }
+        core_share.push((c - cpu) as f64 / 1e9);
+        loadgen_ns += m - my_cpu;
+        let (an, fi) = rss_split(pid);
+        times.push(t0.elapsed().as_secs_f64());
+        rss.push(r as f64 / (1 << 20) as f64);
+        anon.push(an as f64 / (1 << 20) as f64);
+        file.push(fi as f64 / (1 << 20) as f64);
+        (cpu, my_cpu, acked) = (c, m, a);
+    }
+    let latencies = readers.take_latencies();
+    per_value_us.sort_by(f64::total_cmp);
+    let values_per_s = fleet.counters.values.load(Relaxed) as f64 / started.elapsed().as_secs_f64();
+    let mib_per_min = slope(&times, &rss) * 60.0;
+    let report = json!({
+        "agents": agents,
+        "series_per_agent": values_per_batch,
+        "seconds": seconds,
+        "warmup_s": warmup,
+        "ingest_us_per_value": { "median": median(per_value_us.clone()), "p99": percentile(&per_value_us, 0.99) },
+        "aggregator_core_share": { "median": median(core_share.clone()), "max": core_share.iter().cloned().fold(0.0, f64::max) },
+        "rss_mib": { "start": rss.first(), "end": rss.last(), "max": rss.iter().cloned().fold(0.0, f64::max), "slope_mib_per_min": mib_per_min },
+        "rss_anon_mib_end": anon.last(),
+        "rss_file_mib_end": file.last(),
+        "api": { "answers": latencies.len(), "median_ms": percentile(&latencies, 0.5), "p99_ms": percentile(&latencies, 0.99), "readers": readers_n },
+        "loadgen_core_share": loadgen_ns as f64 / 1e9 / seconds as f64,
+        "values_per_second_offered": values_per_s,
+    });
+    println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+    let mut report = report;
+
+    if restart {
+        agg.proc.as_mut().expect("running").kill9();
+        let connects = fleet.counters.connects.load(Relaxed);
+        agg.restart();
+        let ready = Instant::now();
+        wait_for("every agent back", Duration::from_secs(600), || {
+            let back = fleet.counters.connects.load(Relaxed) >= connects + agents as u64;
+            (back && fleet.counters.connected.load(Relaxed) == agents).then_some(())
+        });
+        let back_s = ready.elapsed().as_secs_f64();
+        let peak = agg.metric("twinwatch_quic_handshakes_peak");
+        fleet.stop_sampling();
+        wait_for("every batch acknowledged", Duration::from_secs(600), || (fleet.pending() == 0).then_some(()));
+        let mut wrong = 0;
+        for (id, incarnation, mine) in &fleet.agents {
+            let stored = agg.get(&format!("/api/v1/hosts/{id}")).and_then(|h| {
+                h["ingest"]["incarnations"]
+                    .as_array()?
+                    .iter()
+                    .find(|l| l["incarnation"].as_u64() == Some(*incarnation))?["ticks_stored"]
+                    .as_u64()
+            });
+            if stored != Some(mine.produced.load(Relaxed)) {
+                wrong += 1;
+            }
+        }
+        report["restart"] = json!({
+            "all_back_s_after_ready": back_s,
+            "handshakes_peak": peak,
+            "busy_refusals": fleet.counters.refused_busy.load(Relaxed),
+            "agents_with_wrong_counts": wrong,
+        });
+        println!("{}", serde_json::to_string_pretty(&report["restart"]).expect("json"));
+    }
+    let _ = readers.stop();
+    let out = report_dir().join("fleet.json");
+    std::fs::write(&out, serde_json::to_string_pretty(&report).expect("json")).expect("report");
+    println!("fleet: report in {}", out.display());
+}
