@@ -23,7 +23,8 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     let now = now_ms();
     let offline_after = state.offline_after.as_millis() as i64;
     let (mut online, mut stale, mut offline) = (0, 0, 0);
-    for host in state.twin().hosts() {
+    let shared = state.twin().shared_hosts();
+    for host in &shared {
         match host.status(now, offline_after) {
             HostStatus::Online => online += 1,
             HostStatus::Stale => stale += 1,

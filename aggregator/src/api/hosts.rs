@@ -20,8 +20,8 @@ use crate::views::hosts;
 pub async fn list(State(state): State<AppState>) -> Json<Value> {
     let now = now_ms();
     let offline_after = state.offline_after.as_millis() as i64;
-    let twin = state.twin();
-    Json(Value::Array(twin.hosts().map(|h| hosts::summary(h, now, offline_after)).collect()))
+    let shared = state.twin().shared_hosts();
+    Json(Value::Array(shared.iter().map(|h| hosts::summary(h, now, offline_after)).collect()))
 }
 
 #[utoipa::path(
@@ -36,9 +36,8 @@ pub async fn list(State(state): State<AppState>) -> Json<Value> {
 pub async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let now = now_ms();
     let offline_after = state.offline_after.as_millis() as i64;
-    let twin = state.twin();
-    let host = twin.host(&id).ok_or_else(|| ApiError::not_found(format!("no host {id:?}")))?;
-    Ok(Json(hosts::detail(host, now, offline_after)))
+    let host = state.twin().shared_host(&id).ok_or_else(|| ApiError::not_found(format!("no host {id:?}")))?;
+    Ok(Json(hosts::detail(&host, now, offline_after)))
 }
 
 #[utoipa::path(
@@ -51,7 +50,6 @@ pub async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Resul
     responses((status = 200, description = "Ingest counters and stored runs", body = serde_json::Value), (status = 400, description = "A parameter is not valid", body = crate::api::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody), (status = 404, description = "No such thing", body = crate::api::openapi::ErrorBody)),
 )]
 pub async fn batches(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let twin = state.twin();
-    let host = twin.host(&id).ok_or_else(|| ApiError::not_found(format!("no host {id:?}")))?;
-    Ok(Json(hosts::batches(host)))
+    let host = state.twin().shared_host(&id).ok_or_else(|| ApiError::not_found(format!("no host {id:?}")))?;
+    Ok(Json(hosts::batches(&host)))
 }

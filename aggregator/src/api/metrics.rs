@@ -19,7 +19,9 @@ use crate::views::exposition;
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let offline_after = state.offline_after.as_millis() as i64;
     let mut body = String::with_capacity(64 * 1024);
-    exposition::render(state.twin().hosts(), now_ms(), offline_after, &mut body);
+    // Rendered from shared snapshots after the lock is released: ingest never waits on a scrape.
+    let shared = state.twin().shared_hosts();
+    exposition::render(shared.iter().map(|h| &**h), now_ms(), offline_after, &mut body);
     if let Some(remote) = &state.remote_write {
         remote.render_metrics(&mut body);
     }

@@ -36,7 +36,7 @@ pub async fn checkpoint(
 ) -> Result<(), StoreError> {
     let (host, frozen, exported, through) = {
         let mut twin = lock(twin);
-        let Some(host) = twin.host(id).cloned() else {
+        let Some(host) = twin.shared_host(id) else {
             return Ok(());
         };
         let frozen = twin.history.host_mut(id).map(|h| h.freeze()).unwrap_or_default();

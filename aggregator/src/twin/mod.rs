@@ -34,6 +34,7 @@ pub(crate) mod runs;
 pub(crate) mod tests;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use twinwatch_common::delta::{DeltaError, DeltaState, Tick};
 use twinwatch_common::message::{Batch, Dropped, Hello, TimeEcho};
@@ -69,7 +70,9 @@ impl Outcome {
 
 #[derive(Debug, Default)]
 pub struct Twin {
-    hosts: BTreeMap<String, HostTwin>,
+    /// Shared with readers: the API takes an `Arc` under the lock and builds its answer after
+    /// releasing it; ingest copies a host only when it changes one a reader still holds.
+    hosts: BTreeMap<String, Arc<HostTwin>>,
     /// Recent probe results, taken from the ticks as they are decoded; not persisted.
     endpoints: Endpoints,
     /// Which connection speaks for which agent; not persisted (no connection survives a restart).
@@ -81,7 +84,7 @@ pub struct Twin {
 impl Twin {
     /// Rebuilds the twin from hosts loaded from the store.
     pub fn from_hosts(hosts: impl IntoIterator<Item = HostTwin>) -> Self {
-        Twin { hosts: hosts.into_iter().map(|h| (h.id.clone(), h)).collect(), ..Twin::default() }
+        Twin { hosts: hosts.into_iter().map(|h| (h.id.clone(), Arc::new(h))).collect(), ..Twin::default() }
     }
 
     pub fn endpoints(&self) -> &Endpoints {
@@ -89,11 +92,25 @@ impl Twin {
     }
 
     pub fn hosts(&self) -> impl Iterator<Item = &HostTwin> {
-        self.hosts.values()
+        self.hosts.values().map(|h| &**h)
     }
 
     pub fn host(&self, id: &str) -> Option<&HostTwin> {
-        self.hosts.get(id)
+        self.hosts.get(id).map(|h| &**h)
+    }
+
+    /// Every host as it is now, to read without the lock.
+    pub fn shared_hosts(&self) -> Vec<Arc<HostTwin>> {
+        self.hosts.values().cloned().collect()
+    }
+
+    /// Host `id` as it is now, to read without the lock.
+    pub fn shared_host(&self, id: &str) -> Option<Arc<HostTwin>> {
+        self.hosts.get(id).cloned()
+    }
+
+    fn host_mut(&mut self, id: &str) -> Option<&mut HostTwin> {
+        self.hosts.get_mut(id).map(Arc::make_mut)
     }
 
     /// Whether a connection currently speaks for `id`.
@@ -109,7 +126,7 @@ impl Twin {
         self.history.discard_pending(id);
         match host {
             Some(h) => {
-                self.hosts.insert(id.to_owned(), h);
+                self.hosts.insert(id.to_owned(), Arc::new(h));
             }
             None => {
                 self.hosts.remove(id);
@@ -121,7 +138,7 @@ impl Twin {
     /// Connection `conn` of agent `who` said hello. Decides whether it is served (see
     /// `Claims`) and, if so, records what the agent is.
     pub fn handle_hello(&mut self, who: &AgentIdentity, conn: u64, hello: &Hello, now_ms: i64) -> Claim {
-        let host = self.hosts.entry(who.id.clone()).or_insert_with(|| HostTwin::new(who));
+        let host = Arc::make_mut(self.hosts.entry(who.id.clone()).or_insert_with(|| Arc::new(HostTwin::new(who))));
         let silent = if host.last_seen_ms == 0 { i64::MAX } else { now_ms - host.last_seen_ms };
         let (claim, conflict) = self.claims.claim(&who.id, conn, hello, silent, host.interval_ms as i64, now_ms);
         if let Some(c) = conflict {
@@ -171,7 +188,7 @@ impl Twin {
         if !self.claims.holds(agent, conn) {
             return;
         }
-        if let Some(host) = self.hosts.get_mut(agent) {
+        if let Some(host) = self.host_mut(agent) {
             host.clock.observe(echo.server_time_ms, echo.agent_time_ms, now_ms);
             host.last_seen_ms = now_ms;
         }
@@ -187,7 +204,7 @@ impl Twin {
 
     /// [`Twin::handle_dropped`] without the connection check: also how the log is replayed.
     pub fn apply_dropped(&mut self, agent: &str, d: &Dropped, now_ms: i64) -> bool {
-        let Some(host) = self.hosts.get_mut(agent) else {
+        let Some(host) = self.host_mut(agent) else {
             return false;
         };
         host.last_seen_ms = now_ms;
@@ -213,7 +230,7 @@ impl Twin {
 
     /// [`Twin::handle_batch`] without the connection check: also how the log is replayed.
     pub fn apply_batch(&mut self, agent: &str, batch: &Batch, now_ms: i64) -> Outcome {
-        let Some(host) = self.hosts.get_mut(agent) else {
+        let Some(host) = self.hosts.get_mut(agent).map(Arc::make_mut) else {
             return Outcome::Unapplied { keyframe_wanted: false, reason: "batch before hello".into() };
         };
         host.last_seen_ms = now_ms;
