@@ -113,7 +113,8 @@ fn read_within(
     to: i64,
     points: usize,
 ) -> Result<Points, ArchiveError> {
-    let idx = twin.lock().unwrap().history.host(HOST).unwrap().keys().iter().position(|k| *k == key(s)).unwrap() as u32;
+    let idx =
+        twin.lock().unwrap().history.host(HOST).unwrap().keys().iter().position(|k| **k == key(s)).unwrap() as u32;
     query::read(archive, HOST, idx, plan, from, to, &pending(twin, idx, from, to), &query::Budget::new(points))
 }
 
@@ -176,7 +177,7 @@ fn open(dir: &Path, retention: Retention) -> (Store, Mutex<Twin>) {
     let store = open_store(dir, retention);
     let mut twin = Twin::from_hosts(store.hosts().unwrap());
     for (host, keys) in store.archive.series().unwrap() {
-        twin.history.load(&host, keys);
+        twin.load_history(&host, keys);
     }
     for id in store.logging_hosts().unwrap() {
         checkpoint::replay(&mut twin, &store, &id).unwrap();

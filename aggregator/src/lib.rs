@@ -132,7 +132,7 @@ pub async fn run(
     let hosts = store.hosts()?;
     let mut twin = Twin::from_hosts(hosts);
     for (host, keys) in store.archive.series().map_err(StoreError::from)? {
-        twin.history.load(&host, keys);
+        twin.load_history(&host, keys);
     }
     let mut replayed = 0;
     for id in store.logging_hosts()? {

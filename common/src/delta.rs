@@ -9,9 +9,11 @@
 //! A keyframe resets the state on both sides: every value is then sent against zero.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bincode::{Decode, Encode};
 
+use crate::intern::KeyInterner;
 use crate::sample::{apply_scale, is_skipped, Kind, Sample, SeriesKey, Value};
 
 /// Most series one agent may define; ids are dense below this.
@@ -204,7 +206,8 @@ impl DeltaEncoder {
 /// The aggregator's copy of one series, rebuilt from ticks.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub struct SeriesState {
-    pub key: SeriesKey,
+    /// Shared with every other holder of an equal key when applied through a [`KeyInterner`].
+    pub key: Arc<SeriesKey>,
     pub kind: Kind,
     pub scale: f64,
     pub float: bool,
@@ -280,6 +283,18 @@ impl DeltaState {
 
     /// Applies one tick. On error the state is left as it was.
     pub fn apply(&mut self, tick: &Tick) -> Result<(), DeltaError> {
+        self.apply_interned(tick, &mut KeyInterner::default())
+    }
+
+    /// Replaces every key with the copy `keys` shares (a state loaded from storage).
+    pub fn share_keys(&mut self, keys: &mut KeyInterner) {
+        for series in self.series.iter_mut().flatten() {
+            keys.share(&mut series.key);
+        }
+    }
+
+    /// [`DeltaState::apply`], taking the keys of new series from `keys`.
+    pub fn apply_interned(&mut self, tick: &Tick, keys: &mut KeyInterner) -> Result<(), DeltaError> {
         if !tick.keyframe && !self.keyframed {
             return Err(DeltaError::NoKeyframe);
         }
@@ -312,7 +327,7 @@ impl DeltaState {
 
         // A keyframe within a running state replaces it whole, but a series it carries again
         // keeps its previous reading, so its rate survives the keyframe.
-        let mut before: std::collections::HashMap<SeriesKey, (u64, i64, bool)> = std::collections::HashMap::new();
+        let mut before: HashMap<Arc<SeriesKey>, (u64, i64, bool)> = HashMap::new();
         if tick.keyframe {
             if self.keyframed && tick.ts_ms > self.last_ts_ms {
                 before = self.series.drain(..).flatten().map(|s| (s.key, (s.bits, s.ts_ms, s.float))).collect();
@@ -336,7 +351,7 @@ impl DeltaState {
                 self.series.resize(at + 1, None);
             }
             self.series[at] = Some(SeriesState {
-                key: def.key.clone(),
+                key: keys.intern(&def.key),
                 kind: def.kind,
                 scale: def.scale,
                 float: def.float,

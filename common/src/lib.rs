@@ -11,6 +11,7 @@
 //! - [`config`]: TOML loading whose errors name file, line and key; durations, sizes, log format.
 //! - [`sample`]: what a collector produces, a timestamped set of named series values.
 //! - [`delta`]: the keyframe/delta encoder (agent side) and the state it rebuilds (aggregator side).
+//! - [`intern`]: one shared copy of each series key, however many hosts carry it.
 //! - [`message`]: the protocol messages (`Hello`, `Welcome`, `Batch`, `Ack`, `KeyframeRequest`).
 //! - [`probe`]: the series names and labels endpoint probes report under.
 //! - [`reader`]: the sans-IO buffer that turns stream chunks back into messages.
@@ -26,6 +27,7 @@ pub mod delta;
 pub mod error_chain;
 pub mod frame;
 pub mod hex;
+pub mod intern;
 pub mod message;
 pub mod probe;
 pub mod reader;

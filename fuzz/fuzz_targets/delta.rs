@@ -54,7 +54,7 @@ fn check_applied(state: &DeltaState, tick: &Tick) {
     let defined: HashMap<u32, &SeriesDef> = tick.defs.iter().map(|d| (d.id, d)).collect();
     for (&id, def) in &defined {
         let series = state.get(id).expect("a defined series is present");
-        assert!(series.key == def.key && series.float == def.float && series.group == def.group);
+        assert!(*series.key == def.key && series.float == def.float && series.group == def.group);
     }
     for &id in tick.removed.iter().filter(|id| !defined.contains_key(id)) {
         assert!(state.get(id).is_none(), "removed series {id} still present");

@@ -149,7 +149,7 @@ pub async fn series(
         let Some(rec) = twin.history.host(&id) else {
             return Err(ApiError::not_found(format!("no history for host {id:?}")));
         };
-        let live_kind: HashMap<&SeriesKey, Kind> = host.state.series().map(|s| (&s.key, s.kind)).collect();
+        let live_kind: HashMap<&SeriesKey, Kind> = host.state.series().map(|s| (&*s.key, s.kind)).collect();
         let mut selected = Vec::new();
         let mut pending = Vec::new();
         for (idx, key) in rec.keys().iter().enumerate() {
@@ -162,9 +162,9 @@ pub async fn series(
                 continue;
             }
             let column = rec.points(idx as u32, read_from, to);
-            let counter = column.as_ref().map(|c| c.counter).or(live_kind.get(key).map(|k| *k == Kind::Counter));
+            let counter = column.as_ref().map(|c| c.counter).or(live_kind.get(&**key).map(|k| *k == Kind::Counter));
             let windows = rec.windows().filter(|w| *w + WINDOW_MS > read_from && *w < to).collect();
-            selected.push(Selected { idx: idx as u32, key: key.clone(), counter: counter.unwrap_or(false) });
+            selected.push(Selected { idx: idx as u32, key: SeriesKey::clone(key), counter: counter.unwrap_or(false) });
             pending.push(Pending { column, windows });
         }
         (dc, selected, pending)

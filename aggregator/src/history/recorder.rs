@@ -15,6 +15,7 @@ use std::sync::Arc;
 use twinwatch_common::delta::{DeltaState, Tick};
 use twinwatch_common::sample::{Kind, SeriesKey};
 
+use super::packed::Packed;
 use super::segment::{self, Column, Columns};
 
 /// The span of one raw segment.
@@ -26,14 +27,16 @@ pub type Windows = BTreeMap<i64, Columns>;
 /// One host's series and pending points.
 #[derive(Debug, Default)]
 pub struct HostRecorder {
-    index: HashMap<SeriesKey, u32>,
-    keys: Vec<SeriesKey>,
+    /// Both hold the twin's shared copy of each key.
+    index: HashMap<Arc<SeriesKey>, u32>,
+    keys: Vec<Arc<SeriesKey>>,
     /// `keys[..saved]` are in storage.
     saved: usize,
     /// Wire id → series index, checked against the key on use (live and backfill states number
     /// series independently).
     by_wire: Vec<u32>,
-    pending: Windows,
+    /// Points recorded since the last freeze, packed, per raw window and series.
+    pending: BTreeMap<i64, BTreeMap<u32, Packed>>,
     /// Taken by a checkpoint in progress; still visible to queries until it is written. Shared
     /// with the checkpoint writing it rather than copied.
     frozen: Arc<Windows>,
@@ -50,17 +53,17 @@ pub struct Frozen {
 }
 
 impl HostRecorder {
-    pub fn keys(&self) -> &[SeriesKey] {
+    pub fn keys(&self) -> &[Arc<SeriesKey>] {
         &self.keys
     }
 
-    fn index_of(&mut self, key: &SeriesKey) -> u32 {
-        if let Some(&i) = self.index.get(key) {
+    fn index_of(&mut self, key: &Arc<SeriesKey>) -> u32 {
+        if let Some(&i) = self.index.get(&**key) {
             return i;
         }
         let i = self.keys.len() as u32;
-        self.keys.push(key.clone());
-        self.index.insert(key.clone(), i);
+        self.keys.push(Arc::clone(key));
+        self.index.insert(Arc::clone(key), i);
         i
     }
 
@@ -88,14 +91,16 @@ impl HostRecorder {
             };
             let col = columns
                 .entry(idx)
-                .or_insert_with(|| Column::new(series.float, series.kind == Kind::Counter, series.scale));
+                .or_insert_with(|| Packed::new(series.float, series.kind == Kind::Counter, series.scale));
             if col.float != series.float || col.scale != series.scale {
-                // Rare (a changed agent): start the window's column over in the new form.
+                // Rare (a changed agent): the window's column continues in the form both share.
+                let mut merged = normalize(col.unpack());
                 let mut fresh = Column::new(series.float, series.kind == Kind::Counter, series.scale);
                 fresh.points.push((ts, series.bits));
-                col.merge(&fresh);
+                merged.merge(&fresh);
+                *col = Packed::from_column(&merged);
             } else {
-                col.points.push((ts, series.bits));
+                col.push(ts, series.bits);
             }
             self.pending_points += 1;
         }
@@ -107,7 +112,8 @@ impl HostRecorder {
         let pending = std::mem::take(&mut self.pending);
         if !pending.is_empty() {
             let frozen = Arc::make_mut(&mut self.frozen);
-            for (window, columns) in pending {
+            for (window, packed) in pending {
+                let columns: Columns = packed.iter().map(|(idx, p)| (*idx, p.unpack())).collect();
                 let into = frozen.entry(window).or_default();
                 if into.is_empty() {
                     *into = normalized(columns);
@@ -118,7 +124,8 @@ impl HostRecorder {
         }
         self.pending_points = 0;
         self.frozen_series = self.keys.len();
-        let new_series = (self.saved..self.frozen_series).map(|i| (i as u32, self.keys[i].clone())).collect();
+        let new_series =
+            (self.saved..self.frozen_series).map(|i| (i as u32, SeriesKey::clone(&self.keys[i]))).collect();
         Frozen { new_series, windows: Arc::clone(&self.frozen) }
     }
 
@@ -132,16 +139,14 @@ impl HostRecorder {
     pub fn points(&self, idx: u32, from: i64, to: i64) -> Option<Column> {
         let mut out: Option<Column> = None;
         let first = from.div_euclid(WINDOW_MS) * WINDOW_MS;
-        for windows in [&*self.frozen, &self.pending] {
-            for (_, columns) in windows.range(first..to) {
-                if let Some(col) = columns.get(&idx) {
-                    let mut col = normalize(col.clone());
-                    col.points.retain(|p| p.0 >= from && p.0 < to);
-                    match &mut out {
-                        Some(o) => o.merge(&col),
-                        None => out = Some(col),
-                    }
-                }
+        let frozen = self.frozen.range(first..to).filter_map(|(_, columns)| columns.get(&idx).cloned());
+        let pending = self.pending.range(first..to).filter_map(|(_, packed)| packed.get(&idx).map(Packed::unpack));
+        for col in frozen.chain(pending) {
+            let mut col = normalize(col);
+            col.points.retain(|p| p.0 >= from && p.0 < to);
+            match &mut out {
+                Some(o) => o.merge(&col),
+                None => out = Some(col),
             }
         }
         out
@@ -181,9 +186,9 @@ pub struct Recorder {
 
 impl Recorder {
     /// Registers the series a host already has in storage, by index.
-    pub fn load(&mut self, host: &str, keys: Vec<SeriesKey>) {
+    pub fn load(&mut self, host: &str, keys: Vec<Arc<SeriesKey>>) {
         let h = self.hosts.entry(host.to_owned()).or_default();
-        h.index = keys.iter().enumerate().map(|(i, k)| (k.clone(), i as u32)).collect();
+        h.index = keys.iter().enumerate().map(|(i, k)| (Arc::clone(k), i as u32)).collect();
         h.saved = keys.len();
         h.frozen_series = keys.len();
         h.keys = keys;

@@ -50,6 +50,9 @@ pub struct Store {
     flush_tickets: AtomicU64,
     flushed_through: AtomicU64,
     flushing: tokio::sync::Mutex<()>,
+    /// One checkpoint at a time: two of one host writing their snapshots in the other order
+    /// would store the older twin with the newer one's log truncation.
+    pub(crate) checkpoints: std::sync::Mutex<()>,
 }
 
 fn host_key(id: &str) -> Vec<u8> {
@@ -107,6 +110,7 @@ impl Store {
             flush_tickets: AtomicU64::new(0),
             flushed_through: AtomicU64::new(0),
             flushing: tokio::sync::Mutex::new(()),
+            checkpoints: std::sync::Mutex::new(()),
         })
     }
 
@@ -253,7 +257,7 @@ mod tests {
     fn recover(store: &Store) -> Twin {
         let mut twin = Twin::from_hosts(store.hosts().unwrap());
         for (host, keys) in store.archive.series().unwrap() {
-            twin.history.load(&host, keys);
+            twin.load_history(&host, keys);
         }
         for id in store.logging_hosts().unwrap() {
             checkpoint::replay(&mut twin, store, &id).unwrap();

@@ -37,7 +37,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use twinwatch_common::delta::{DeltaError, DeltaState, Tick};
+use twinwatch_common::intern::KeyInterner;
 use twinwatch_common::message::{Batch, Dropped, Hello, TimeEcho};
+use twinwatch_common::sample::SeriesKey;
 
 use crate::history::recorder::Recorder;
 use crate::twin::claims::{Claim, Claims, REMEMBERED_CONFLICTS};
@@ -79,12 +81,36 @@ pub struct Twin {
     claims: Claims,
     /// Every decoded tick's points, until a checkpoint writes them.
     pub history: Recorder,
+    /// Series keys, one copy each, shared by every host's states and the recorder.
+    keys: KeyInterner,
 }
 
 impl Twin {
     /// Rebuilds the twin from hosts loaded from the store.
     pub fn from_hosts(hosts: impl IntoIterator<Item = HostTwin>) -> Self {
-        Twin { hosts: hosts.into_iter().map(|h| (h.id.clone(), Arc::new(h))).collect(), ..Twin::default() }
+        let mut keys = KeyInterner::default();
+        let hosts = hosts
+            .into_iter()
+            .map(|mut h| {
+                h.state.share_keys(&mut keys);
+                for chain in &mut h.backfill {
+                    chain.state.share_keys(&mut keys);
+                }
+                (h.id.clone(), Arc::new(h))
+            })
+            .collect();
+        Twin { hosts, keys, ..Twin::default() }
+    }
+
+    /// Registers the series host `id` has in storage, by index (see `Recorder::load`).
+    pub fn load_history(&mut self, id: &str, keys: Vec<SeriesKey>) {
+        let keys = keys.iter().map(|k| self.keys.intern(k)).collect();
+        self.history.load(id, keys);
+    }
+
+    /// Distinct series keys held, however many hosts carry each.
+    pub fn distinct_keys(&self) -> usize {
+        self.keys.len()
     }
 
     pub fn endpoints(&self) -> &Endpoints {
@@ -256,16 +282,16 @@ impl Twin {
             host.live_through = 0;
             host.awaiting_keyframe = false;
         }
-        let (endpoints, history) = (&mut self.endpoints, &mut self.history);
+        let (endpoints, history, keys) = (&mut self.endpoints, &mut self.history, &mut self.keys);
         let shift = host.clock.correct(0);
         let mut observe = |state: &DeltaState, tick: &Tick, live: bool| {
             endpoints.observe(agent, state, tick, live);
             history.observe(agent, state, tick, shift);
         };
         let outcome = if incarnation == host.incarnation && seq > host.live_through {
-            live(host, batch, |state, tick| observe(state, tick, true))
+            live(host, batch, keys, |state, tick| observe(state, tick, true))
         } else {
-            backfill(host, batch, |state, tick| observe(state, tick, false))
+            backfill(host, batch, keys, |state, tick| observe(state, tick, false))
         };
         host.retire_chains();
         outcome
@@ -273,7 +299,12 @@ impl Twin {
 }
 
 /// A batch ahead of the live state.
-fn live(host: &mut HostTwin, batch: &Batch, observe: impl FnMut(&DeltaState, &Tick)) -> Outcome {
+fn live(
+    host: &mut HostTwin,
+    batch: &Batch,
+    keys: &mut KeyInterner,
+    observe: impl FnMut(&DeltaState, &Tick),
+) -> Outcome {
     let follows = batch.seq == host.live_through + 1 && !host.awaiting_keyframe && host.state.is_keyframed();
     if !follows && !batch.is_keyframe() {
         let first_ask = !host.awaiting_keyframe;
@@ -300,7 +331,7 @@ fn live(host: &mut HostTwin, batch: &Batch, observe: impl FnMut(&DeltaState, &Ti
             host.keep_chain(behind);
         }
     }
-    match apply_all(&mut host.state, batch, observe) {
+    match apply_all(&mut host.state, batch, keys, observe) {
         Ok(()) => {
             host.live_through = batch.seq;
             host.awaiting_keyframe = false;
@@ -318,7 +349,12 @@ fn live(host: &mut HostTwin, batch: &Batch, observe: impl FnMut(&DeltaState, &Ti
 
 /// A batch behind the live state: decoded by the chain it continues, or starting one if it is a
 /// keyframe.
-fn backfill(host: &mut HostTwin, batch: &Batch, observe: impl FnMut(&DeltaState, &Tick)) -> Outcome {
+fn backfill(
+    host: &mut HostTwin,
+    batch: &Batch,
+    keys: &mut KeyInterner,
+    observe: impl FnMut(&DeltaState, &Tick),
+) -> Outcome {
     let at = host.backfill.iter().position(|c| c.incarnation == batch.incarnation && c.through + 1 == batch.seq);
     let at = match at {
         Some(at) => at,
@@ -335,7 +371,7 @@ fn backfill(host: &mut HostTwin, batch: &Batch, observe: impl FnMut(&DeltaState,
         }
     };
     let chain = &mut host.backfill[at];
-    match apply_all(&mut chain.state, batch, observe) {
+    match apply_all(&mut chain.state, batch, keys, observe) {
         Ok(()) => {
             chain.through = batch.seq;
             host.counters.batches_backfilled += 1;
@@ -355,10 +391,11 @@ fn backfill(host: &mut HostTwin, batch: &Batch, observe: impl FnMut(&DeltaState,
 fn apply_all(
     state: &mut DeltaState,
     batch: &Batch,
+    keys: &mut KeyInterner,
     mut applied: impl FnMut(&DeltaState, &Tick),
 ) -> Result<(), DeltaError> {
     batch.ticks.iter().try_for_each(|tick| {
-        state.apply(tick)?;
+        state.apply_interned(tick, keys)?;
         applied(state, tick);
         Ok(())
     })
