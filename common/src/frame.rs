@@ -21,6 +21,8 @@
 //! [`DICTIONARY`], built into both ends and trained on real batches (`cargo xtask dictionary`
 //! trains a new one). It is part of the protocol: changing it means a new frame flag.
 
+use std::cell::RefCell;
+
 use bincode::{Decode, Encode};
 
 use crate::PROTOCOL_VERSION;
@@ -173,18 +175,42 @@ impl Default for FrameEncoder {
     }
 }
 
-/// Reads frames, reusing one zstd context per flavour (plain, and with [`DICTIONARY`]).
-pub struct FrameDecoder {
-    zstd: zstd::bulk::Decompressor<'static>,
+/// Reads frames. The zstd contexts (plain, and with [`DICTIONARY`]) are kept per thread rather
+/// than per decoder: a decompression context costs about 100 KiB, and an aggregator holding a
+/// thousand sessions would otherwise keep two for each.
+#[derive(Debug, Default)]
+pub struct FrameDecoder;
+
+/// One thread's decompression contexts.
+struct Contexts {
+    plain: zstd::bulk::Decompressor<'static>,
     with_dictionary: zstd::bulk::Decompressor<'static>,
+}
+
+thread_local! {
+    static CONTEXTS: RefCell<Option<Contexts>> = const { RefCell::new(None) };
+}
+
+/// Decompresses `payload` into at most `cap` bytes with this thread's context for the flavour.
+fn decompress(payload: &[u8], cap: usize, dictionary: bool) -> Result<Vec<u8>, FrameError> {
+    let failed = |e: std::io::Error| FrameError::Decompress(e.to_string());
+    CONTEXTS.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let contexts = match &mut *cell {
+            Some(c) => c,
+            None => cell.insert(Contexts {
+                plain: zstd::bulk::Decompressor::new().map_err(failed)?,
+                with_dictionary: zstd::bulk::Decompressor::with_dictionary(DICTIONARY).map_err(failed)?,
+            }),
+        };
+        let zstd = if dictionary { &mut contexts.with_dictionary } else { &mut contexts.plain };
+        zstd.decompress(payload, cap).map_err(failed)
+    })
 }
 
 impl FrameDecoder {
     pub fn new() -> Self {
-        FrameDecoder {
-            zstd: zstd::bulk::Decompressor::new().expect("zstd context"),
-            with_dictionary: zstd::bulk::Decompressor::with_dictionary(DICTIONARY).expect("the built-in dictionary"),
-        }
+        FrameDecoder
     }
 
     /// Splits the first complete frame off `buf`: its header and decompressed payload, and how
@@ -199,8 +225,7 @@ impl FrameDecoder {
         let raw = if header.compressed {
             // Capacity is the declared size, already bounded: a zstd bomb fails here instead of
             // allocating what it claims.
-            let zstd = if header.dictionary { &mut self.with_dictionary } else { &mut self.zstd };
-            let raw = zstd.decompress(payload, header.raw_len).map_err(|e| FrameError::Decompress(e.to_string()))?;
+            let raw = decompress(payload, header.raw_len, header.dictionary)?;
             if raw.len() != header.raw_len {
                 return Err(FrameError::LengthMismatch { declared: header.raw_len, actual: raw.len() });
             }
@@ -209,12 +234,6 @@ impl FrameDecoder {
             payload.to_vec()
         };
         Ok(Some((header, raw, header.frame_len())))
-    }
-}
-
-impl Default for FrameDecoder {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
