@@ -103,49 +103,73 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Delta-of-delta state over a sequence of integers, one value at a time: the first is written
+/// whole, every later one as the change in its delta.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Dod {
+    started: bool,
+    prev: i64,
+    prev_delta: i64,
+}
+
+impl Dod {
+    pub fn put(&mut self, out: &mut Vec<u8>, v: i64) {
+        if self.started {
+            let delta = v.wrapping_sub(self.prev);
+            put_signed(out, delta.wrapping_sub(self.prev_delta));
+            self.prev_delta = delta;
+        } else {
+            put_signed(out, v);
+            self.started = true;
+        }
+        self.prev = v;
+    }
+
+    pub fn read(&mut self, c: &mut Cursor<'_>) -> Result<i64, CodecError> {
+        let v = if self.started {
+            let delta = self.prev_delta.wrapping_add(c.signed()?);
+            self.prev_delta = delta;
+            self.prev.wrapping_add(delta)
+        } else {
+            self.started = true;
+            c.signed()?
+        };
+        self.prev = v;
+        Ok(v)
+    }
+}
+
 /// Delta-of-delta encoding of a sequence of integers (timestamps or integer values).
 pub fn put_dod(out: &mut Vec<u8>, values: impl IntoIterator<Item = i64>) {
-    let (mut prev, mut prev_delta) = (0i64, 0i64);
-    for (i, v) in values.into_iter().enumerate() {
-        match i {
-            0 => put_signed(out, v),
-            _ => {
-                let delta = v.wrapping_sub(prev);
-                put_signed(out, delta.wrapping_sub(prev_delta));
-                prev_delta = delta;
-            }
-        }
-        prev = v;
+    let mut dod = Dod::default();
+    for v in values {
+        dod.put(out, v);
     }
 }
 
 /// Reads `n` values written by [`put_dod`].
 pub fn read_dod(c: &mut Cursor<'_>, n: usize, out: &mut Vec<i64>) -> Result<(), CodecError> {
-    let (mut prev, mut prev_delta) = (0i64, 0i64);
-    for i in 0..n {
-        let v = match i {
-            0 => c.signed()?,
-            _ => {
-                let delta = prev_delta.wrapping_add(c.signed()?);
-                prev_delta = delta;
-                prev.wrapping_add(delta)
-            }
-        };
-        out.push(v);
-        prev = v;
+    let mut dod = Dod::default();
+    for _ in 0..n {
+        out.push(dod.read(c)?);
     }
     Ok(())
 }
 
-/// XOR encoding of float bits: each value against the one before it.
-pub fn put_xor(out: &mut Vec<u8>, values: impl IntoIterator<Item = u64>) {
-    let mut prev = 0u64;
-    for bits in values {
-        let x = bits ^ prev;
-        prev = bits;
+/// XOR state over float bits, one value at a time: each against the one before it, as a header
+/// byte (significant bytes, trailing zero bytes) and the significant bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Xor {
+    prev: u64,
+}
+
+impl Xor {
+    pub fn put(&mut self, out: &mut Vec<u8>, bits: u64) {
+        let x = bits ^ self.prev;
+        self.prev = bits;
         if x == 0 {
             out.push(0);
-            continue;
+            return;
         }
         let trailing = x.trailing_zeros() / 8;
         let significant = 8 - x.leading_zeros() / 8 - trailing;
@@ -153,12 +177,8 @@ pub fn put_xor(out: &mut Vec<u8>, values: impl IntoIterator<Item = u64>) {
         let bytes = (x >> (trailing * 8)).to_le_bytes();
         out.extend_from_slice(&bytes[..significant as usize]);
     }
-}
 
-/// Reads `n` values written by [`put_xor`].
-pub fn read_xor(c: &mut Cursor<'_>, n: usize, out: &mut Vec<u64>) -> Result<(), CodecError> {
-    let mut prev = 0u64;
-    for _ in 0..n {
+    pub fn read(&mut self, c: &mut Cursor<'_>) -> Result<u64, CodecError> {
         let header = c.byte()?;
         if header != 0 {
             let (significant, trailing) = ((header >> 4) as usize, (header & 0x0f) as usize);
@@ -167,9 +187,25 @@ pub fn read_xor(c: &mut Cursor<'_>, n: usize, out: &mut Vec<u64>) -> Result<(), 
             }
             let mut bytes = [0u8; 8];
             bytes[..significant].copy_from_slice(c.take(significant)?);
-            prev ^= u64::from_le_bytes(bytes) << (trailing * 8);
+            self.prev ^= u64::from_le_bytes(bytes) << (trailing * 8);
         }
-        out.push(prev);
+        Ok(self.prev)
+    }
+}
+
+/// XOR encoding of float bits: each value against the one before it.
+pub fn put_xor(out: &mut Vec<u8>, values: impl IntoIterator<Item = u64>) {
+    let mut xor = Xor::default();
+    for bits in values {
+        xor.put(out, bits);
+    }
+}
+
+/// Reads `n` values written by [`put_xor`].
+pub fn read_xor(c: &mut Cursor<'_>, n: usize, out: &mut Vec<u64>) -> Result<(), CodecError> {
+    let mut xor = Xor::default();
+    for _ in 0..n {
+        out.push(xor.read(c)?);
     }
     Ok(())
 }
