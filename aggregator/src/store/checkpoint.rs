@@ -8,7 +8,7 @@
 //! batch the checkpointed twin already holds).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -26,14 +26,25 @@ fn lock(twin: &Mutex<Twin>) -> std::sync::MutexGuard<'_, Twin> {
     twin.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Writes host `id`'s twin and pending history, and truncates its log; queues the points for
-/// `remote` first.
+/// Writes host `id`'s twin and pending history, truncates its log and flushes; queues the points
+/// for `remote` first.
 pub async fn checkpoint(
     twin: &Mutex<Twin>,
     store: &Store,
     remote: Option<&RemoteWrite>,
     id: &str,
 ) -> Result<(), StoreError> {
+    write(twin, store, remote, id)?;
+    store.flush().await
+}
+
+/// [`checkpoint`] without the flush. The twin, the segments and the log truncation go in one
+/// atomic sled batch, so until a flush makes them durable a crash loses all of them together and
+/// the log's replay records the points again; meanwhile queries read them from sled, and the
+/// recorder can forget what it froze.
+fn write(twin: &Mutex<Twin>, store: &Store, remote: Option<&RemoteWrite>, id: &str) -> Result<(), StoreError> {
+    // Taken before the twin lock and never while holding it; nothing here awaits.
+    let _turn = store.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
     let (host, frozen, exported, through) = {
         let mut twin = lock(twin);
         let Some(host) = twin.shared_host(id) else {
@@ -54,7 +65,6 @@ pub async fn checkpoint(
         remote.enqueue(&exported)?;
     }
     store.checkpoint(&host, &frozen, through)?;
-    store.flush().await?;
     if let Some(h) = lock(twin).history.host_mut(id) {
         h.written();
     }
@@ -62,7 +72,7 @@ pub async fn checkpoint(
 }
 
 /// The frozen points as remote write series: `__name__`, `host`, `dc` and the series' labels.
-fn export(id: &str, dc: &str, keys: &[SeriesKey], frozen: &Frozen) -> Vec<SeriesPoints> {
+fn export(id: &str, dc: &str, keys: &[Arc<SeriesKey>], frozen: &Frozen) -> Vec<SeriesPoints> {
     let mut by_series: BTreeMap<u32, Vec<(i64, f64)>> = BTreeMap::new();
     for columns in frozen.windows.values() {
         for (idx, col) in columns {
@@ -152,9 +162,11 @@ pub async fn pass(twin: &Mutex<Twin>, store: &Store, remote: Option<&RemoteWrite
             .map(|h| h.id.clone())
             .collect()
     };
+    // One flush for the whole pass: a thousand hosts cost one fsync, not a thousand.
     for id in ids {
-        checkpoint(twin, store, remote, &id).await?;
+        write(twin, store, remote, &id)?;
     }
+    store.flush().await?;
     let now = now_ms();
     let compacted = store.archive.compact(now)?;
     let expired = store.archive.expire(now)?;
