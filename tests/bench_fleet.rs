@@ -11,9 +11,14 @@
 //!   acknowledged in the same second, median and p99 over the seconds; its share of one core;
 //! - resident memory, anonymous and file-backed, at the start and end, and its slope (least
 //!   squares, MiB per minute);
-//! - API latency of the readers' answers (hosts, one host, endpoints, history, `/metrics`),
-//!   median and p99;
+//! - API latency of the readers' answers (hosts, one host, endpoints, history), median and p99,
+//!   and of a `/metrics` scrape every 15 s;
+//! - sample to API: how old a host's newest sample was when an answer first showed it;
 //! - the load generator's own CPU, since it shares the machine.
+//!
+//! With `--memory-limit-mib N` the aggregator runs in a cgroup (v1 memory controller) of that
+//! limit, page cache included, as on a VM of that size; the report gives the cgroup's peak and
+//! how often it hit the limit, and a killed aggregator fails the run.
 //!
 //! Then (unless `--no-restart`) the aggregator is killed (`kill -9`) and restarted: how long until
 //! every agent is back, the most handshakes in flight at once, and, once the fleet has drained,
@@ -46,6 +51,38 @@ fn rss_split(pid: i32) -> (u64, u64) {
     (kb("RssAnon:"), kb("RssFile:") + kb("RssShmem:"))
 }
 
+/// A v1 memory cgroup holding the aggregator, removed on drop.
+struct MemoryLimit(std::path::PathBuf);
+
+impl MemoryLimit {
+    fn new(mib: usize) -> MemoryLimit {
+        let dir = std::path::PathBuf::from(format!("/sys/fs/cgroup/memory/twinwatch-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a memory cgroup (needs root and the v1 memory controller)");
+        std::fs::write(dir.join("memory.limit_in_bytes"), format!("{}", mib << 20)).expect("memory limit");
+        MemoryLimit(dir)
+    }
+
+    fn hold(&self, pid: i32) {
+        std::fs::write(self.0.join("cgroup.procs"), pid.to_string()).expect("move into the cgroup");
+    }
+
+    /// Processes the kernel killed for want of memory in the cgroup.
+    fn oom_kills(&self) -> u64 {
+        let control = std::fs::read_to_string(self.0.join("memory.oom_control")).unwrap_or_default();
+        control.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    }
+
+    fn read(&self, file: &str) -> u64 {
+        std::fs::read_to_string(self.0.join(file)).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    }
+}
+
+impl Drop for MemoryLimit {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -73,6 +110,11 @@ fn main() {
     let restart = !std::env::args().any(|a| a == "--no-restart");
     let dir = TempDir::new("bench-fleet");
     let mut agg = Aggregator::start(dir.path());
+    let limit = (arg("--memory-limit-mib", 0) > 0).then(|| MemoryLimit::new(arg("--memory-limit-mib", 0)));
+    if let Some(l) = &limit {
+        l.hold(agg.proc.as_ref().expect("running").pid());
+    }
+    let idle_rss = rss_split(agg.proc.as_ref().expect("running").pid());
     let config = FleetConfig::new(agents);
     let values_per_batch = 500 + config.probes as u64 * 10;
     let started = Instant::now();
@@ -88,6 +130,8 @@ fn main() {
     let readers = Readers::start(&agg, &ids, readers_n);
     std::thread::sleep(Duration::from_secs(warmup as u64));
     let _ = readers.take_latencies();
+    let _ = readers.take_visibility();
+    let _ = readers.take_scrapes();
 
     let pid = agg.proc.as_ref().expect("running").pid();
     let me = std::process::id() as i32;
@@ -119,6 +163,8 @@ fn main() {
         (cpu, my_cpu, acked) = (c, m, a);
     }
     let latencies = readers.take_latencies();
+    let visible = readers.take_visibility();
+    let scrapes = readers.take_scrapes();
     per_value_us.sort_by(f64::total_cmp);
     let values_per_s = fleet.counters.values.load(Relaxed) as f64 / started.elapsed().as_secs_f64();
     let mib_per_min = slope(&times, &rss) * 60.0;
@@ -130,9 +176,13 @@ fn main() {
         "ingest_us_per_value": { "median": median(per_value_us.clone()), "p99": percentile(&per_value_us, 0.99) },
         "aggregator_core_share": { "median": median(core_share.clone()), "max": core_share.iter().cloned().fold(0.0, f64::max) },
         "rss_mib": { "start": rss.first(), "end": rss.last(), "max": rss.iter().cloned().fold(0.0, f64::max), "slope_mib_per_min": mib_per_min },
+        "rss_idle_mib": (idle_rss.0 + idle_rss.1) as f64 / (1 << 20) as f64,
+        "rss_per_agent_kib": (rss.last().copied().unwrap_or(0.0) - (idle_rss.0 + idle_rss.1) as f64 / (1 << 20) as f64) * 1024.0 / agents as f64,
         "rss_anon_mib_end": anon.last(),
         "rss_file_mib_end": file.last(),
         "api": { "answers": latencies.len(), "median_ms": percentile(&latencies, 0.5), "p99_ms": percentile(&latencies, 0.99), "readers": readers_n },
+        "metrics_scrape_ms": { "scrapes": scrapes.len(), "median": percentile(&scrapes, 0.5), "max": scrapes.last() },
+        "sample_to_api_ms": { "seen": visible.len(), "median": percentile(&visible, 0.5), "p99": percentile(&visible, 0.99) },
         "loadgen_core_share": loadgen_ns as f64 / 1e9 / seconds as f64,
         "values_per_second_offered": values_per_s,
     });
@@ -143,6 +193,9 @@ fn main() {
         agg.proc.as_mut().expect("running").kill9();
         let connects = fleet.counters.connects.load(Relaxed);
         agg.restart();
+        if let Some(l) = &limit {
+            l.hold(agg.proc.as_ref().expect("running").pid());
+        }
         let ready = Instant::now();
         wait_for("every agent back", Duration::from_secs(600), || {
             let back = fleet.counters.connects.load(Relaxed) >= connects + agents as u64;
@@ -174,6 +227,15 @@ fn main() {
         println!("{}", serde_json::to_string_pretty(&report["restart"]).expect("json"));
     }
     let _ = readers.stop();
+    if let Some(l) = &limit {
+        assert_eq!(l.oom_kills(), 0, "the aggregator was killed under the limit");
+        report["memory_limit"] = json!({
+            "limit_mib": arg("--memory-limit-mib", 0),
+            "peak_mib": l.read("memory.max_usage_in_bytes") as f64 / (1 << 20) as f64,
+            "times_at_limit": l.read("memory.failcnt"),
+        });
+        println!("{}", serde_json::to_string_pretty(&report["memory_limit"]).expect("json"));
+    }
     let out = report_dir().join("fleet.json");
     std::fs::write(&out, serde_json::to_string_pretty(&report).expect("json")).expect("report");
     println!("fleet: report in {}", out.display());

@@ -30,7 +30,12 @@ fn target_dir() -> PathBuf {
 }
 
 /// Path to a workspace binary, building the binaries once if they are not there yet.
+/// `TWINWATCH_TEST_BIN_DIR` names another directory to take them from, unbuilt (e.g. a build
+/// with symbols, to profile the aggregator under a benchmark's load).
 pub fn bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("TWINWATCH_TEST_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
     static BUILD: std::sync::Once = std::sync::Once::new();
     let path = target_dir().join(name);
     BUILD.call_once(|| {
