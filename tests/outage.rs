@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use twinwatch_common::time::parse_rfc3339;
 use twinwatch_tests::{start_agent, wait_for, Aggregator, Proc, TempDir};
 
 /// The value of `key=N` in a log line.
@@ -22,10 +22,11 @@ fn lines_with(log: &str, text: &str) -> Vec<String> {
     log.lines().filter(|l| l.contains(text)).map(str::to_owned).collect()
 }
 
-/// A log line's timestamp (the subscriber writes RFC 3339 first).
-fn stamp(line: &str) -> OffsetDateTime {
+/// A log line's timestamp in seconds since the epoch, to the millisecond (the subscriber writes
+/// RFC 3339 first).
+fn stamp(line: &str) -> f64 {
     let first = line.split_whitespace().next().unwrap_or_default();
-    OffsetDateTime::parse(first, &Rfc3339).unwrap_or_else(|e| panic!("no timestamp in {line:?}: {e}"))
+    parse_rfc3339(first).unwrap_or_else(|| panic!("no timestamp in {line:?}")) as f64 / 1000.0
 }
 
 /// The one run of stored sequence numbers `1..=n` of the host's only incarnation, with the
@@ -218,11 +219,11 @@ fn a_restarted_aggregator_is_found_again_within_a_fraction_of_a_second() {
             let connected = lines_with(&text, "agent connected").first().cloned()?;
             Some((stamp(&listening), stamp(&connected)))
         });
-        let took = (connected - listening).as_seconds_f64();
+        let took = connected - listening;
         // When the agent learnt that its connection was gone.
         let text = agent.log_text();
         let interrupted = text.lines().skip(seen).find(|l| l.contains("shipping interrupted"));
-        let noticed = interrupted.map(|l| (stamp(l) - listening).as_seconds_f64());
+        let noticed = interrupted.map(|l| stamp(l) - listening);
         figures.push((how, down, took, noticed));
         let why = interrupted.and_then(|l| l.split("shipping interrupted: ").nth(1)).unwrap_or_default();
         eprintln!("{how}, {down} s down: reconnected {took:.3} s after the aggregator listened; {why}");

@@ -18,8 +18,9 @@ pub fn rfc3339(ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-/// Parses an RFC 3339 timestamp (`Z` or `±hh:mm` offset, optional fraction) into milliseconds
-/// since the Unix epoch.
+/// Parses an RFC 3339 timestamp (`Z` or `±hh:mm` offset, optional fraction of any length,
+/// truncated to the millisecond) into milliseconds since the Unix epoch. tracing-subscriber's
+/// log lines carry microseconds.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     if b.len() < 20
@@ -31,9 +32,9 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     {
         return None;
     }
-    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let n = |r: std::ops::Range<usize>| digits(s, r);
     let (y, mo, d, h, mi, se) = (n(0..4)?, n(5..7)?, n(8..10)?, n(11..13)?, n(14..16)?, n(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || se > 60 {
         return None;
     }
     let mut rest = &s[19..];
@@ -52,12 +53,31 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         // `get`, not indexing: the bytes may be any UTF-8, and a slice inside a character panics.
         _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) && rest.get(3..4) == Some(":") => {
             let sign = if rest.starts_with('-') { -1 } else { 1 };
-            sign * (rest.get(1..3)?.parse::<i64>().ok()? * 60 + rest.get(4..6)?.parse::<i64>().ok()?)
+            sign * (digits(rest, 1..3)? * 60 + digits(rest, 4..6)?)
         }
         _ => return None,
     };
     let days = days_from_civil(y, mo, d);
     Some(((days * 86_400 + h * 3600 + mi * 60 + se) - offset_min * 60) * 1000 + millis)
+}
+
+/// The number written in `s[r]`, which must be ASCII digits only (no sign, no space).
+fn digits(s: &str, r: std::ops::Range<usize>) -> Option<i64> {
+    let field = s.get(r)?;
+    if field.bytes().all(|b| b.is_ascii_digit()) {
+        field.parse().ok()
+    } else {
+        None
+    }
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 // Howard Hinnant's algorithms for the proleptic Gregorian calendar.
@@ -108,6 +128,14 @@ mod tests {
     }
 
     #[test]
+    fn fractions_longer_than_milliseconds_are_truncated() {
+        // As tracing-subscriber writes its log lines' times.
+        assert_eq!(parse_rfc3339("2026-11-22T07:20:00.123456Z"), Some(1_795_332_000_123));
+        assert_eq!(parse_rfc3339("2026-11-22T07:20:00.999999999Z"), Some(1_795_332_000_999));
+        assert_eq!(parse_rfc3339("2026-11-22T09:20:00.000999+02:00"), Some(1_795_332_000_000));
+    }
+
+    #[test]
     fn parse_round_trips_and_offsets() {
         for ms in [0, 951_782_400_123, 1_795_332_000_000, 4_102_444_800_000] {
             assert_eq!(parse_rfc3339(&rfc3339(ms)), Some(ms));
@@ -115,6 +143,17 @@ mod tests {
         assert_eq!(parse_rfc3339("2026-11-22T09:20:00+02:00"), Some(1_795_332_000_000));
         assert_eq!(parse_rfc3339("2026-11-22T07:20:00.5Z"), Some(1_795_332_000_500));
         assert_eq!(parse_rfc3339("2026-13-22T07:20:00Z"), None);
+        assert_eq!(parse_rfc3339("2026-11-22T07:20:00.Z"), None);
         assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn dates_that_do_not_exist_and_signs_in_fields_are_refused() {
+        assert_eq!(parse_rfc3339("2026-02-29T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("2026-04-31T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("2028-02-29T00:00:00Z"), Some(1_835_395_200_000));
+        assert_eq!(parse_rfc3339("2100-02-29T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("2026-+1-22T07:20:00Z"), None);
+        assert_eq!(parse_rfc3339("2026-11-22T07:20:00++1:00"), None);
     }
 }

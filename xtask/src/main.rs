@@ -15,10 +15,14 @@
 //! - `cargo xtask fuzz [--seconds N]`: run each fuzz target in `fuzz/` for N seconds (default 60),
 //!   installing nightly and cargo-fuzz first if they are missing; see `fuzz.rs`.
 //! - `cargo xtask fuzz-corpus`: sample this host and rewrite the fuzzers' seeds, `fuzz/corpus/`.
+//! - `cargo xtask audit [--refresh DB]`: the locked dependencies against the RustSec advisories
+//!   vendored in `xtask/advisories/`, offline; `--refresh` copies them again from a database
+//!   checkout. `test` runs it first. See `audit.rs`.
 
 use std::path::PathBuf;
 use std::process::{exit, Command};
 
+mod audit;
 mod dist;
 mod fuzz;
 
@@ -32,6 +36,7 @@ fn main() {
         Some("dictionary") => dictionary(),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("fuzz-corpus") => fuzz::corpus(),
+        Some("audit") => audit::audit(&args[1..]),
         _ => {
             eprintln!("usage: cargo xtask quickstart [--data-dir DIR] [--http-port P] [--quic-port Q]");
             eprintln!("       cargo xtask test [extra cargo test args]");
@@ -40,6 +45,7 @@ fn main() {
             eprintln!("       cargo xtask dictionary");
             eprintln!("       cargo xtask fuzz [--seconds N]");
             eprintln!("       cargo xtask fuzz-corpus");
+            eprintln!("       cargo xtask audit [--refresh PATH-TO-ADVISORY-DB]");
             exit(2);
         }
     };
@@ -154,6 +160,8 @@ fn quickstart(args: &[String]) -> Result<(), String> {
 }
 
 fn test(args: &[String]) -> Result<(), String> {
+    // Reads two files and builds nothing: a known advisory fails the run before any build.
+    audit::audit(&[])?;
     ensure_apt_packages(APT_PACKAGES)?;
     // End-to-end tests start the real binaries: build them first, and the release artefacts the
     // packaging tests install and run.
