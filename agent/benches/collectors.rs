@@ -3,16 +3,17 @@
 //!
 //! Per sample: CPU time of the whole process (`CLOCK_PROCESS_CPUTIME_ID`, so the filesystem
 //! collector's statvfs thread counts), median and p99, and heap allocations and bytes (a counting
-//! global allocator around the system one). Each case runs back to back after a warm-up, so the
-//! kernel's share (generating /proc text, statvfs) is in every column alike.
+//! global allocator around the system one). The three take turns, one sample each, 201 ms apart,
+//! as the agent samples (once a second, caches cold): sysinfo also reads /proc/stat again only
+//! after 200 ms. The kernel's share (generating /proc text, statvfs) is in every column alike.
 //!
 //! Not like for like everywhere, and the table says where: the crates fill their own structs,
 //! while ours also builds the series (names and labels) the agent ships; `sysinfo` keeps less of
 //! some sources (CPU usage only, nine /proc/meminfo fields) and more of others (addresses of
 //! network interfaces). Results also go to `target/bench/collectors.json`.
 //!
-//! Run: `cargo bench -p twinwatch-agent --bench collectors [-- --case-seconds N]` (default 2 s per
-//! source; CPU takes 20 s, paced for sysinfo); `cargo xtask bench` runs it after the end-to-end benchmarks.
+//! Run: `cargo bench -p twinwatch-agent --bench collectors [-- --rounds N]` (default 100 samples of
+//! each, about 3 minutes); `cargo xtask bench` runs it after the end-to-end benchmarks.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashSet;
@@ -68,6 +69,9 @@ fn process_cpu() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// Between rounds: the agent's tick is a second; sysinfo wants 200 ms between CPU readings.
+const PAUSE: Duration = Duration::from_millis(201);
+
 /// One implementation's figures for one source.
 struct Figures {
     samples: usize,
@@ -95,19 +99,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// Runs the three implementations of one source in turn, one sample each, for `budget` (at least
-/// 200 and at most 20,000 rounds) after 50 warm-up rounds. Taking turns puts each under the same
-/// host (processes coming and going, other work) rather than one after another.
-fn measure(budget: Duration, samplers: [&mut dyn FnMut(); 3]) -> [Figures; 3] {
-    measure_paced(budget, None, samplers)
-}
-
-/// [`measure`], with `pause` between rounds (outside the measured calls) and then 100 rounds
-/// whatever the budget: sysinfo reads /proc/stat again only after 200 ms, and returns its last
-/// figures without reading when asked sooner.
-fn measure_paced(budget: Duration, pause: Option<Duration>, samplers: [&mut dyn FnMut(); 3]) -> [Figures; 3] {
+/// Runs the three implementations of one source in turn, one sample each, `rounds` times after 10
+/// warm-up rounds, pausing [`PAUSE`] between rounds (outside the measured calls). Taking turns
+/// puts each under the same host (processes coming and going, other work), and each round starts
+/// with the next of the three: the first call after a pause finds colder caches.
+fn measure(rounds: usize, samplers: [&mut dyn FnMut(); 3]) -> [Figures; 3] {
     let mut samplers = samplers;
-    for _ in 0..50 {
+    for _ in 0..10 {
         for sample in samplers.iter_mut() {
             sample();
         }
@@ -116,17 +114,10 @@ fn measure_paced(budget: Duration, pause: Option<Duration>, samplers: [&mut dyn 
     let mut wall: [Vec<f64>; 3] = Default::default();
     let mut allocs = [0u64; 3];
     let mut bytes = [0u64; 3];
-    let started = Instant::now();
-    let mut rounds = 0;
-    let enough = |rounds: usize| match pause {
-        Some(_) => rounds >= 100,
-        None => rounds >= 20_000 || (rounds >= 200 && started.elapsed() >= budget),
-    };
-    while !enough(rounds) {
-        if let Some(pause) = pause {
-            std::thread::sleep(pause);
-        }
-        for (i, sample) in samplers.iter_mut().enumerate() {
+    for round in 0..rounds {
+        std::thread::sleep(PAUSE);
+        for i in (0..3).map(|k| (k + round) % 3) {
+            let sample = &mut samplers[i];
             let (a, b) = (ALLOCS.load(Ordering::Relaxed), BYTES.load(Ordering::Relaxed));
             let (c, w) = (process_cpu(), Instant::now());
             sample();
@@ -135,7 +126,6 @@ fn measure_paced(budget: Duration, pause: Option<Duration>, samplers: [&mut dyn 
             allocs[i] += ALLOCS.load(Ordering::Relaxed) - a;
             bytes[i] += BYTES.load(Ordering::Relaxed) - b;
         }
-        rounds += 1;
     }
     std::array::from_fn(|i| {
         cpu[i].sort_by(f64::total_cmp);
@@ -182,10 +172,9 @@ impl Case {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`, and `cargo xtask bench` its `--seconds`, both ignored here.
-    let seconds: f64 =
-        std::env::args().skip_while(|a| a != "--case-seconds").nth(1).and_then(|s| s.parse().ok()).unwrap_or(2.0);
-    let budget = Duration::from_secs_f64(seconds.max(0.1));
+    // `cargo bench` passes `--bench`, and `cargo xtask bench` its `--seconds`: both ignored here.
+    let rounds: usize =
+        std::env::args().skip_while(|a| a != "--rounds").nth(1).and_then(|s| s.parse().ok()).unwrap_or(100).max(2);
     let mut out: Vec<Metric> = Vec::with_capacity(512);
     let mut cases = Vec::new();
 
@@ -201,10 +190,9 @@ fn main() {
     cases.push(Case::new(
         "cpu",
         "/proc/stat",
-        "sysinfo keeps a usage ratio per core, not the ten mode counters; 100 rounds 201 ms apart",
-        measure_paced(
-            budget,
-            Some(Duration::from_millis(201)),
+        "sysinfo keeps a usage ratio per core, not the ten mode counters",
+        measure(
+            rounds,
             [
                 &mut || ours_sample(&mut *c, &mut out),
                 &mut || {
@@ -224,7 +212,7 @@ fn main() {
         "/proc/meminfo",
         "sysinfo keeps 9 of the ~55 fields",
         measure(
-            budget,
+            rounds,
             [
                 &mut || ours_sample(&mut *c, &mut out),
                 &mut || {
@@ -244,7 +232,7 @@ fn main() {
         "/proc/loadavg",
         "the same three numbers",
         measure(
-            budget,
+            rounds,
             [
                 &mut || ours_sample(&mut *c, &mut out),
                 &mut || {
@@ -263,7 +251,7 @@ fn main() {
         "/proc/net/dev",
         "sysinfo reads 6 counters, speed, MTU and state per interface from /sys/class/net, and the addresses",
         measure(
-            budget,
+            rounds,
             [
                 &mut || ours_sample(&mut *c, &mut out),
                 &mut || {
@@ -284,7 +272,7 @@ fn main() {
         "/proc/diskstats",
         "sysinfo: bytes read and written of mounted disks only, after reading the mount table again",
         measure(
-            budget,
+            rounds,
             [
                 &mut || ours_sample(&mut *c, &mut out),
                 &mut || {
@@ -323,7 +311,7 @@ fn main() {
         "filesystems",
         "/proc/self/mounts + statvfs",
         note,
-        measure(budget, [&mut || ours_sample(&mut *c, &mut out), &mut procfs_filesystems, &mut sysinfo_filesystems]),
+        measure(rounds, [&mut || ours_sample(&mut *c, &mut out), &mut procfs_filesystems, &mut sysinfo_filesystems]),
     ));
     // Our parser with statvfs inline: what the watchdog thread costs, and our mount parsing
     // against procfs's on equal terms.
@@ -333,7 +321,7 @@ fn main() {
         "/proc/self/mounts + statvfs",
         "ours: the same parser and statvfs on the calling thread, as procfs's row does",
         measure(
-            budget,
+            rounds,
             [
                 &mut || {
                     text.clear();
@@ -356,7 +344,7 @@ fn main() {
         "/proc/[pid]/stat",
         "the crates keep every process; ours keeps counts by state and the top 5 by CPU and by memory",
         measure(
-            budget,
+            rounds,
             [
                 &mut || ours_sample(&mut *c, &mut out),
                 &mut || {
@@ -377,7 +365,7 @@ fn main() {
         ),
     ));
 
-    report(&cases, seconds);
+    report(&cases, rounds);
 }
 
 fn load_average() -> String {
@@ -389,7 +377,7 @@ fn load_average() -> String {
         .join(" ")
 }
 
-fn report(cases: &[Case], seconds: f64) {
+fn report(cases: &[Case], rounds: usize) {
     let load = load_average();
     println!("load average after the run: {load}");
     println!(
@@ -415,7 +403,8 @@ fn report(cases: &[Case], seconds: f64) {
         );
     }
     let report = json!({
-        "seconds_per_case": seconds,
+        "samples_each": rounds,
+        "pause_ms": PAUSE.as_millis() as u64,
         "load_average_after": load,
         "processes_on_host": std::fs::read_dir("/proc").map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit())).count()).unwrap_or(0),
         "sources": cases.iter().map(|c| json!({
