@@ -173,6 +173,7 @@ impl Case {
 
 fn main() {
     // `cargo bench` passes `--bench`, and `cargo xtask bench` its `--seconds`: both ignored here.
+    let load_before = load_average();
     let rounds: usize =
         std::env::args().skip_while(|a| a != "--rounds").nth(1).and_then(|s| s.parse().ok()).unwrap_or(100).max(2);
     let mut out: Vec<Metric> = Vec::with_capacity(512);
@@ -365,7 +366,7 @@ fn main() {
         ),
     ));
 
-    report(&cases, rounds);
+    report(&cases, rounds, &load_before);
 }
 
 fn load_average() -> String {
@@ -377,9 +378,9 @@ fn load_average() -> String {
         .join(" ")
 }
 
-fn report(cases: &[Case], rounds: usize) {
+fn report(cases: &[Case], rounds: usize, load_before: &str) {
     let load = load_average();
-    println!("load average after the run: {load}");
+    println!("load average before the run: {load_before}; after: {load}");
     println!(
         "{:<25} {:>24} {:>24} {:>24} {:>14}",
         "source", "ours µs (p99) allocs", "procfs µs (p99) allocs", "sysinfo µs (p99) allocs", "procfs/sysinfo"
@@ -405,6 +406,7 @@ fn report(cases: &[Case], rounds: usize) {
     let report = json!({
         "samples_each": rounds,
         "pause_ms": PAUSE.as_millis() as u64,
+        "load_average_before": load_before,
         "load_average_after": load,
         "processes_on_host": std::fs::read_dir("/proc").map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit())).count()).unwrap_or(0),
         "sources": cases.iter().map(|c| json!({
