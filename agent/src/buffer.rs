@@ -20,6 +20,10 @@
 //! restarts. On disk a batch is `ticks: u32 LE ‖ ts_ms: i64 LE ‖ flags: u8 ‖ frame`, the frame
 //! exactly what goes on the wire.
 
+mod cap;
+mod lanes;
+mod record;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -28,22 +32,10 @@ use std::time::{Duration, Instant};
 
 use twinwatch_common::message::Dropped;
 
-pub type Key = [u8; 16];
-
-pub fn key(incarnation: u64, seq: u64) -> Key {
-    let mut k = [0; 16];
-    k[..8].copy_from_slice(&incarnation.to_be_bytes());
-    k[8..].copy_from_slice(&seq.to_be_bytes());
-    k
-}
-
-pub fn split_key(k: &[u8]) -> (u64, u64) {
-    let mut inc = [0; 8];
-    let mut seq = [0; 8];
-    inc.copy_from_slice(&k[..8]);
-    seq.copy_from_slice(&k[8..16]);
-    (u64::from_be_bytes(inc), u64::from_be_bytes(seq))
-}
+pub use lanes::Lane;
+use lanes::Session;
+use record::{decode_drop, to_key, META_LEN};
+pub use record::{key, split_key, Key, Meta};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BufferError {
@@ -51,41 +43,6 @@ pub enum BufferError {
     Open { path: PathBuf, source: sled::Error },
     #[error("buffer: {0}")]
     Sled(#[from] sled::Error),
-}
-
-/// What the buffer knows of a batch besides its frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Meta {
-    /// Host samples (ticks) in the batch.
-    pub ticks: u32,
-    /// Agent clock of its (first) tick.
-    pub ts_ms: i64,
-    /// Whether it starts with a keyframe, so decoding can start at it.
-    pub keyframe: bool,
-}
-
-const META_LEN: usize = 13;
-
-impl Meta {
-    fn encode(&self, frame: &[u8]) -> Vec<u8> {
-        let mut v = Vec::with_capacity(META_LEN + frame.len());
-        v.extend_from_slice(&self.ticks.to_le_bytes());
-        v.extend_from_slice(&self.ts_ms.to_le_bytes());
-        v.push(self.keyframe as u8);
-        v.extend_from_slice(frame);
-        v
-    }
-
-    fn decode(v: &[u8]) -> Meta {
-        if v.len() < META_LEN {
-            return Meta { ticks: 0, ts_ms: 0, keyframe: false };
-        }
-        Meta {
-            ticks: u32::from_le_bytes(v[..4].try_into().expect("4 bytes")),
-            ts_ms: i64::from_le_bytes(v[4..12].try_into().expect("8 bytes")),
-            keyframe: v[12] == 1,
-        }
-    }
 }
 
 /// Running totals of what the buffer did.
@@ -98,29 +55,10 @@ pub struct Totals {
     pub spilled_bytes: u64,
 }
 
-/// Which lane a batch went out on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lane {
-    Live,
-    Backlog,
-}
-
 struct Entry {
     meta: Meta,
     frame: Vec<u8>,
     born: Instant,
-}
-
-/// The lanes of one connection.
-#[derive(Debug, Default)]
-struct Session {
-    /// First live batch: the first keyframe pushed during the session, or the first batch at all
-    /// if the buffer was empty when it began (the aggregator already follows the sequence).
-    live_from: Option<Key>,
-    any_batch_opens: bool,
-    live_sent: Option<Key>,
-    backlog_sent: Option<Key>,
-    drops_sent: BTreeSet<Key>,
 }
 
 #[derive(Default)]
@@ -156,26 +94,6 @@ pub struct Buffer {
 
 const INCARNATION: &[u8] = b"incarnation";
 
-fn encode_drop(d: &Dropped) -> Vec<u8> {
-    let mut v = Vec::with_capacity(48);
-    for x in [d.incarnation, d.first_seq, d.last_seq, d.ticks, d.from_ms as u64, d.to_ms as u64] {
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v
-}
-
-fn decode_drop(v: &[u8]) -> Option<Dropped> {
-    let f = |i: usize| v.get(i * 8..i * 8 + 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
-    Some(Dropped {
-        incarnation: f(0)?,
-        first_seq: f(1)?,
-        last_seq: f(2)?,
-        ticks: f(3)?,
-        from_ms: f(4)? as i64,
-        to_ms: f(5)? as i64,
-    })
-}
-
 /// A sled batch removing every acknowledged batch still on disk; forgets them.
 fn removals(inner: &mut Inner) -> sled::Batch {
     let mut batch = sled::Batch::default();
@@ -183,12 +101,6 @@ fn removals(inner: &mut Inner) -> sled::Batch {
         batch.remove(k.as_slice());
     }
     batch
-}
-
-fn to_key(k: &[u8]) -> Key {
-    let mut key = [0; 16];
-    key.copy_from_slice(&k[..16]);
-    key
 }
 
 impl Buffer {
@@ -346,181 +258,6 @@ impl Buffer {
         }
         Ok(self.batches.get(k)?.map(|v| Meta::decode(&v)))
     }
-
-    /// Drops oldest segments until under the cap. A segment is the oldest batch and those after
-    /// it up to the next keyframe of the same incarnation. One with a batch in flight is left
-    /// for now; with no keyframe after the oldest batch, one is asked for.
-    fn keep_cap(&self, inner: &mut Inner) -> Result<(), BufferError> {
-        while inner.mem_bytes + inner.disk_bytes > self.cap {
-            let Some(first) = self.first_from(inner, Bound::Unbounded, None)? else {
-                return Ok(());
-            };
-            let (incarnation, _) = split_key(&first);
-            let mut segment = vec![first];
-            let mut at = first;
-            let ends = loop {
-                let Some(next) = self.first_from(inner, Bound::Excluded(at), None)? else {
-                    break false;
-                };
-                if split_key(&next).0 != incarnation || self.meta(inner, &next)?.is_some_and(|m| m.keyframe) {
-                    break true;
-                }
-                segment.push(next);
-                at = next;
-            };
-            if !ends {
-                inner.want_keyframe = true;
-                return Ok(());
-            }
-            if segment.iter().any(|k| inner.in_flight.contains(k)) {
-                return Ok(());
-            }
-            self.drop_segment(inner, &segment)?;
-        }
-        Ok(())
-    }
-
-    fn drop_segment(&self, inner: &mut Inner, segment: &[Key]) -> Result<(), BufferError> {
-        let mut disk = sled::Batch::default();
-        let mut reports: Vec<Dropped> = Vec::new();
-        for k in segment {
-            let (incarnation, seq) = split_key(k);
-            let meta = match inner.mem.remove(k) {
-                Some(e) => {
-                    inner.mem_bytes -= (META_LEN + e.frame.len()) as u64;
-                    e.meta
-                }
-                None => {
-                    let Some(v) = self.batches.get(k)? else { continue };
-                    disk.remove(k.as_slice());
-                    inner.disk_bytes -= v.len() as u64;
-                    inner.disk_count -= 1;
-                    Meta::decode(&v)
-                }
-            };
-            inner.totals.dropped_batches += 1;
-            inner.totals.dropped_ticks += meta.ticks as u64;
-            match reports.last_mut() {
-                Some(r) if r.incarnation == incarnation && r.last_seq + 1 == seq => {
-                    r.last_seq = seq;
-                    r.ticks += meta.ticks as u64;
-                    r.to_ms = meta.ts_ms;
-                }
-                _ => reports.push(Dropped {
-                    incarnation,
-                    first_seq: seq,
-                    last_seq: seq,
-                    ticks: meta.ticks as u64,
-                    from_ms: meta.ts_ms,
-                    to_ms: meta.ts_ms,
-                }),
-            }
-        }
-        let mut recorded = sled::Batch::default();
-        for r in &reports {
-            let k = key(r.incarnation, r.first_seq);
-            recorded.insert(k.as_slice(), encode_drop(r));
-            inner.drops.insert(k, *r);
-            tracing::warn!(
-                incarnation = r.incarnation,
-                first = r.first_seq,
-                last = r.last_seq,
-                ticks = r.ticks,
-                "buffer full: dropped the oldest samples"
-            );
-        }
-        self.batches.apply_batch(disk)?;
-        self.drops.apply_batch(recorded)?;
-        Ok(())
-    }
-
-    /// Whether the cap wants a keyframe soon (taken: it reads once as true).
-    pub fn take_keyframe_wish(&self) -> bool {
-        std::mem::take(&mut self.inner().want_keyframe)
-    }
-
-    /// A connection is up: everything buffered so far is backlog; the first keyframe pushed from
-    /// now on opens the live lane. Nothing is in flight yet. With nothing buffered, the next batch
-    /// opens it whatever it is, and no keyframe is needed. Returns how many batches are backlog
-    /// (so a keyframe is needed unless 0).
-    pub fn begin_session(&self) -> u64 {
-        let mut inner = self.inner();
-        inner.in_flight.clear();
-        let backlog = inner.mem.len() as u64 + inner.disk_count;
-        inner.session = Some(Session { any_batch_opens: backlog == 0, ..Session::default() });
-        backlog
-    }
-
-    /// Whether this session's live lane has sent its first batch: from then on the aggregator
-    /// is current, and the backlog may follow.
-    pub fn live_opened(&self) -> bool {
-        self.inner().session.as_ref().is_some_and(|s| s.live_sent.is_some())
-    }
-
-    /// The connection is gone: whatever was in flight will be sent again.
-    pub fn end_session(&self) {
-        let mut inner = self.inner();
-        inner.in_flight.clear();
-        inner.session = None;
-    }
-
-    /// The next batch to send: live first, else (when `backlog_allowed`) the oldest unsent
-    /// backlog batch. Marks it in flight.
-    pub fn next(&self, backlog_allowed: bool) -> Result<Option<(Key, Vec<u8>, Lane)>, BufferError> {
-        let mut inner = self.inner();
-        let Some(session) = inner.session.as_ref() else {
-            return Ok(None);
-        };
-        let (live_from, live_sent, backlog_sent) = (session.live_from, session.live_sent, session.backlog_sent);
-        let mut found = None;
-        if let Some(from) = live_from {
-            let start = live_sent.map_or(Bound::Included(from), Bound::Excluded);
-            if let Some(k) = self.first_from(&inner, start, None)? {
-                found = Some((k, Lane::Live));
-            }
-        }
-        if found.is_none() && backlog_allowed {
-            let start = backlog_sent.map_or(Bound::Unbounded, Bound::Excluded);
-            if let Some(k) = self.first_from(&inner, start, live_from)? {
-                found = Some((k, Lane::Backlog));
-            }
-        }
-        let Some((k, lane)) = found else {
-            return Ok(None);
-        };
-        let Some((_, frame)) = self.meta_and_frame(&inner, &k)? else {
-            return Ok(None);
-        };
-        let session = inner.session.as_mut().expect("checked above");
-        match lane {
-            Lane::Live => session.live_sent = Some(k),
-            Lane::Backlog => session.backlog_sent = Some(k),
-        }
-        inner.in_flight.insert(k);
-        Ok(Some((k, frame, lane)))
-    }
-
-    /// Whether unsent backlog remains (so the shipper knows to wait for its rate rather than for
-    /// new batches).
-    pub fn backlog_pending(&self) -> Result<bool, BufferError> {
-        let inner = self.inner();
-        let Some(session) = inner.session.as_ref() else {
-            return Ok(false);
-        };
-        let start = session.backlog_sent.map_or(Bound::Unbounded, Bound::Excluded);
-        Ok(self.first_from(&inner, start, session.live_from)?.is_some())
-    }
-
-    /// Drop reports this session has not sent yet; marks them sent.
-    pub fn unsent_drops(&self) -> Vec<Dropped> {
-        let mut inner = self.inner();
-        let Inner { session, drops, .. } = &mut *inner;
-        let Some(session) = session.as_mut() else {
-            return Vec::new();
-        };
-        drops.iter().filter(|(k, _)| session.drops_sent.insert(**k)).map(|(_, d)| *d).collect()
-    }
-
     /// The aggregator stored batches `first..=last` of `incarnation` (or recorded them dropped):
     /// forgets them, and the drop reports that range covers. Returns how many batches went.
     pub fn ack(&self, incarnation: u64, first: u64, last: u64) -> Result<u64, BufferError> {

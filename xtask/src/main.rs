@@ -9,7 +9,8 @@
 //! - `cargo xtask dist`: static binaries for x86_64 and aarch64, .debs for amd64 and arm64, the
 //!   UniFi OS tarball and the Fly.io build context, under `<target dir>/dist`; see `dist.rs`.
 //! - `cargo xtask bench [--seconds N]`: release binaries next to their peers (node_exporter, blackbox_exporter) in
-//!   the same run; prints medians and ratios, writes `target/bench/*.json`.
+//!   the same run, then the agent's collectors against the procfs and sysinfo crates; prints medians and ratios,
+//!   writes `target/bench/*.json`.
 //! - `cargo xtask dictionary`: sample this host for two minutes and train the wire's zstd
 //!   dictionary, `common/src/wire.dict` (a protocol change: see `common/src/frame.rs`).
 //! - `cargo xtask fuzz [--seconds N]`: run each fuzz target in `fuzz/` for N seconds (default 60),
@@ -226,7 +227,10 @@ fn bench(args: &[String]) -> Result<(), String> {
         bench.args(["bench", "-p", "twinwatch-tests", "--bench", name, "--"]).args(args);
         run(bench)?;
     }
-    Ok(())
+    // The agent's collectors against the procfs and sysinfo crates: in-process, its own budget.
+    let mut collectors = cargo();
+    collectors.args(["bench", "-p", "twinwatch-agent", "--bench", "collectors"]);
+    run(collectors)
 }
 
 fn dictionary() -> Result<(), String> {

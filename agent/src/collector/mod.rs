@@ -13,6 +13,8 @@ pub mod cpu;
 pub mod disk;
 pub mod filefd;
 pub mod filesystem;
+#[cfg(test)]
+mod fixture;
 pub mod gpu;
 pub mod hwmon;
 pub mod info;

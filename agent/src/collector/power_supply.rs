@@ -176,7 +176,7 @@ impl Collector for PowerSupply {
 
 #[cfg(test)]
 mod tests {
-    use super::super::hwmon::fixture::{render, sorted, Tree};
+    use super::super::fixture::{render, sorted, Tree};
     use super::*;
 
     fn supply(tree: &Tree, name: &str, files: &[(&str, &str)]) {

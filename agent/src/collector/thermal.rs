@@ -133,7 +133,7 @@ impl Collector for Thermal {
 
 #[cfg(test)]
 mod tests {
-    use super::super::hwmon::fixture::{render, sorted, Tree};
+    use super::super::fixture::{render, sorted, Tree};
     use super::*;
 
     fn zone(tree: &Tree, n: u32, kind: &str, temp: Option<&str>) {
