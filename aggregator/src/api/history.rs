@@ -68,11 +68,9 @@ fn parse_time(name: &str, s: &str) -> Result<i64, ApiError> {
             return Err(ApiError::bad_request(format!("`{name}` must be a finite number of unix seconds, not {s:?}")))
         }
         Ok(secs) => secs * 1000.0,
-        Err(_) => match time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
-            Ok(t) => (t.unix_timestamp_nanos() / 1_000_000) as f64,
-            Err(_) => {
-                return Err(ApiError::bad_request(format!("`{name}` must be RFC 3339 or unix seconds, not {s:?}")))
-            }
+        Err(_) => match twinwatch_common::time::parse_rfc3339(s) {
+            Some(ms) => ms as f64,
+            None => return Err(ApiError::bad_request(format!("`{name}` must be RFC 3339 or unix seconds, not {s:?}"))),
         },
     };
     if !(MIN_TIME_MS as f64..=MAX_TIME_MS as f64).contains(&ms) {
