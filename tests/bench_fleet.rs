@@ -140,6 +140,7 @@ fn main() {
     let mut acked = fleet.counters.acked.load(Relaxed);
     let (mut per_value_us, mut core_share, mut times, mut rss, mut anon, mut file) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let connects_before = fleet.counters.connects.load(Relaxed);
     let t0 = Instant::now();
     let mut tick = Instant::now();
     let mut loadgen_ns = 0u64;
@@ -183,6 +184,7 @@ fn main() {
         "api": { "answers": latencies.len(), "median_ms": percentile(&latencies, 0.5), "p99_ms": percentile(&latencies, 0.99), "readers": readers_n },
         "metrics_scrape_ms": { "scrapes": scrapes.len(), "median": percentile(&scrapes, 0.5), "max": scrapes.last() },
         "sample_to_api_ms": { "seen": visible.len(), "median": percentile(&visible, 0.5), "p99": percentile(&visible, 0.99) },
+        "reconnects_during_run": fleet.counters.connects.load(Relaxed) - connects_before,
         "loadgen_core_share": loadgen_ns as f64 / 1e9 / seconds as f64,
         "values_per_second_offered": values_per_s,
     });
