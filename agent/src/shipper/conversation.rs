@@ -26,10 +26,16 @@ pub const ECHO_EVERY: Duration = Duration::from_secs(1);
 pub const TAKEOVER_GRACE: Duration = Duration::from_millis(300);
 
 /// How long the backlog waits for the live lane's first batch: two sample intervals and a second,
-/// so a sampler that cannot deliver (stuck, or failing to encode) never holds the history back.
+/// and at least [`MIN_LIVE_GRACE`], so a sampler that cannot deliver (stuck, or failing to
+/// encode) never holds the history back for long.
 pub fn live_grace(interval_ms: u32) -> Duration {
-    Duration::from_millis(u64::from(interval_ms)) * 2 + Duration::from_secs(1)
+    (Duration::from_millis(u64::from(interval_ms)) * 2 + Duration::from_secs(1)).max(MIN_LIVE_GRACE)
 }
+
+/// The shortest live grace. A busy machine can take over a second to deliver a sample (one in
+/// progress finishes before the keyframe is taken); holding a backlog, which is history, a few
+/// seconds longer costs nothing, while sending it first leaves the twin stale until it is in.
+pub const MIN_LIVE_GRACE: Duration = Duration::from_secs(5);
 
 /// What a timer asks of the shell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
