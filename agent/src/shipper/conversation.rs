@@ -230,6 +230,12 @@ mod tests {
         assert!(!stuck.backlog_open(false, t0 + live_grace(1000) - ms(1)));
         assert!(stuck.backlog_open(false, t0 + live_grace(1000)), "a stuck sampler holds nothing back");
         assert!(Conversation::new(t0, 0, 1000, 0).backlog_open(false, t0), "no backlog: nothing to hold");
+
+        // A fast interval still waits the minimum for a sample a busy machine is finishing.
+        assert_eq!(live_grace(100), MIN_LIVE_GRACE);
+        let mut fast = Conversation::new(t0, 40, 100, 0);
+        assert!(!fast.backlog_open(false, t0 + MIN_LIVE_GRACE - ms(1)));
+        assert!(fast.backlog_open(false, t0 + MIN_LIVE_GRACE));
     }
 
     #[test]

@@ -265,3 +265,40 @@ fn clock_echoes_only_count_from_the_holder() {
     let e = twin.host("udm").unwrap().clock.estimate().unwrap();
     assert_eq!((e.offset_ms, e.correction_ms), (7_995, -7_995));
 }
+
+#[test]
+fn hosts_carrying_the_same_series_share_one_copy_of_each_key_also_after_a_reload() {
+    let mut twin = Twin::default();
+    let ids = ["a", "b", "c"];
+    for (conn, id) in ids.iter().enumerate() {
+        let who = AgentIdentity { id: (*id).into(), dc: "dc1".into() };
+        twin.handle_hello(&who, conn as u64, &hello(1), 0);
+        let mut agent = Agent::new(1);
+        let outcome = twin.handle_batch(id, conn as u64, &agent.batch(1_000), 1_000);
+        assert_eq!(outcome, Outcome::Applied);
+    }
+    let key = |twin: &Twin, id: &str| Arc::clone(&twin.host(id).unwrap().state.series().next().unwrap().key);
+    let recorded = |twin: &Twin, id: &str| Arc::clone(&twin.history.host(id).unwrap().keys()[0]);
+    let check = |twin: &Twin| {
+        assert_eq!(twin.distinct_keys(), 1, "one series on three hosts is one key");
+        let first = key(twin, "a");
+        for id in ids {
+            assert!(Arc::ptr_eq(&first, &key(twin, id)), "{id}'s state holds the shared key");
+            assert!(Arc::ptr_eq(&first, &recorded(twin, id)), "{id}'s recorder holds the shared key");
+        }
+    };
+    check(&twin);
+
+    // A restart: each host decoded on its own (a copy of every key) and the recorder's keys
+    // loaded separately.
+    let config = bincode::config::standard();
+    let hosts = ids.iter().map(|id| {
+        let bytes = bincode::encode_to_vec(twin.host(id).unwrap(), config).unwrap();
+        bincode::decode_from_slice::<HostTwin, _>(&bytes, config).unwrap().0
+    });
+    let mut reloaded = Twin::from_hosts(hosts);
+    for id in ids {
+        reloaded.load_history(id, vec![SeriesKey::new("c")]);
+    }
+    check(&reloaded);
+}
