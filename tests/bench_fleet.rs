@@ -29,26 +29,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use twinwatch_tests::bench::{median, report_dir, seconds_arg, usage};
+use twinwatch_tests::bench::{median, percentile, report_dir, rss_split, seconds_arg, usage};
 use twinwatch_tests::loadgen::{enrol, Fleet, FleetConfig, Readers};
 use twinwatch_tests::{wait_for, Aggregator, TempDir};
 
 fn arg(name: &str, default: usize) -> usize {
     std::env::args().skip_while(|a| a != name).nth(1).and_then(|s| s.parse().ok()).unwrap_or(default)
-}
-
-/// `RssAnon` and `RssFile` of a process, in bytes.
-fn rss_split(pid: i32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024
-    };
-    (kb("RssAnon:"), kb("RssFile:") + kb("RssShmem:"))
 }
 
 /// A v1 memory cgroup holding the aggregator, removed on drop.
@@ -81,13 +67,6 @@ impl Drop for MemoryLimit {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir(&self.0);
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 /// Least-squares slope of `ys` over `xs`.

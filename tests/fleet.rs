@@ -7,6 +7,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use twinwatch_tests::bench::percentile;
 use twinwatch_tests::loadgen::{enrol, Fleet, FleetConfig, Readers};
 use twinwatch_tests::{wait_for, Aggregator, TempDir};
 
@@ -93,8 +94,8 @@ fn a_fleet_through_a_kill_and_a_storm_never_stalls_and_loses_nothing() {
         c.refused_busy.load(Relaxed),
         c.keyframe_requests.load(Relaxed),
         latencies.len(),
-        latencies.get(latencies.len() / 2).copied().unwrap_or(f64::NAN),
-        latencies.get(latencies.len() * 99 / 100).copied().unwrap_or(f64::NAN),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
     );
 
     // Exact counts: every agent's ledger holds every batch it produced, each once.

@@ -27,6 +27,28 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// The value at quantile `p` (0 to 1) of `sorted`, ascending; NaN for none.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// `RssAnon` and `RssFile` of a process, in bytes.
+pub fn rss_split(pid: i32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    (kb("RssAnon:"), kb("RssFile:") + kb("RssShmem:"))
+}
+
 /// Where benchmark reports go: `target/bench/`.
 pub fn report_dir() -> std::path::PathBuf {
     let out = std::env::current_exe()
