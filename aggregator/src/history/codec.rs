@@ -164,6 +164,11 @@ pub struct Xor {
 }
 
 impl Xor {
+    /// The state after a value with these bits.
+    pub fn after(prev: u64) -> Self {
+        Xor { prev }
+    }
+
     pub fn put(&mut self, out: &mut Vec<u8>, bits: u64) {
         let x = bits ^ self.prev;
         self.prev = bits;

@@ -4,7 +4,7 @@
 //!
 //! - `recorder` (in the twin): decoded ticks → pending columns per raw window.
 //! - `codec`, `segment`: delta-of-delta and XOR columns, one zstd segment per host window.
-//! - `packed`: pending points packed as they arrive, a few bytes each, until a checkpoint.
+//! - `pending`: a host window's points as rows of ticks, a few bytes each, until a checkpoint.
 //! - [`rollup`]: min, max, sum, count, last at 1 m, 5 m and 1 h.
 //! - `zstd_context`: one reused zstd context per thread.
 //! - [`Retention`]: how long each tier is kept.
@@ -15,7 +15,7 @@
 //! last checkpoint is replayed through the twin, which records the same points again.
 
 pub(crate) mod codec;
-pub(crate) mod packed;
+pub(crate) mod pending;
 pub(crate) mod recorder;
 pub mod rollup;
 pub(crate) mod segment;

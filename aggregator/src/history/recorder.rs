@@ -15,7 +15,7 @@ use std::sync::Arc;
 use twinwatch_common::delta::{DeltaState, Tick};
 use twinwatch_common::sample::{Kind, SeriesKey};
 
-use super::packed::Packed;
+use super::pending::{Meta, Rows};
 use super::segment::{self, Column, Columns};
 
 /// The span of one raw segment.
@@ -35,8 +35,8 @@ pub struct HostRecorder {
     /// Wire id → series index, checked against the key on use (live and backfill states number
     /// series independently).
     by_wire: Vec<u32>,
-    /// Points recorded since the last freeze, packed, per raw window and series.
-    pending: BTreeMap<i64, BTreeMap<u32, Packed>>,
+    /// Points recorded since the last freeze, as rows of ticks, per raw window.
+    pending: BTreeMap<i64, Rows>,
     /// Taken by a checkpoint in progress; still visible to queries until it is written. Shared
     /// with the checkpoint writing it rather than copied.
     frozen: Arc<Windows>,
@@ -70,41 +70,35 @@ impl HostRecorder {
     fn record(&mut self, state: &DeltaState, tick: &Tick, shift_ms: i64) {
         let ts = tick.ts_ms + shift_ms;
         let window = ts.div_euclid(WINDOW_MS) * WINDOW_MS;
-        let mut columns = std::mem::take(self.pending.entry(window).or_default());
-        for (wire, series) in state.entries() {
-            // Series of groups not read at this instant keep their older time.
-            if series.ts_ms != tick.ts_ms {
-                continue;
-            }
-            let wire = wire as usize;
-            let cached = self.by_wire.get(wire).copied().filter(|&i| self.keys.get(i as usize) == Some(&series.key));
-            let idx = match cached {
-                Some(i) => i,
-                None => {
-                    let i = self.index_of(&series.key);
-                    if self.by_wire.len() <= wire {
-                        self.by_wire.resize(wire + 1, u32::MAX);
-                    }
-                    self.by_wire[wire] = i;
-                    i
-                }
-            };
-            let col = columns
-                .entry(idx)
-                .or_insert_with(|| Packed::new(series.float, series.kind == Kind::Counter, series.scale));
-            if col.float != series.float || col.scale != series.scale {
-                // Rare (a changed agent): the window's column continues in the form both share.
-                let mut merged = normalize(col.unpack());
-                let mut fresh = Column::new(series.float, series.kind == Kind::Counter, series.scale);
-                fresh.points.push((ts, series.bits));
-                merged.merge(&fresh);
-                *col = Packed::from_column(&merged);
-            } else {
-                col.push(ts, series.bits);
-            }
-            self.pending_points += 1;
+        // Series of groups not read at this instant keep their older time.
+        let read = || state.entries().filter(|(_, s)| s.ts_ms == tick.ts_ms);
+        let count = read().count();
+        if count == 0 {
+            return;
         }
-        self.pending.insert(window, columns);
+        let mut rows = std::mem::take(self.pending.entry(window).or_default());
+        let entries = read().map(|(wire, series)| {
+            let idx = self.series_index(wire as usize, &series.key);
+            let meta = Meta { float: series.float, counter: series.kind == Kind::Counter, scale: series.scale };
+            (idx, meta, series.bits)
+        });
+        rows.push(ts, count, entries);
+        self.pending_points += count;
+        self.pending.insert(window, rows);
+    }
+
+    /// The index of the series at wire id `wire`, cached per wire id and checked against the key.
+    fn series_index(&mut self, wire: usize, key: &Arc<SeriesKey>) -> u32 {
+        let cached = self.by_wire.get(wire).copied().filter(|&i| self.keys.get(i as usize) == Some(key));
+        if let Some(i) = cached {
+            return i;
+        }
+        let i = self.index_of(key);
+        if self.by_wire.len() <= wire {
+            self.by_wire.resize(wire + 1, u32::MAX);
+        }
+        self.by_wire[wire] = i;
+        i
     }
 
     /// Moves everything pending into the frozen set and returns it to write.
@@ -112,8 +106,8 @@ impl HostRecorder {
         let pending = std::mem::take(&mut self.pending);
         if !pending.is_empty() {
             let frozen = Arc::make_mut(&mut self.frozen);
-            for (window, packed) in pending {
-                let columns: Columns = packed.iter().map(|(idx, p)| (*idx, p.unpack())).collect();
+            for (window, rows) in pending {
+                let columns = rows.columns();
                 let into = frozen.entry(window).or_default();
                 if into.is_empty() {
                     *into = normalized(columns);
@@ -140,7 +134,7 @@ impl HostRecorder {
         let mut out: Option<Column> = None;
         let first = from.div_euclid(WINDOW_MS) * WINDOW_MS;
         let frozen = self.frozen.range(first..to).filter_map(|(_, columns)| columns.get(&idx).cloned());
-        let pending = self.pending.range(first..to).filter_map(|(_, packed)| packed.get(&idx).map(Packed::unpack));
+        let pending = self.pending.range(first..to).filter_map(|(_, rows)| rows.column(idx));
         for col in frozen.chain(pending) {
             let mut col = normalize(col);
             col.points.retain(|p| p.0 >= from && p.0 < to);
@@ -164,7 +158,7 @@ fn normalize(mut col: Column) -> Column {
     col
 }
 
-fn sort_points(points: &mut Vec<(i64, u64)>) {
+pub(super) fn sort_points(points: &mut Vec<(i64, u64)>) {
     if !points.windows(2).all(|w| w[0].0 < w[1].0) {
         let by_time: BTreeMap<i64, u64> = points.iter().copied().collect();
         *points = by_time.into_iter().collect();
