@@ -47,15 +47,29 @@ fn float(v: f64, out: &mut String) {
     }
 }
 
-/// One `name{labels} value` line per series, grouped by name under one `# TYPE`.
-#[derive(Default)]
-struct Families {
-    by_name: BTreeMap<String, (Kind, String)>,
+/// Writes `name{labels} value` lines into chunks of about [`CHUNK_BYTES`], handing each full
+/// chunk to `emit`, which says whether to go on (false: the reader went away).
+struct Chunks<F: FnMut(String) -> bool> {
+    out: String,
+    emit: F,
+    going: bool,
 }
 
-impl Families {
-    fn line(&mut self, name: &str, kind: Kind, labels: &[(&str, &str)], value: impl FnOnce(&mut String)) {
-        let (_, body) = self.by_name.entry(name.to_owned()).or_insert_with(|| (kind, String::new()));
+/// The size of the pieces `/metrics` is sent in: a scrape of a thousand hosts is tens of
+/// megabytes of text, never held whole.
+pub const CHUNK_BYTES: usize = 64 * 1024;
+
+impl<F: FnMut(String) -> bool> Chunks<F> {
+    fn family(&mut self, name: &str, kind: Kind) {
+        let kind = match kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        };
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    fn line(&mut self, name: &str, labels: &[(&str, &str)], value: impl FnOnce(&mut String)) {
+        let body = &mut self.out;
         body.push_str(name);
         if !labels.is_empty() {
             body.push('{');
@@ -73,66 +87,125 @@ impl Families {
         body.push(' ');
         value(body);
         body.push('\n');
+        if self.out.len() >= CHUNK_BYTES {
+            self.flush();
+        }
     }
 
-    fn finish(self, out: &mut String) {
-        for (name, (kind, body)) in self.by_name {
-            let kind = match kind {
-                Kind::Counter => "counter",
-                Kind::Gauge => "gauge",
-            };
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            out.push_str(&body);
+    fn flush(&mut self) {
+        if self.going && !self.out.is_empty() {
+            let full = std::mem::replace(&mut self.out, String::with_capacity(CHUNK_BYTES + 1024));
+            self.going = (self.emit)(full);
         }
+        self.out.clear();
     }
 }
 
-/// Renders every host's twin, plus per-host status and ingest counters, into `out`. Offline
-/// hosts export only their status: their last values are not current, as with a failed scrape.
-pub fn render<'a>(hosts: impl Iterator<Item = &'a HostTwin>, now_ms: i64, offline_after_ms: i64, out: &mut String) {
-    let mut families = Families::default();
-    for host in hosts {
-        let status = host.status(now_ms, offline_after_ms);
-        let host_labels = [("dc", host.dc.as_str()), ("host", host.id.as_str())];
+/// Per-host families: the status and the ingest counters.
+const STATUS: &str = "twinwatch_host_status";
+const COUNTERS: [&str; 9] = [
+    "twinwatch_ingest_batches_applied_total",
+    "twinwatch_ingest_batches_backfilled_total",
+    "twinwatch_ingest_duplicate_batches_total",
+    "twinwatch_ingest_dropped_ticks_total",
+    "twinwatch_ingest_refused_connections_total",
+    "twinwatch_ingest_missing_batches_total",
+    "twinwatch_ingest_keyframe_requests_total",
+    "twinwatch_ingest_connects_total",
+    "twinwatch_host_reboots_total",
+];
+
+fn counter_values(host: &HostTwin) -> [u64; 9] {
+    let c = &host.counters;
+    [
+        c.batches_applied,
+        c.batches_backfilled,
+        c.duplicates,
+        c.dropped_ticks,
+        c.refused,
+        c.missing_batches,
+        c.keyframe_requests,
+        c.connects,
+        c.reboots,
+    ]
+}
+
+/// Renders every host's twin, plus per-host status and ingest counters, in pieces of about
+/// [`CHUNK_BYTES`] handed to `emit` until it returns false. Offline hosts export only their
+/// status: their last values are not current, as with a failed scrape.
+///
+/// Each family (one `# TYPE` and all its lines, over every host) is written once: hosts' series
+/// are sorted by name and walked together, so the text is made a piece at a time, never whole.
+pub fn render_chunked(hosts: &[&HostTwin], now_ms: i64, offline_after_ms: i64, emit: impl FnMut(String) -> bool) {
+    let mut out = Chunks { out: String::with_capacity(CHUNK_BYTES + 1024), emit, going: true };
+    let statuses: Vec<HostStatus> = hosts.iter().map(|h| h.status(now_ms, offline_after_ms)).collect();
+    out.family(STATUS, Kind::Gauge);
+    for (host, status) in hosts.iter().zip(&statuses) {
         for s in ["online", "stale", "offline"] {
-            let mut labels = host_labels.to_vec();
-            labels.push(("status", s));
             let on = status.as_str() == s;
-            families.line("twinwatch_host_status", Kind::Gauge, &labels, |o| o.push(if on { '1' } else { '0' }));
+            let labels = [("dc", host.dc.as_str()), ("host", host.id.as_str()), ("status", s)];
+            out.line(STATUS, &labels, |o| o.push(if on { '1' } else { '0' }));
         }
-        let c = &host.counters;
-        for (name, v) in [
-            ("twinwatch_ingest_batches_applied_total", c.batches_applied),
-            ("twinwatch_ingest_batches_backfilled_total", c.batches_backfilled),
-            ("twinwatch_ingest_duplicate_batches_total", c.duplicates),
-            ("twinwatch_ingest_dropped_ticks_total", c.dropped_ticks),
-            ("twinwatch_ingest_refused_connections_total", c.refused),
-            ("twinwatch_ingest_missing_batches_total", c.missing_batches),
-            ("twinwatch_ingest_keyframe_requests_total", c.keyframe_requests),
-            ("twinwatch_ingest_connects_total", c.connects),
-            ("twinwatch_host_reboots_total", c.reboots),
-        ] {
-            families.line(name, Kind::Counter, &host_labels, |o| {
+    }
+    for (i, name) in COUNTERS.iter().enumerate() {
+        out.family(name, Kind::Counter);
+        for host in hosts {
+            let v = counter_values(host)[i];
+            out.line(name, &[("dc", host.dc.as_str()), ("host", host.id.as_str())], |o| {
                 let _ = write!(o, "{v}");
             });
         }
-        if status == HostStatus::Offline {
-            continue;
+    }
+    // Each online host's series by name; a series named like a per-host family would repeat it.
+    let reserved = |name: &str| name == STATUS || COUNTERS.contains(&name);
+    let mut sorted: Vec<(&HostTwin, Vec<&SeriesState>)> = hosts
+        .iter()
+        .zip(&statuses)
+        .filter(|(_, status)| **status != HostStatus::Offline)
+        .map(|(host, _)| {
+            let mut series: Vec<&SeriesState> = host.state.series().filter(|s| !reserved(&s.key.name)).collect();
+            series.sort_by(|a, b| a.key.name.cmp(&b.key.name));
+            (*host, series)
+        })
+        .collect();
+    let names: BTreeMap<&str, Kind> =
+        sorted.iter().flat_map(|(_, series)| series.iter().map(|s| (s.key.name.as_str(), s.kind))).rev().collect();
+    let mut at = vec![0usize; sorted.len()];
+    let mut labels: Vec<(&str, &str)> = Vec::new();
+    for (name, kind) in names {
+        if !out.going {
+            return;
         }
-        for series in host.state.series() {
-            let mut labels: Vec<(&str, &str)> = series
-                .key
-                .labels
-                .iter()
-                .filter(|(k, _)| !HOST_LABELS.contains(&k.as_str()))
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            labels.extend([("dc", host.dc.as_str()), ("host", host.id.as_str()), ("instance", host.id.as_str())]);
-            labels.sort_unstable_by_key(|(k, _)| *k);
-            families.line(&series.key.name, series.kind, &labels, |o| number(series, o));
+        out.family(name, kind);
+        for ((host, series), at) in sorted.iter_mut().zip(at.iter_mut()) {
+            while let Some(series) = series.get(*at).filter(|s| s.key.name == name) {
+                *at += 1;
+                labels.clear();
+                labels.extend(
+                    series
+                        .key
+                        .labels
+                        .iter()
+                        .filter(|(k, _)| !HOST_LABELS.contains(&k.as_str()))
+                        .map(|(k, v)| (k.as_str(), v.as_str())),
+                );
+                labels.extend([("dc", host.dc.as_str()), ("host", host.id.as_str()), ("instance", host.id.as_str())]);
+                labels.sort_unstable_by_key(|(k, _)| *k);
+                out.line(name, &labels, |o| number(series, o));
+            }
         }
     }
-    families.finish(out);
+    out.flush();
+}
+
+/// [`render_chunked`] into one string.
+#[cfg(test)]
+pub fn render<'a>(hosts: impl Iterator<Item = &'a HostTwin>, now_ms: i64, offline_after_ms: i64, out: &mut String) {
+    let hosts: Vec<&HostTwin> = hosts.collect();
+    render_chunked(&hosts, now_ms, offline_after_ms, |chunk| {
+        out.push_str(&chunk);
+        true
+    });
 }
 
 #[cfg(test)]
@@ -226,6 +299,58 @@ mod tests {
         for name in [probe::SUCCESS, probe::DURATION, probe::HTTP_DURATION, probe::INFO, probe::RESULT_INFO] {
             assert!(out.contains(&format!("# TYPE {name} gauge\n")), "{name}");
         }
+    }
+
+    #[test]
+    fn a_large_fleet_comes_out_in_bounded_pieces_each_family_once_and_stops_when_told() {
+        let mut twin = Twin::default();
+        for h in 0..200 {
+            let who = AgentIdentity { id: format!("h{h:03}"), dc: "dc1".into() };
+            let hello = Hello {
+                agent_version: "t".into(),
+                incarnation: 1,
+                agent_time_ms: 0,
+                interval_ms: 1000,
+                host: Default::default(),
+            };
+            twin.handle_hello(&who, 1, &hello, 1000);
+            let metrics = (0..50)
+                .map(|i| {
+                    Metric::gauge(SeriesKey::new(format!("m{}", (i + h) % 50)).with("i", i.to_string()), Value::Int(i))
+                })
+                .collect();
+            let tick = DeltaEncoder::new(10).encode(&Sample::new(1000, metrics));
+            twin.handle_batch(&who.id, 1, &Batch { incarnation: 1, seq: 1, ticks: vec![tick] }, 1000);
+        }
+        let hosts: Vec<&HostTwin> = twin.hosts().collect();
+        let mut chunks = Vec::new();
+        render_chunked(&hosts, 1000, 60_000, |c| {
+            chunks.push(c);
+            true
+        });
+        assert!(chunks.len() > 5, "{} pieces", chunks.len());
+        assert!(chunks.iter().all(|c| c.len() < CHUNK_BYTES + 1024));
+        let whole = chunks.concat();
+        assert_eq!(whole.lines().filter(|l| l.starts_with("m7{")).count(), 200);
+        let mut families: Vec<&str> = whole.lines().filter_map(|l| l.strip_prefix("# TYPE ")).collect();
+        let n = families.len();
+        families.sort_unstable();
+        families.dedup();
+        assert_eq!(families.len(), n, "a family repeated");
+        // Each line follows its own family's header.
+        let mut family = "";
+        for line in whole.lines() {
+            match line.strip_prefix("# TYPE ") {
+                Some(t) => family = t.split(' ').next().unwrap(),
+                None => assert_eq!(line.split(['{', ' ']).next(), Some(family), "{line}"),
+            }
+        }
+        let mut taken = 0;
+        render_chunked(&hosts, 1000, 60_000, |_| {
+            taken += 1;
+            taken < 2
+        });
+        assert_eq!(taken, 2, "rendering goes on after the reader left");
     }
 
     #[test]
