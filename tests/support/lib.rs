@@ -20,6 +20,7 @@ pub mod prometheus;
 pub mod prometheus_server;
 pub mod relay;
 pub mod synthetic;
+pub mod victoria;
 pub mod web;
 
 /// The directory holding this build's binaries (`target/<profile>`).

@@ -95,6 +95,7 @@ const APT_PACKAGES: &[&str] = &[
     "prometheus-node-exporter",
     "prometheus-blackbox-exporter",
     "prometheus",
+    "victoria-metrics",
     "iproute2",
     "systemd",
     "adduser",
