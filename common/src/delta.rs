@@ -345,11 +345,17 @@ impl DeltaState {
                 *slot = None;
             }
         }
+        // Grown once per tick, not per definition: one at a time, a keyframe of 520 series would
+        // leave room for 1,024. A keyframe also gives back what a shrunk host no longer needs.
+        let needed = tick.defs.iter().map(|d| d.id as usize + 1).max().unwrap_or(0);
+        if tick.keyframe {
+            self.series.shrink_to(needed);
+        }
+        if needed > self.series.len() {
+            self.series.resize(needed, None);
+        }
         for def in &tick.defs {
             let at = def.id as usize;
-            if self.series.len() <= at {
-                self.series.resize(at + 1, None);
-            }
             self.series[at] = Some(SeriesState {
                 key: keys.intern(&def.key),
                 kind: def.kind,

@@ -15,6 +15,9 @@ pub struct MessageReader {
     dec: FrameDecoder,
 }
 
+/// Buffer kept by an idle reader.
+const KEEP: usize = 16 * 1024;
+
 impl MessageReader {
     pub fn new() -> Self {
         Self::default()
@@ -25,6 +28,9 @@ impl MessageReader {
         if self.start > 0 && self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
+            // A burst (a backlog resent at once) leaves a large buffer; a session keeps what a
+            // live frame needs, not its largest burst.
+            self.buf.shrink_to(KEEP);
         } else if self.start > 64 * 1024 {
             self.buf.drain(..self.start);
             self.start = 0;
