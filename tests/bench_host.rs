@@ -128,7 +128,8 @@ fn main() {
         tmp.path().join("node_exporter.log"),
     );
     let blackbox_cfg = tmp.path().join("blackbox.yml");
-    std::fs::write(&blackbox_cfg, "modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n").expect("blackbox config");
+    std::fs::write(&blackbox_cfg, "modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n")
+        .expect("blackbox config");
     let mut blackbox = Proc::spawn(
         Path::new(BLACKBOX),
         &[&format!("--config.file={}", blackbox_cfg.display()), "--web.listen-address=127.0.0.1:0"],

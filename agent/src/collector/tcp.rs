@@ -108,7 +108,8 @@ mod tests {
     fn a_table_of_many_connections_is_counted_whole_from_a_small_buffer() {
         let proc = std::env::temp_dir().join(format!("twinwatch-tcp-{}", std::process::id()));
         std::fs::create_dir_all(proc.join("net")).unwrap();
-        let header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
+        let header =
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
         let mut table = String::from(header);
         for i in 0..20_000 {
             let st = if i % 4 == 0 { "06" } else { "01" };
