@@ -15,6 +15,7 @@
 //! - [`tls`]: the rustls/quinn client configuration.
 //! - [`config`], [`identity`], [`stats`]: settings, host identity, the agent's own counters.
 //! - [`check`]: the settings as `twinwatch-agent check` prints them, secrets redacted.
+//! - [`resident`]: lets go of the binary's pages that only start-up touched.
 
 pub mod buffer;
 pub mod check;
@@ -22,6 +23,7 @@ pub mod collector;
 pub mod config;
 pub mod identity;
 pub mod probe;
+pub mod resident;
 pub mod sampler;
 pub mod shipper;
 pub mod stats;
@@ -56,6 +58,11 @@ pub enum AgentError {
     #[error("starting the sampler thread: {0}")]
     Spawn(std::io::Error),
 }
+
+/// How long after start the pages only start-up touched are let go ([`resident`]): by then the
+/// first connection is up, the first keyframe sent and every probe at the default interval has
+/// run once.
+const STARTUP_SETTLES: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Runs the agent until `shutdown` turns true, then makes the buffer durable and returns.
 pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<(), AgentError> {
@@ -113,7 +120,14 @@ pub async fn run(config: Config, mut shutdown: watch::Receiver<bool>) -> Result<
         credentials: shipper::refusal::Credentials::load(config.ca.clone(), config.cert.clone()),
     };
     let shipping = tokio::spawn(shipper.run(shutdown.clone()));
+    let settled = tokio::spawn(async {
+        tokio::time::sleep(STARTUP_SETTLES).await;
+        let before = resident::resident_split();
+        let advised = resident::release_startup_pages();
+        tracing::debug!(?before, after = ?resident::resident_split(), ?advised, "start-up pages released");
+    });
     let _ = shutdown.wait_for(|stop| *stop).await;
+    settled.abort();
 
     stop.store(true, Relaxed);
     sampling.thread().unpark();

@@ -13,6 +13,30 @@ pub fn usage(pid: i32) -> Option<(u64, u64)> {
     Some((cpu_ns, rss_kb.parse::<u64>().ok()? * 1024))
 }
 
+/// CPU seconds a process has spent, threads that have exited included (`utime + stime` of
+/// /proc/PID/stat), and its age in seconds: [`usage`]'s schedstat sum misses exited threads.
+pub fn cpu_seconds(pid: i32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command, which may hold spaces, from field 3 (state) on.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_ascii_whitespace().collect();
+    let tick = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<f64>().ok());
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime").ok()?.split_ascii_whitespace().next()?.parse().ok()?;
+    Some(((tick(14)? + tick(15)?) / hz, uptime - tick(22)? / hz))
+}
+
+/// The threads of a process.
+pub fn threads(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// The 1, 5 and 15 minute load averages, as /proc/loadavg words them.
+pub fn loadavg() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_ascii_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
 /// The median (the mean of the middle two for an even count); NaN for none.
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
