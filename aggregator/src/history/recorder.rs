@@ -27,9 +27,12 @@ pub type Windows = BTreeMap<i64, Columns>;
 /// One host's series and pending points.
 #[derive(Debug, Default)]
 pub struct HostRecorder {
-    /// Both hold the twin's shared copy of each key.
-    index: HashMap<Arc<SeriesKey>, u32>,
+    /// The twin's shared copy of each key, by index.
     keys: Vec<Arc<SeriesKey>>,
+    /// Key → index, made when a tick brings wire ids not yet cached in `by_wire` (a new
+    /// connection, a keyframe) and dropped after it: a steady host needs none, and a thousand
+    /// hosts' maps would hold tens of megabytes.
+    index: Option<HashMap<Arc<SeriesKey>, u32>>,
     /// `keys[..saved]` are in storage.
     saved: usize,
     /// Wire id → series index, checked against the key on use (live and backfill states number
@@ -58,12 +61,15 @@ impl HostRecorder {
     }
 
     fn index_of(&mut self, key: &Arc<SeriesKey>) -> u32 {
-        if let Some(&i) = self.index.get(&**key) {
+        let keys = &self.keys;
+        let index =
+            self.index.get_or_insert_with(|| keys.iter().enumerate().map(|(i, k)| (Arc::clone(k), i as u32)).collect());
+        if let Some(&i) = index.get(&**key) {
             return i;
         }
         let i = self.keys.len() as u32;
         self.keys.push(Arc::clone(key));
-        self.index.insert(Arc::clone(key), i);
+        index.insert(Arc::clone(key), i);
         i
     }
 
@@ -85,11 +91,14 @@ impl HostRecorder {
         rows.push(ts, count, entries);
         self.pending_points += count;
         self.pending.insert(window, rows);
+        self.index = None;
     }
 
     /// The index of the series at wire id `wire`, cached per wire id and checked against the key.
     fn series_index(&mut self, wire: usize, key: &Arc<SeriesKey>) -> u32 {
-        let cached = self.by_wire.get(wire).copied().filter(|&i| self.keys.get(i as usize) == Some(key));
+        // Keys are interned, so the same series is the same allocation; equal contents count too.
+        let same = |k: &Arc<SeriesKey>| Arc::ptr_eq(k, key) || k == key;
+        let cached = self.by_wire.get(wire).copied().filter(|&i| self.keys.get(i as usize).is_some_and(same));
         if let Some(i) = cached {
             return i;
         }
@@ -182,7 +191,7 @@ impl Recorder {
     /// Registers the series a host already has in storage, by index.
     pub fn load(&mut self, host: &str, keys: Vec<Arc<SeriesKey>>) {
         let h = self.hosts.entry(host.to_owned()).or_default();
-        h.index = keys.iter().enumerate().map(|(i, k)| (Arc::clone(k), i as u32)).collect();
+        h.index = None;
         h.saved = keys.len();
         h.frozen_series = keys.len();
         h.keys = keys;
@@ -213,7 +222,7 @@ impl Recorder {
             h.frozen = Arc::default();
             h.pending_points = 0;
             h.keys.truncate(h.saved);
-            h.index.retain(|_, i| (*i as usize) < h.saved);
+            h.index = None;
             h.frozen_series = h.saved;
         }
     }

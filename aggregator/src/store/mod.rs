@@ -89,7 +89,9 @@ impl Store {
     pub fn open(dir: &Path, retention: Retention) -> Result<Store, StoreError> {
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(32 << 20)
+            // Recent history segments and hosts' twins are what is read back; the log is written
+            // and truncated, rarely read. Every byte here is a byte of a 256 MiB VM.
+            .cache_capacity(16 << 20)
             .flush_every_ms(Some(500))
             .open()
             .map_err(|source| StoreError::Open { path: dir.to_owned(), source })?;
