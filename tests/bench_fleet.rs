@@ -2,8 +2,9 @@
 //! 500 node_exporter-like series and two HTTP probes' results every second over its own QUIC
 //! connection, with API readers running throughout.
 //!
-//! `cargo xtask bench` runs it with 200 agents; `cargo bench -p twinwatch-tests --bench fleet --
-//! --agents 1000 --seconds 600` runs the thousand. After every agent has connected and
+//! `cargo xtask bench` runs it with 200 agents and readers, then with 1,000 agents in a 256 MiB
+//! memory cgroup; `cargo bench -p twinwatch-tests --bench fleet -- --agents 1000 --seconds 600`
+//! runs the thousand for longer. After every agent has connected and
 //! `--warmup` seconds (default 30) have passed, it samples the aggregator once a second for
 //! `--seconds` (default 120):
 //!
@@ -23,7 +24,7 @@
 //! Then (unless `--no-restart`) the aggregator is killed (`kill -9`) and restarted: how long until
 //! every agent is back, the most handshakes in flight at once, and, once the fleet has drained,
 //! whether every agent's ledger holds exactly what it produced. Results go to
-//! `target/bench/fleet.json`.
+//! `target/bench/fleet-N.json`.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -217,7 +218,7 @@ fn main() {
         });
         println!("{}", serde_json::to_string_pretty(&report["memory_limit"]).expect("json"));
     }
-    let out = report_dir().join("fleet.json");
+    let out = report_dir().join(format!("fleet-{agents}.json"));
     std::fs::write(&out, serde_json::to_string_pretty(&report).expect("json")).expect("report");
     println!("fleet: report in {}", out.display());
 }

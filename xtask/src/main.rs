@@ -228,6 +228,11 @@ fn bench(args: &[String]) -> Result<(), String> {
         bench.args(["bench", "-p", "twinwatch-tests", "--bench", name, "--"]).args(args);
         run(bench)?;
     }
+    // The thousand agents, in a memory cgroup the size of the VM the aggregator is meant for.
+    let mut thousand = cargo();
+    thousand.args(["bench", "-p", "twinwatch-tests", "--bench", "fleet", "--"]);
+    thousand.args(["--agents", "1000", "--readers", "0", "--loadgen-threads", "2", "--memory-limit-mib", "256"]);
+    run(thousand)?;
     // The agent's collectors against the procfs and sysinfo crates: in-process, its own budget.
     let mut collectors = cargo();
     collectors.args(["bench", "-p", "twinwatch-agent", "--bench", "collectors"]);
