@@ -49,17 +49,6 @@ fn agent_counters(agg: &Aggregator) -> Option<(f64, f64, f64)> {
     Some((a["samples_total"].as_f64()?, a["sent_bytes_total"].as_f64()?, a["udp_tx_bytes_total"].as_f64()?))
 }
 
-/// Probe runs the aggregator has seen from host `bench`, summed over its endpoints.
-fn probe_runs(agg: &Aggregator) -> Option<f64> {
-    let total: f64 = agg
-        .metrics()?
-        .iter()
-        .filter(|(k, _)| k.starts_with("twinwatch_probe_runs_total{") && k.contains("host=\"bench\""))
-        .map(|(_, v)| v)
-        .sum();
-    (total > 0.0).then_some(total)
-}
-
 /// What is read of one process every second, and what it comes to.
 struct Measured {
     name: &'static str,
@@ -156,7 +145,7 @@ fn main() {
         Measured::new("blackbox_exporter", blackbox.pid()),
     ];
     let first = agent_counters(&agg).expect("agent counters");
-    let first_runs = probe_runs(&agg).unwrap_or(0.0);
+    let first_runs = agg.probe_runs("bench").unwrap_or(0.0);
     let first_split = rss_split(agent.pid());
     let mut gzip_bytes = Vec::with_capacity(seconds);
     let mut asked = 0usize;
@@ -178,7 +167,7 @@ fn main() {
     let window = start.elapsed().as_secs_f64();
     let load_after = loadavg();
     let last = agent_counters(&agg).expect("agent counters");
-    let agent_runs = probe_runs(&agg).unwrap_or(0.0) - first_runs;
+    let agent_runs = agg.probe_runs("bench").unwrap_or(0.0) - first_runs;
     let samples = last.0 - first.0;
     let wire = (last.1 - first.1) / samples;
     let udp = (last.2 - first.2) / samples;

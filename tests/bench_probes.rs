@@ -59,17 +59,6 @@ fn start_agent(agg: &Aggregator, dir: &Path, name: &str, probes: &str) -> Proc {
     Proc::spawn(&bin("twinwatch-agent"), &["--config", cfg.to_str().expect("utf-8"), "run"], dir.join("agent.log"))
 }
 
-/// Probe runs the aggregator has seen from host `bench`, summed over its endpoints.
-fn runs(agg: &Aggregator) -> Option<f64> {
-    let total: f64 = agg
-        .metrics()?
-        .iter()
-        .filter(|(k, _)| k.starts_with("twinwatch_probe_runs_total{") && k.contains("host=\"bench\""))
-        .map(|(_, v)| v)
-        .sum();
-    (total > 0.0).then_some(total)
-}
-
 fn main() {
     let seconds = seconds_arg(120, WINDOW);
     assert!(Path::new(BLACKBOX).exists(), "{BLACKBOX} is missing: `cargo xtask bench` installs it");
@@ -101,7 +90,7 @@ fn main() {
     wait_for("blackbox_exporter", Duration::from_secs(20), || {
         matches!(http_get(port, "/-/healthy", None), Ok((200, _))).then_some(())
     });
-    wait_for("the agent's probes in the API", Duration::from_secs(30), || runs(&agg));
+    wait_for("the agent's probes in the API", Duration::from_secs(30), || agg.probe_runs("bench"));
 
     eprintln!("bench: warming up 15 s, then measuring {seconds} s");
     let warm_until = Instant::now() + Duration::from_secs(15);
@@ -115,7 +104,7 @@ fn main() {
     let mut cpu_ms: Vec<Vec<f64>> = vec![Vec::new(); 3];
     let mut rss: Vec<Vec<f64>> = vec![Vec::new(); 3];
     let mut window: Vec<u64> = pids.iter().map(|p| usage(*p).expect("alive").0).collect();
-    let mut window_runs = runs(&agg).expect("runs");
+    let mut window_runs = agg.probe_runs("bench").expect("runs");
     let mut window_asked = 0usize;
     let (mut our_probes, mut their_probes) = (0.0, 0usize);
     let mut per_probe: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
@@ -137,7 +126,7 @@ fn main() {
             let now: Vec<u64> = pids.iter().map(|p| usage(*p).expect("alive").0).collect();
             let spent: Vec<f64> = now.iter().zip(&window).map(|(n, w)| n.saturating_sub(*w) as f64 / 1e6).collect();
             // Results reach the aggregator within a second or so; the window edges blur by that.
-            let ran = runs(&agg).expect("runs");
+            let ran = agg.probe_runs("bench").expect("runs");
             let ours = ran - window_runs;
             for (i, ms) in spent.iter().enumerate() {
                 cpu_ms[i].push(*ms);

@@ -6,7 +6,6 @@ use std::net::UdpSocket;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use time::OffsetDateTime;
 use twinwatch_common::time::parse_rfc3339;
 use twinwatch_tests::{start_agent, wait_for, Aggregator, Proc, TempDir};
@@ -29,19 +28,6 @@ fn stamp(line: &str) -> f64 {
     parse_rfc3339(first).unwrap_or_else(|| panic!("no timestamp in {line:?}")) as f64 / 1000.0
 }
 
-/// The one run of stored sequence numbers `1..=n` of the host's only incarnation, with the
-/// host's ingest counters, once it reaches `at_least`.
-fn stored_through(agg: &Aggregator, id: &str, at_least: u64) -> Option<(u64, Value)> {
-    let v = agg.get(&format!("/api/v1/hosts/{id}/batches"))?;
-    let stored = v["stored"].as_array()?;
-    let runs = stored.first()?["runs"].as_array()?;
-    let through = match runs.as_slice() {
-        [run] if run[0].as_u64() == Some(1) => run[1].as_u64()?,
-        _ => return None,
-    };
-    (stored.len() == 1 && through >= at_least).then(|| (through, v["counters"].clone()))
-}
-
 /// Issue #15, item 1: after an outage on a fast link, the aggregator applies a keyframe of the
 /// present before any batch of the backlog. Every backlog batch then arrives behind the live
 /// state and is decoded by a backfill chain (`batches_backfilled`), or was already stored (a
@@ -53,7 +39,7 @@ fn after_an_outage_the_present_is_stored_before_the_backlog() {
     let dir = tmp.path().join("agent");
     agg.issue("live-first", "dc1", &dir.join("certs"));
     let agent = start_agent(&dir, agg.quic_port, "100ms");
-    wait_for("20 stored batches", Duration::from_secs(20), || stored_through(&agg, "live-first", 20));
+    wait_for("20 stored batches", Duration::from_secs(20), || agg.stored_through("live-first", 20));
 
     // The outage: the agent keeps sampling into its buffer, 100 ms a batch.
     agg.proc.as_mut().unwrap().kill9();
@@ -72,7 +58,7 @@ fn after_an_outage_the_present_is_stored_before_the_backlog() {
     let stored_before = field(&resumed, "stored_through").expect("stored_through in the connected line");
     // The backlog and a few live batches after it, all stored without a hole.
     let (_, counters) = wait_for("the backlog stored", Duration::from_secs(30), || {
-        stored_through(&agg, "live-first", stored_before + backlog + 5)
+        agg.stored_through("live-first", stored_before + backlog + 5)
     });
     let backfilled = counters["batches_backfilled"].as_u64().unwrap();
     let duplicates = counters["duplicates"].as_u64().unwrap();
@@ -196,7 +182,7 @@ fn a_restarted_aggregator_is_found_again_within_a_fraction_of_a_second() {
     let dir = tmp.path().join("agent");
     agg.issue("restart", "dc1", &dir.join("certs"));
     let agent = start_agent(&dir, agg.quic_port, "1s");
-    wait_for("the agent connected", Duration::from_secs(20), || stored_through(&agg, "restart", 2));
+    wait_for("the agent connected", Duration::from_secs(20), || agg.stored_through("restart", 2));
 
     let mut figures = Vec::new();
     // A clean stop closes the connections, so the agent probes with fresh handshakes at once.

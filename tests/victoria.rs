@@ -55,19 +55,6 @@ fn stored_runs(agg: &Aggregator) -> Option<Vec<Value>> {
     v["stored"].as_array()?.first()?["runs"].as_array().cloned()
 }
 
-/// The one run of stored sequence numbers `1..=n` of the host's only incarnation, with the
-/// host's ingest counters, once it reaches `at_least`.
-fn stored_through(agg: &Aggregator, at_least: u64) -> Option<(u64, Value)> {
-    let v = agg.get(&format!("/api/v1/hosts/{HOST}/batches"))?;
-    let stored = v["stored"].as_array()?;
-    let runs = stored.first()?["runs"].as_array()?;
-    let through = match runs.as_slice() {
-        [run] if run[0].as_u64() == Some(1) => run[1].as_u64()?,
-        _ => return None,
-    };
-    (stored.len() == 1 && through >= at_least).then(|| (through, v["counters"].clone()))
-}
-
 /// One remote write counter of the aggregator's `/metrics` (`reason` for the dropped ones).
 fn remote_metric(agg: &Aggregator, name: &str, reason: Option<&str>) -> f64 {
     let series = match reason {
@@ -250,7 +237,7 @@ fn victoria_metrics_holds_every_stored_point_after_an_outage_and_its_backfill() 
     let dir = tmp.path().join("agent");
     agg.issue(HOST, DC, &dir.join("certs"));
     let mut agent = start_agent(&dir, agg.quic_port);
-    wait_for("20 stored batches", Duration::from_secs(30), || stored_through(&agg, 20));
+    wait_for("20 stored batches", Duration::from_secs(30), || agg.stored_through(HOST, 20));
     wait_for("a first remote write accepted", Duration::from_secs(30), || {
         (remote_metric(&agg, "samples_sent_total", None) > 0.0).then_some(())
     });
@@ -285,8 +272,9 @@ fn victoria_metrics_holds_every_stored_point_after_an_outage_and_its_backfill() 
         let newest = ticks.values().flatten().map(|s| s.0).max()?;
         (gap && newest > back_ms).then_some(())
     });
-    let (_, counters) =
-        wait_for("the backlog stored", Duration::from_secs(60), || stored_through(&agg, stored_before + backlog + 5));
+    let (_, counters) = wait_for("the backlog stored", Duration::from_secs(60), || {
+        agg.stored_through(HOST, stored_before + backlog + 5)
+    });
     assert!(counters["batches_backfilled"].as_u64() > Some(0), "the backlog was decoded as a backfill: {counters}");
 
     // The agent stops, so the history stops growing; its last points go out at the next

@@ -281,6 +281,32 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
+    /// Probe runs this aggregator has seen from host `host`, summed over its endpoints; `None`
+    /// before the first.
+    pub fn probe_runs(&self, host: &str) -> Option<f64> {
+        let label = format!("host=\"{host}\"");
+        let total: f64 = self
+            .metrics()?
+            .iter()
+            .filter(|(k, _)| k.starts_with("twinwatch_probe_runs_total{") && k.contains(&label))
+            .map(|(_, v)| v)
+            .sum();
+        (total > 0.0).then_some(total)
+    }
+
+    /// The one run of stored sequence numbers `1..=n` of host `id`'s only incarnation, with the
+    /// host's ingest counters, once it reaches `at_least`.
+    pub fn stored_through(&self, id: &str, at_least: u64) -> Option<(u64, serde_json::Value)> {
+        let v = self.get(&format!("/api/v1/hosts/{id}/batches"))?;
+        let stored = v["stored"].as_array()?;
+        let runs = stored.first()?["runs"].as_array()?;
+        let through = match runs.as_slice() {
+            [run] if run[0].as_u64() == Some(1) => run[1].as_u64()?,
+            _ => return None,
+        };
+        (stored.len() == 1 && through >= at_least).then(|| (through, v["counters"].clone()))
+    }
+
     /// Prepares certificates and a token in `dir` and starts the aggregator on loopback.
     pub fn start(dir: &Path) -> Aggregator {
         Self::start_at(dir, IpAddr::from([127, 0, 0, 1]), None, "")

@@ -218,9 +218,9 @@ mod tests {
     use twinwatch_common::probe;
     use twinwatch_common::sample::{Metric, Sample, SeriesKey};
 
-    fn twin_with(metrics: Vec<Metric>) -> Twin {
-        let mut twin = Twin::default();
-        let who = AgentIdentity { id: "udm".into(), dc: "dc1".into() };
+    /// Host `id` of `dc1` connects and sends one sample of `metrics` at t = 1 s.
+    fn connect(twin: &mut Twin, id: &str, metrics: Vec<Metric>) {
+        let who = AgentIdentity { id: id.into(), dc: "dc1".into() };
         let hello = Hello {
             agent_version: "t".into(),
             incarnation: 1,
@@ -230,7 +230,12 @@ mod tests {
         };
         twin.handle_hello(&who, 1, &hello, 1000);
         let tick = DeltaEncoder::new(10).encode(&Sample::new(1000, metrics));
-        twin.handle_batch("udm", 1, &Batch { incarnation: 1, seq: 1, ticks: vec![tick] }, 1000);
+        twin.handle_batch(id, 1, &Batch { incarnation: 1, seq: 1, ticks: vec![tick] }, 1000);
+    }
+
+    fn twin_with(metrics: Vec<Metric>) -> Twin {
+        let mut twin = Twin::default();
+        connect(&mut twin, "udm", metrics);
         twin
     }
 
@@ -305,22 +310,12 @@ mod tests {
     fn a_large_fleet_comes_out_in_bounded_pieces_each_family_once_and_stops_when_told() {
         let mut twin = Twin::default();
         for h in 0..200 {
-            let who = AgentIdentity { id: format!("h{h:03}"), dc: "dc1".into() };
-            let hello = Hello {
-                agent_version: "t".into(),
-                incarnation: 1,
-                agent_time_ms: 0,
-                interval_ms: 1000,
-                host: Default::default(),
-            };
-            twin.handle_hello(&who, 1, &hello, 1000);
             let metrics = (0..50)
                 .map(|i| {
                     Metric::gauge(SeriesKey::new(format!("m{}", (i + h) % 50)).with("i", i.to_string()), Value::Int(i))
                 })
                 .collect();
-            let tick = DeltaEncoder::new(10).encode(&Sample::new(1000, metrics));
-            twin.handle_batch(&who.id, 1, &Batch { incarnation: 1, seq: 1, ticks: vec![tick] }, 1000);
+            connect(&mut twin, &format!("h{h:03}"), metrics);
         }
         let hosts: Vec<&HostTwin> = twin.hosts().collect();
         let mut chunks = Vec::new();
