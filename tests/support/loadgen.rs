@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -134,6 +134,9 @@ pub struct Fleet {
     /// Per agent: id, incarnation, its counters.
     pub agents: Vec<(String, u64, Arc<AgentCounters>)>,
     sampling: Arc<AtomicBool>,
+    /// Agents that have seen sampling stop: none of them produces another batch.
+    sampling_stopped: Arc<AtomicUsize>,
+    interval: Duration,
     stop: Arc<Notify>,
     kicks: Vec<Arc<Notify>>,
 }
@@ -150,6 +153,7 @@ impl Fleet {
             .expect("loadgen runtime");
         let counters = Arc::new(Counters::default());
         let sampling = Arc::new(AtomicBool::new(true));
+        let sampling_stopped = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(Notify::new());
         let n = enrolled.len().max(1);
         let mut agents = Vec::new();
@@ -180,13 +184,23 @@ impl Fleet {
                 counters: counters.clone(),
                 mine,
                 sampling: sampling.clone(),
+                sampling_stopped: sampling_stopped.clone(),
                 stop: stop.clone(),
                 kick,
                 rng: Rng::new(config.seed.wrapping_add(i as u64)),
             };
             runtime.spawn(sim.run());
         }
-        Fleet { runtime: Some(runtime), counters, agents, sampling, stop, kicks }
+        Fleet {
+            runtime: Some(runtime),
+            counters,
+            agents,
+            sampling,
+            sampling_stopped,
+            interval: config.interval,
+            stop,
+            kicks,
+        }
     }
 
     /// Drops the connections of every `nth` agent (1: all); each reconnects as an agent would.
@@ -196,9 +210,14 @@ impl Fleet {
         }
     }
 
-    /// Stops sampling: no batch is produced from now on, while pending ones are still sent.
+    /// Stops sampling and returns once every agent has seen it: no batch is produced from then
+    /// on (so what was produced is final), while pending ones are still sent.
     pub fn stop_sampling(&self) {
-        self.sampling.store(false, Relaxed);
+        self.sampling.store(false, SeqCst);
+        let agents = self.agents.len();
+        crate::wait_for("every simulated agent stopped sampling", self.interval * 10 + Duration::from_secs(10), || {
+            (self.sampling_stopped.load(SeqCst) == agents).then_some(())
+        });
     }
 
     /// Batches produced and not yet acknowledged, over the fleet.
@@ -229,6 +248,7 @@ struct Sim {
     counters: Arc<Counters>,
     mine: Arc<AgentCounters>,
     sampling: Arc<AtomicBool>,
+    sampling_stopped: Arc<AtomicUsize>,
     stop: Arc<Notify>,
     kick: Arc<Notify>,
     rng: Rng,
@@ -256,13 +276,21 @@ impl Sim {
         let mut heard = Instant::now();
         let mut failures = 0u32;
         let mut dial_at = Instant::now() + self.phase;
+        let mut stopped_seen = false;
         let stop = self.stop.clone();
         let stopped = stop.notified();
         tokio::pin!(stopped);
         loop {
             tokio::select! {
                 _ = &mut stopped => return,
-                _ = ticks.tick(), if self.sampling.load(Relaxed) => {
+                // Ticks go on after sampling stops, so each agent sees the stop within an
+                // interval and says so; a guard on the branch would leave one mid-tick unseen.
+                _ = ticks.tick(), if !stopped_seen => {
+                    if !self.sampling.load(SeqCst) {
+                        stopped_seen = true;
+                        self.sampling_stopped.fetch_add(1, SeqCst);
+                        continue;
+                    }
                     seq += 1;
                     let sample = self.sample(seq);
                     self.counters.values.fetch_add(sample.metrics.len() as u64, Relaxed);

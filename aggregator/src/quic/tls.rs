@@ -81,6 +81,9 @@ impl ClientCertVerifier for RevocationVerifier {
     }
 }
 
+/// Unread bytes an agent may send on a stream before it must wait for the aggregator to read.
+const STREAM_WINDOW: u32 = 128 * 1024;
+
 pub fn server_config(
     ca: &Path,
     cert: &Path,
@@ -109,6 +112,14 @@ pub fn server_config(
     transport.keep_alive_interval(Some(Duration::from_secs(15)));
     transport.max_concurrent_uni_streams(0u8.into());
     transport.max_concurrent_bidi_streams(4u8.into());
+    // What an agent may have in flight unread: quinn's defaults (1.25 MB a stream, unlimited a
+    // connection) would let a thousand agents park gigabytes in an aggregator that falls behind.
+    // 128 KiB still carries the backlog's default 1 MiB/s over a 100 ms path.
+    transport.stream_receive_window(STREAM_WINDOW.into());
+    transport.receive_window((2 * STREAM_WINDOW).into());
+    transport.send_window(u64::from(STREAM_WINDOW));
+    // Everything goes over streams; no datagram buffer to fill.
+    transport.datagram_receive_buffer_size(None);
     server.transport_config(Arc::new(transport));
     Ok(server)
 }
