@@ -3,6 +3,7 @@
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,8 +21,11 @@ use crate::views::exposition;
 const PIECES_AHEAD: usize = 2;
 /// How long a piece waits for the client to take it before the scrape is given up.
 const PIECE_DEADLINE: Duration = Duration::from_secs(10);
+/// The longest a scrape is rendered and sent for, and waits for its turn.
+const SCRAPE_DEADLINE: Duration = Duration::from_secs(60);
 /// Scrapes rendered at once.
-static RENDERS: Semaphore = Semaphore::const_new(2);
+const RENDERS_AT_ONCE: usize = 2;
+static RENDERS: Semaphore = Semaphore::const_new(RENDERS_AT_ONCE);
 
 #[utoipa::path(
     get,
@@ -29,14 +33,21 @@ static RENDERS: Semaphore = Semaphore::const_new(2);
     tag = "metrics",
     summary = "Prometheus text exposition: the aggregator's own metrics and every twin's latest values",
     security(("bearer" = [])),
-    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody)),
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody), (status = 503, description = "Two scrapes are being rendered and neither finished within 60 s", body = crate::api::openapi::ErrorBody)),
 )]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    // Scrapes beyond these wait their turn rather than each holding a snapshot of every host.
-    let Ok(permit) = RENDERS.acquire().await else {
-        // Never closed: a static semaphore.
-        return ApiError::internal("scrape semaphore closed").into_response();
+    // Scrapes beyond these wait their turn rather than each holding a snapshot of every host, and
+    // not for ever: a scrape is held to SCRAPE_DEADLINE, so a turn comes within that.
+    let permit = match tokio::time::timeout(SCRAPE_DEADLINE, RENDERS.acquire()).await {
+        Ok(Ok(permit)) => permit,
+        Ok(Err(_)) => return ApiError::internal("scrape semaphore closed").into_response(),
+        Err(_) => {
+            let detail = format!("{} scrapes are being rendered; try again", RENDERS_AT_ONCE);
+            return ApiError { status: StatusCode::SERVICE_UNAVAILABLE, error: "busy", detail: detail.into() }
+                .into_response();
+        }
     };
+    let deadline = std::time::Instant::now() + SCRAPE_DEADLINE;
     let offline_after = state.offline_after.as_millis() as i64;
     let mut head = String::with_capacity(16 * 1024);
     if let Some(remote) = &state.remote_write {
@@ -57,8 +68,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let render = move || {
         let _permit = permit;
         // A client that stops reading is left behind: the snapshot it pins is released.
+        // So is one that reads too slowly to finish within the scrape's deadline.
         let send = |piece: String| {
-            runtime.block_on(tokio::time::timeout(PIECE_DEADLINE, tx.send(Bytes::from(piece)))).is_ok_and(|r| r.is_ok())
+            let left = deadline.saturating_duration_since(std::time::Instant::now()).min(PIECE_DEADLINE);
+            runtime.block_on(tokio::time::timeout(left, tx.send(Bytes::from(piece)))).is_ok_and(|r| r.is_ok())
         };
         if !send(head) {
             return;
