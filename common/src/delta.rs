@@ -428,6 +428,21 @@ mod tests {
     }
 
     #[test]
+    fn a_state_holds_room_for_its_series_not_twice_that() {
+        let names: Vec<String> = (0..520).map(|i| format!("s{i}")).collect();
+        let many: Vec<(&str, Value)> = names.iter().map(|n| (n.as_str(), Value::Int(1))).collect();
+        let mut enc = DeltaEncoder::new(100);
+        let mut state = DeltaState::default();
+        state.apply(&enc.encode(&sample(1_000, &many))).unwrap();
+        assert_eq!(state.series.capacity(), 520);
+        // A keyframe of a host that shrank gives the rest back.
+        enc.request_keyframe();
+        state.apply(&enc.encode(&sample(2_000, &many[..100]))).unwrap();
+        assert_eq!(state.series.capacity(), 100);
+        assert_eq!(state.len(), 100);
+    }
+
+    #[test]
     fn a_keyframe_in_a_running_state_keeps_rates() {
         let mut enc = DeltaEncoder::new(100);
         let mut state = DeltaState::default();

@@ -94,4 +94,26 @@ mod tests {
             assert_eq!(reader.pending(), 0);
         }
     }
+
+    #[test]
+    fn a_burst_once_consumed_leaves_a_small_buffer() {
+        let mut enc = FrameEncoder::new();
+        let mut burst = Vec::new();
+        for i in 0..5_000 {
+            Message::Ack(Ack { incarnation: 1, first_seq: i, last_seq: i, server_time_ms: 0 })
+                .encode(&mut enc, &mut burst)
+                .unwrap();
+        }
+        assert!(burst.len() > 4 * KEEP);
+        let mut reader = MessageReader::new();
+        reader.push(&burst);
+        while reader.next_message().unwrap().is_some() {}
+        let mut live = Vec::new();
+        Message::Ack(Ack { incarnation: 1, first_seq: 9, last_seq: 9, server_time_ms: 0 })
+            .encode(&mut enc, &mut live)
+            .unwrap();
+        reader.push(&live);
+        assert!(reader.buf.capacity() <= KEEP, "{} bytes kept", reader.buf.capacity());
+        assert!(matches!(reader.next_message().unwrap(), Some(Message::Ack(a)) if a.last_seq == 9));
+    }
 }
