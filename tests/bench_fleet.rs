@@ -31,7 +31,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use twinwatch_tests::bench::{median, percentile, report_dir, rss_split, seconds_arg, usage};
-use twinwatch_tests::loadgen::{enrol, Fleet, FleetConfig, Readers};
+use twinwatch_tests::loadgen::{enrol, Fleet, FleetConfig};
+use twinwatch_tests::readers::Readers;
 use twinwatch_tests::{wait_for, Aggregator, TempDir};
 
 fn arg(name: &str, default: usize) -> usize {

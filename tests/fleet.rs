@@ -8,7 +8,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use twinwatch_tests::bench::percentile;
-use twinwatch_tests::loadgen::{enrol, Fleet, FleetConfig, Readers};
+use twinwatch_tests::loadgen::{enrol, Fleet, FleetConfig};
+use twinwatch_tests::readers::Readers;
 use twinwatch_tests::{wait_for, Aggregator, TempDir};
 
 /// Twice the aggregator's handshake limit (64), so a restart is a storm it must serve in waves.

@@ -18,6 +18,7 @@ pub mod loadgen;
 pub mod netns;
 pub mod prometheus;
 pub mod prometheus_server;
+pub mod readers;
 pub mod relay;
 pub mod synthetic;
 pub mod victoria;
