@@ -136,6 +136,9 @@ pub fn restore(twin: &mut Twin, id: &str, stored: Option<HostTwin>, logged: &[Ve
 /// tens of megabytes at the top of each cycle).
 const SLOTS: u32 = 30;
 
+/// The shortest wait between two slots' checkpoints.
+const MIN_TICK: Duration = Duration::from_millis(10);
+
 /// The slot of host `id`: a fixed hash of its id, so each host keeps its slot.
 fn slot_of(id: &str) -> u32 {
     let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
@@ -152,7 +155,8 @@ pub async fn run(
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let tick = every / SLOTS;
+    // A zero or tiny interval in the configuration must not spin a core.
+    let tick = (every / SLOTS).max(MIN_TICK);
     let mut slot = 0;
     loop {
         let stopping = tokio::select! {
