@@ -12,10 +12,19 @@
 //!   acknowledged in the same second, median and p99 over the seconds; its share of one core;
 //! - resident memory, anonymous and file-backed, at the start and end, and its slope (least
 //!   squares, MiB per minute);
-//! - API latency of the readers' answers (hosts, one host, endpoints, history), median and p99,
+//! - API latency of the readers' answers (hosts, one host, endpoints, history), median and p99
+//!   (`--readers N`, default 8, each asking again as soon as answered, or after
+//!   `--reader-pause-ms`),
 //!   and of a `/metrics` scrape every 15 s;
 //! - sample to API: how old a host's newest sample was when an answer first showed it;
-//! - the load generator's own CPU, since it shares the machine.
+//! - the load generator's own CPU, since it shares the machine;
+//! - produced to acknowledged per batch, median, p99 and worst: a checkpoint, compaction or lock
+//!   that holds ingest up shows here; and *stalled seconds*, those in which fewer than half the
+//!   agents' batches were acknowledged;
+//! - history growth on disk (the data directory, sled's files) per agent per day, from its size
+//!   at the start and end of the measured seconds.
+//!
+//! A progress line is printed every minute, so a long run (`--seconds 3600`) can be watched.
 //!
 //! With `--memory-limit-mib N` the aggregator runs in a cgroup (v1 memory controller) of that
 //! limit, page cache included, as on a VM of that size; the report gives the cgroup's peak and
@@ -30,7 +39,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use twinwatch_tests::bench::{median, percentile, report_dir, rss_split, seconds_arg, usage};
+use twinwatch_tests::bench::{dir_bytes, median, percentile, report_dir, rss_split, seconds_arg, usage};
 use twinwatch_tests::loadgen::{enrol, Fleet, FleetConfig};
 use twinwatch_tests::readers::Readers;
 use twinwatch_tests::{wait_for, Aggregator, TempDir};
@@ -108,11 +117,15 @@ fn main() {
         (fleet.counters.connected.load(Relaxed) == agents).then_some(())
     });
     println!("fleet: all connected in {:.1} s; warming up {warmup} s", connecting.elapsed().as_secs_f64());
-    let readers = Readers::start(&agg, &ids, readers_n);
+    let pause = Duration::from_millis(arg("--reader-pause-ms", 0) as u64);
+    let readers = Readers::paced(&agg, &ids, readers_n, pause);
     std::thread::sleep(Duration::from_secs(warmup as u64));
     let _ = readers.take_latencies();
     let _ = readers.take_visibility();
     let _ = readers.take_scrapes();
+    let _ = fleet.counters.take_ack_ms();
+    let data_dir = agg.dir.clone();
+    let disk_start = dir_bytes(&data_dir);
 
     let pid = agg.proc.as_ref().expect("running").pid();
     let me = std::process::id() as i32;
@@ -125,12 +138,17 @@ fn main() {
     let t0 = Instant::now();
     let mut tick = Instant::now();
     let mut loadgen_ns = 0u64;
-    for _ in 0..seconds {
+    let (mut acked_per_s, mut stalled) = (Vec::new(), 0usize);
+    for second in 0..seconds {
         tick += Duration::from_secs(1);
         std::thread::sleep(tick.saturating_duration_since(Instant::now()));
         let (c, r) = usage(pid).expect("aggregator usage");
         let (m, _) = usage(me).expect("own usage");
         let a = fleet.counters.acked.load(Relaxed);
+        acked_per_s.push((a - acked) as f64);
+        if ((a - acked) as usize) < agents / 2 {
+            stalled += 1;
+        }
         let values = (a - acked) * values_per_batch;
         if values > 0 {
             per_value_us.push((c - cpu) as f64 / 1000.0 / values as f64);
@@ -143,13 +161,30 @@ fn main() {
         anon.push(an as f64 / (1 << 20) as f64);
         file.push(fi as f64 / (1 << 20) as f64);
         (cpu, my_cpu, acked) = (c, m, a);
+        if (second + 1) % 60 == 0 {
+            println!(
+                "fleet: {:>5} s  rss {:.1} MiB (anon {:.1}, file {:.1})  acked {:.0}/s  disk {:.1} MiB  stalled {stalled} s",
+                second + 1,
+                rss.last().copied().unwrap_or(0.0),
+                anon.last().copied().unwrap_or(0.0),
+                file.last().copied().unwrap_or(0.0),
+                acked_per_s[acked_per_s.len().saturating_sub(60)..].iter().sum::<f64>() / 60.0,
+                dir_bytes(&data_dir) as f64 / (1 << 20) as f64,
+            );
+        }
     }
+    let disk_end = dir_bytes(&data_dir);
+    let ack_ms = fleet.counters.take_ack_ms();
+    acked_per_s.sort_by(f64::total_cmp);
     let latencies = readers.take_latencies();
     let visible = readers.take_visibility();
     let scrapes = readers.take_scrapes();
     per_value_us.sort_by(f64::total_cmp);
     let values_per_s = fleet.counters.values.load(Relaxed) as f64 / started.elapsed().as_secs_f64();
     let mib_per_min = slope(&times, &rss) * 60.0;
+    let half = times.len() / 2;
+    let second_half_mib_per_min = slope(&times[half..], &rss[half..]) * 60.0;
+    let disk_per_agent_day = (disk_end as f64 - disk_start as f64) / agents as f64 * 86_400.0 / seconds as f64;
     let report = json!({
         "agents": agents,
         "series_per_agent": values_per_batch,
@@ -157,12 +192,16 @@ fn main() {
         "warmup_s": warmup,
         "ingest_us_per_value": { "median": median(per_value_us.clone()), "p99": percentile(&per_value_us, 0.99) },
         "aggregator_core_share": { "median": median(core_share.clone()), "max": core_share.iter().cloned().fold(0.0, f64::max) },
-        "rss_mib": { "start": rss.first(), "end": rss.last(), "max": rss.iter().cloned().fold(0.0, f64::max), "slope_mib_per_min": mib_per_min },
+        "rss_mib": { "start": rss.first(), "end": rss.last(), "max": rss.iter().cloned().fold(0.0, f64::max), "slope_mib_per_min": mib_per_min, "second_half_slope_mib_per_min": second_half_mib_per_min },
+        "produced_to_acked_ms": { "median": percentile(&ack_ms, 0.5), "p99": percentile(&ack_ms, 0.99), "p999": percentile(&ack_ms, 0.999), "max": ack_ms.last() },
+        "acked_batches_per_s": { "min": acked_per_s.first(), "median": percentile(&acked_per_s, 0.5) },
+        "stalled_seconds": stalled,
+        "disk": { "start_mib": disk_start as f64 / (1 << 20) as f64, "end_mib": disk_end as f64 / (1 << 20) as f64, "per_agent_per_day_mib": disk_per_agent_day / (1 << 20) as f64 },
         "rss_idle_mib": (idle_rss.0 + idle_rss.1) as f64 / (1 << 20) as f64,
         "rss_per_agent_kib": (rss.last().copied().unwrap_or(0.0) - (idle_rss.0 + idle_rss.1) as f64 / (1 << 20) as f64) * 1024.0 / agents as f64,
         "rss_anon_mib_end": anon.last(),
         "rss_file_mib_end": file.last(),
-        "api": { "answers": latencies.len(), "median_ms": percentile(&latencies, 0.5), "p99_ms": percentile(&latencies, 0.99), "readers": readers_n },
+        "api": { "answers": latencies.len(), "median_ms": percentile(&latencies, 0.5), "p99_ms": percentile(&latencies, 0.99), "readers": readers_n, "pause_ms": pause.as_millis() as u64 },
         "metrics_scrape_ms": { "scrapes": scrapes.len(), "median": percentile(&scrapes, 0.5), "max": scrapes.last() },
         "sample_to_api_ms": { "seen": visible.len(), "median": percentile(&visible, 0.5), "p99": percentile(&visible, 0.99) },
         "reconnects_during_run": fleet.counters.connects.load(Relaxed) - connects_before,

@@ -8,29 +8,14 @@
 //! (a compacted block, as Prometheus keeps history); its size is divided by the same count.
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use twinwatch_aggregator::history::Retention;
 use twinwatch_aggregator::store::Store;
 use twinwatch_common::sample::SeriesKey;
+use twinwatch_tests::bench::dir_bytes;
 use twinwatch_tests::{start_agent, wait_for, Aggregator, TempDir};
-
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
 
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")

@@ -12,6 +12,10 @@
 //! same since the process started, and the median of 10 s windows (threads' schedstat).
 //! Memory: resident bytes at the first and last reading, the median and the maximum, and at the
 //! end split into anonymous and file-backed. The load average is recorded before and after.
+//! With `--qemu-aarch64 BIN` the agent is that aarch64 binary under `qemu-aarch64-static -cpu
+//! cortex-a57` (the UDM Pro's core) with the UniFi OS package's buffer and process settings; its
+//! memory is the guest's own mappings (see `guest_rss_split`), and its CPU is qemu's, emulation
+//! included, so only its memory stands for the router. Results go to `host-aarch64.json`.
 //! Also printed: bytes per sample on the wire (the agent's own counters, read back through the
 //! aggregator's API) against node_exporter's gzipped scrape. Results also go to
 //! `target/bench/host.json`.
@@ -21,7 +25,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use twinwatch_tests::bench::{cpu_seconds, loadavg, median, report_dir, rss_split, seconds_arg, threads, usage};
+use twinwatch_tests::bench::{
+    cpu_seconds, guest_rss_split, loadavg, median, report_dir, rss_split, seconds_arg, threads, usage,
+};
 use twinwatch_tests::http::request_with;
 use twinwatch_tests::web::Web;
 use twinwatch_tests::{bin, http_get, wait_for, Aggregator, Proc, TempDir};
@@ -57,17 +63,34 @@ struct Measured {
     rss: Vec<f64>,
     schedstat_at: (u64, Instant),
     cpu_at_start: f64,
+    /// A qemu process: memory is its guest's.
+    guest: bool,
 }
 
 impl Measured {
     fn new(name: &'static str, pid: i32) -> Measured {
         let ns = usage(pid).expect("process alive").0;
         let cpu = cpu_seconds(pid).expect("process alive").0;
-        Measured { name, pid, cpu_windows: vec![], rss: vec![], schedstat_at: (ns, Instant::now()), cpu_at_start: cpu }
+        let schedstat_at = (ns, Instant::now());
+        Measured { name, pid, cpu_windows: vec![], rss: vec![], schedstat_at, cpu_at_start: cpu, guest: false }
+    }
+
+    fn split(&self) -> (u64, u64) {
+        if self.guest {
+            guest_rss_split(self.pid)
+        } else {
+            rss_split(self.pid)
+        }
     }
 
     fn read(&mut self, window_ends: bool) {
         let (ns, rss) = usage(self.pid).unwrap_or_else(|| panic!("{} exited", self.name));
+        let rss = if self.guest {
+            let (anon, file) = guest_rss_split(self.pid);
+            anon + file
+        } else {
+            rss
+        };
         self.rss.push(rss as f64);
         if window_ends {
             let (ns0, at) = self.schedstat_at;
@@ -85,6 +108,8 @@ impl Measured {
 
 fn main() {
     let seconds = seconds_arg(600, WINDOW);
+    let qemu = std::env::args().skip_while(|a| a != "--qemu-aarch64").nth(1).map(std::path::PathBuf::from);
+    let agent_bin = qemu.clone().unwrap_or_else(|| bin("twinwatch-agent"));
     for peer in [NODE_EXPORTER, BLACKBOX] {
         assert!(Path::new(peer).exists(), "{peer} is missing: `cargo xtask bench` installs it");
     }
@@ -101,16 +126,24 @@ fn main() {
         agg.quic_port,
         agent_dir.display()
     );
+    if qemu.is_some() {
+        // packaging/udm/agent.toml's settings.
+        config.push_str("[buffer]\nmax_bytes = \"32MiB\"\nflush_interval = \"1s\"\n[processes]\ntop = 5\n");
+    }
     for i in 0..PROBES {
         config.push_str(&format!("[[probe]]\nname = \"health-{i}\"\nurl = \"{target}\"\n"));
     }
     std::fs::write(agent_dir.join("agent.toml"), config).expect("agent config");
     let agent_cfg = agent_dir.join("agent.toml");
-    let agent = Proc::spawn(
-        &bin("twinwatch-agent"),
-        &["--config", agent_cfg.to_str().expect("utf-8"), "run"],
-        agent_dir.join("agent.log"),
-    );
+    let cfg = agent_cfg.to_str().expect("utf-8");
+    let agent = match &qemu {
+        Some(b) => Proc::spawn(
+            Path::new("/usr/bin/qemu-aarch64-static"),
+            &["-cpu", "cortex-a57", b.to_str().expect("utf-8"), "--config", cfg, "run"],
+            agent_dir.join("agent.log"),
+        ),
+        None => Proc::spawn(&agent_bin, &["--config", cfg, "run"], agent_dir.join("agent.log")),
+    };
     let mut exporter = Proc::spawn(
         Path::new(NODE_EXPORTER),
         &["--web.listen-address=127.0.0.1:0"],
@@ -140,13 +173,13 @@ fn main() {
     let load_before = loadavg();
     eprintln!("bench: measuring {seconds} s from now, no warm-up; load average {load_before}");
     let mut procs = [
-        Measured::new("twinwatch-agent", agent.pid()),
+        Measured { guest: qemu.is_some(), ..Measured::new("twinwatch-agent", agent.pid()) },
         Measured::new("node_exporter", exporter.pid()),
         Measured::new("blackbox_exporter", blackbox.pid()),
     ];
     let first = agent_counters(&agg).expect("agent counters");
     let first_runs = agg.probe_runs("bench").unwrap_or(0.0);
-    let first_split = rss_split(agent.pid());
+    let first_split = procs[0].split();
     let mut gzip_bytes = Vec::with_capacity(seconds);
     let mut asked = 0usize;
     let start = Instant::now();
@@ -177,12 +210,15 @@ fn main() {
 
     let mib = |b: f64| b / (1024.0 * 1024.0);
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len() as f64).unwrap_or(f64::NAN);
-    let split: Vec<(u64, u64)> = procs.iter().map(|p| rss_split(p.pid)).collect();
+    let split: Vec<(u64, u64)> = procs.iter().map(Measured::split).collect();
     let cpu: Vec<(f64, f64, f64)> = procs.iter().map(|p| p.cpu(window)).collect();
     println!(
         "host: 1 s sampling and {PROBES} HTTP probes every {PROBE_EVERY} s, {window:.0} s measured from start-up; \
          load average {load_before} before, {load_after} after"
     );
+    if qemu.is_some() {
+        println!("agent: aarch64 under qemu-aarch64-static -cpu cortex-a57: its memory is the guest's, its CPU qemu's");
+    }
     println!("| figure | twinwatch-agent | node_exporter | blackbox_exporter |");
     println!("| --- | --- | --- | --- |");
     let row = |name: &str, f: &dyn Fn(usize) -> String| {
@@ -209,7 +245,7 @@ fn main() {
     println!("| samples per second | {:.0} | {exporter_samples:.0} | |", samples / window);
     println!(
         "| binary size, MiB | {:.1} | {:.1} | {:.1} |",
-        mib(size(&bin("twinwatch-agent"))),
+        mib(size(&agent_bin)),
         mib(size(Path::new(NODE_EXPORTER))),
         mib(size(Path::new(BLACKBOX)))
     );
@@ -224,7 +260,8 @@ fn main() {
     agent_entry["wire_bytes_per_sample"] = json!(wire);
     agent_entry["udp_bytes_per_sample"] = json!(udp);
     agent_entry["probe_runs"] = json!(agent_runs);
-    agent_entry["binary_bytes"] = json!(size(&bin("twinwatch-agent")));
+    agent_entry["binary_bytes"] = json!(size(&agent_bin));
+    agent_entry["under_qemu_aarch64"] = json!(qemu.is_some());
     let mut exporter_entry = entry(1);
     exporter_entry["gzip_bytes_per_sample"] = json!(exporter_wire);
     exporter_entry["samples_per_scrape"] = json!(exporter_samples);
@@ -235,5 +272,6 @@ fn main() {
         "loadavg_before": load_before, "loadavg_after": load_after,
         "agent": agent_entry, "node_exporter": exporter_entry, "blackbox_exporter": blackbox_entry,
     });
-    let _ = std::fs::write(report_dir().join("host.json"), serde_json::to_string_pretty(&report).unwrap_or_default());
+    let name = if qemu.is_some() { "host-aarch64.json" } else { "host.json" };
+    let _ = std::fs::write(report_dir().join(name), serde_json::to_string_pretty(&report).unwrap_or_default());
 }

@@ -73,6 +73,37 @@ pub fn rss_split(pid: i32) -> (u64, u64) {
     (kb("RssAnon:"), kb("RssFile:") + kb("RssShmem:"))
 }
 
+/// Resident bytes of the guest program that `qemu-aarch64-static` runs as process `pid`, anonymous
+/// and file-backed, from `/proc/PID/smaps`: the mappings below 16 TiB, where qemu puts the guest
+/// (its binary at its link address, its stack and `mmap`s near 0x55_0000_0000); qemu's own
+/// binary, heap and translated code live above.
+pub fn guest_rss_split(pid: i32) -> (u64, u64) {
+    const GUEST_END: u64 = 1 << 44;
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let (mut anon, mut file, mut guest, mut rss) = (0u64, 0u64, false, 0u64);
+    for line in smaps.lines() {
+        let kb = |l: &str| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * 1024;
+        if let Some(start) = line.split('-').next().filter(|s| s.len() >= 8 && s.chars().all(|c| c.is_ascii_hexdigit()))
+        {
+            if line.contains(' ') && !line.ends_with(':') && line.split_whitespace().count() >= 5 {
+                guest = u64::from_str_radix(start, 16).map(|a| a < GUEST_END).unwrap_or(false);
+                continue;
+            }
+        }
+        if !guest {
+            continue;
+        }
+        if line.starts_with("Rss:") {
+            rss = kb(line);
+        } else if line.starts_with("Anonymous:") {
+            let a = kb(line).min(rss);
+            anon += a;
+            file += rss - a;
+        }
+    }
+    (anon, file)
+}
+
 /// Where benchmark reports go: `target/bench/`.
 pub fn report_dir() -> std::path::PathBuf {
     let out = std::env::current_exe()
@@ -97,4 +128,20 @@ pub fn io_counters(pid: i32) -> Option<std::collections::BTreeMap<String, u64>> 
             .filter_map(|(k, v)| Some((k.into(), v.trim().parse().ok()?)))
             .collect(),
     )
+}
+
+/// Bytes of the files under `dir`, recursively (apparent sizes).
+pub fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }

@@ -115,6 +115,20 @@ pub struct Counters {
     pub keyframe_requests: AtomicU64,
     /// Agents connected now.
     pub connected: AtomicUsize,
+    /// Produced to acknowledged, per batch (ms): checkpoint and compaction pauses show here.
+    pub ack_ms: std::sync::Mutex<Vec<u32>>,
+}
+
+impl Counters {
+    /// Takes the produced-to-acknowledged times so far (ms), sorted.
+    pub fn take_ack_ms(&self) -> Vec<f64> {
+        let mut v: Vec<f64> = std::mem::take(&mut *self.ack_ms.lock().unwrap_or_else(|e| e.into_inner()))
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    }
 }
 
 /// One agent's own figures.
@@ -267,7 +281,7 @@ impl Sim {
         let mut encoder = DeltaEncoder::new(KEYFRAME_EVERY);
         let mut frames = FrameEncoder::new();
         // Unacknowledged batches by sequence number, as the agent's buffer holds them.
-        let mut pending: BTreeMap<u64, Arc<[u8]>> = BTreeMap::new();
+        let mut pending: BTreeMap<u64, (Instant, Arc<[u8]>)> = BTreeMap::new();
         let mut seq = 0u64;
         let mut ticks = tokio::time::interval_at(Instant::now() + self.phase, self.interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -305,7 +319,7 @@ impl Sim {
                     if let Some(s) = &session {
                         self.send(s, &frame, false);
                     }
-                    pending.insert(seq, frame);
+                    pending.insert(seq, (Instant::now(), frame));
                     if session.is_some() && pending.len() > 1 && heard.elapsed() > SILENCE {
                         if let Some(s) = session.take() {
                             s.conn.close(0u32.into(), b"silent");
@@ -349,7 +363,7 @@ impl Sim {
                             self.counters.connects.fetch_add(1, Relaxed);
                             self.counters.connected.fetch_add(1, Relaxed);
                             self.acked(&mut pending, 1, stored_through);
-                            for frame in pending.values() {
+                            for (_, frame) in pending.values() {
                                 self.send(&s, frame, true);
                             }
                             // Answers that came with the welcome.
@@ -415,7 +429,12 @@ impl Sim {
     }
 
     /// Takes every whole message the session has read; false if the session must end.
-    fn answers(&self, s: &mut Session, pending: &mut BTreeMap<u64, Arc<[u8]>>, encoder: &mut DeltaEncoder) -> bool {
+    fn answers(
+        &self,
+        s: &mut Session,
+        pending: &mut BTreeMap<u64, (Instant, Arc<[u8]>)>,
+        encoder: &mut DeltaEncoder,
+    ) -> bool {
         loop {
             match s.reader.next_message() {
                 Ok(Some(Message::Ack(ack))) if ack.incarnation == self.incarnation => {
@@ -432,14 +451,18 @@ impl Sim {
         }
     }
 
-    fn acked(&self, pending: &mut BTreeMap<u64, Arc<[u8]>>, first: u64, last: u64) {
+    fn acked(&self, pending: &mut BTreeMap<u64, (Instant, Arc<[u8]>)>, first: u64, last: u64) {
         if first > last {
             return;
         }
         let seqs: Vec<u64> = pending.range(first..=last).map(|(s, _)| *s).collect();
+        let mut times = Vec::with_capacity(seqs.len());
         for s in &seqs {
-            pending.remove(s);
+            if let Some((born, _)) = pending.remove(s) {
+                times.push(born.elapsed().as_millis().min(u32::MAX as u128) as u32);
+            }
         }
+        self.counters.ack_ms.lock().unwrap_or_else(|e| e.into_inner()).extend(times);
         let n = seqs.len() as u64;
         self.counters.acked.fetch_add(n, Relaxed);
         self.mine.acked.fetch_add(n, Relaxed);

@@ -14,7 +14,8 @@ use crate::{http_get_at, Aggregator};
 const SCRAPE_EVERY: Duration = Duration::from_secs(15);
 
 /// API clients reading hosts, one host, endpoints and a history series in turn, as fast as they
-/// are answered; the first also scrapes `/metrics` every [`SCRAPE_EVERY`].
+/// are answered (or each waiting `pause` between requests, as a dashboard polls); the first also
+/// scrapes `/metrics` every [`SCRAPE_EVERY`].
 pub struct Readers {
     pub answered: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -29,6 +30,11 @@ pub struct Readers {
 
 impl Readers {
     pub fn start(agg: &Aggregator, ids: &[String], n: usize) -> Readers {
+        Readers::paced(agg, ids, n, Duration::ZERO)
+    }
+
+    /// `n` readers, each waiting `pause` after every answer.
+    pub fn paced(agg: &Aggregator, ids: &[String], n: usize, pause: Duration) -> Readers {
         let stop = Arc::new(AtomicBool::new(false));
         let answered = Arc::new(AtomicU64::new(0));
         let latencies_ms = Arc::new(Mutex::new(Vec::new()));
@@ -58,6 +64,9 @@ impl Readers {
                         let path = if due { "/metrics" } else { path.as_str() };
                         if due {
                             scraped = Some(Instant::now());
+                        }
+                        if !pause.is_zero() {
+                            std::thread::sleep(pause);
                         }
                         let started = Instant::now();
                         match http_get_at(addr, path, Some(&token)) {
