@@ -252,9 +252,16 @@ impl Archive {
     /// Compacts every window that ended more than [`GRACE_MS`] before `now_ms` and has new
     /// segments, computing its rollups.
     pub fn compact(&self, now_ms: i64) -> Result<Pass, ArchiveError> {
+        self.compact_hosts(now_ms, |_| true)
+    }
+
+    /// [`Archive::compact`] for the hosts `host` picks: the checkpoint pass compacts each host
+    /// in its own slot, so a window's end is a few hosts' work a second rather than every host's
+    /// at once (at a thousand hosts, seconds of sled writes that held ingest's flushes up).
+    pub fn compact_hosts(&self, now_ms: i64, host: impl Fn(&str) -> bool) -> Result<Pass, ArchiveError> {
         let _pass = self.passes.lock().unwrap_or_else(|e| e.into_inner());
         let due: Vec<(String, i64)> =
-            self.dirty().iter().filter(|(_, w)| w + WINDOW_MS + GRACE_MS <= now_ms).cloned().collect();
+            self.dirty().iter().filter(|(h, w)| w + WINDOW_MS + GRACE_MS <= now_ms && host(h)).cloned().collect();
         let mut pass = Pass::default();
         for (host, window) in due {
             // Unmarked before reading: a checkpoint landing meanwhile marks the window again.
@@ -300,7 +307,12 @@ impl Archive {
         col: &Column,
         now_ms: i64,
     ) -> Result<(), ArchiveError> {
-        let minutes = rollup::fold(col.reals(), Tier::Minute.step_ms());
+        // An integer series keeps exact integer sums, so its blocks store every field as integers.
+        let scale = (!col.float && col.scale > 0.0 && col.scale.is_finite()).then_some(col.scale);
+        let minutes = match scale {
+            Some(s) => rollup::fold_scaled(col.points.iter().map(|&(t, b)| (t, b as i64)), s, Tier::Minute.step_ms()),
+            None => rollup::fold(col.reals(), Tier::Minute.step_ms()),
+        };
         let fives = rollup::refold(minutes.iter().copied(), Tier::FiveMinutes.step_ms());
         let mut day = Vec::new();
         for (tier, fresh) in [(Tier::Minute, &minutes), (Tier::FiveMinutes, &fives)] {
@@ -311,7 +323,7 @@ impl Archive {
                 day = block.clone();
             }
             if self.retention.keeps(tier, period, now_ms) {
-                batch.insert(rollup_key(tier, period, host, idx), rollup::encode(tier, period, &block));
+                batch.insert(rollup_key(tier, period, host, idx), rollup::encode(tier, period, &block, scale));
             }
         }
         let hour = align(window, Tier::Hour.step_ms());
@@ -320,7 +332,7 @@ impl Archive {
         let period = align(window, Tier::Hour.period_ms());
         let mut block = self.block(Tier::Hour, period, host, idx)?;
         rollup::upsert(&mut block, &hours);
-        batch.insert(rollup_key(Tier::Hour, period, host, idx), rollup::encode(Tier::Hour, period, &block));
+        batch.insert(rollup_key(Tier::Hour, period, host, idx), rollup::encode(Tier::Hour, period, &block, scale));
         Ok(())
     }
 

@@ -145,8 +145,9 @@ fn slot_of(id: &str) -> u32 {
     (hash % u64::from(SLOTS)) as u32
 }
 
-/// Every `every / SLOTS`: checkpoints the hosts of the next slot that have new points; once per
-/// `every`, compacts finished windows into rollups and expires what retention no longer keeps.
+/// Every `every / SLOTS`: checkpoints the hosts of the next slot that have new points and
+/// compacts their finished windows into rollups; once per `every`, expires what retention no
+/// longer keeps.
 /// A last checkpoint of every host runs at shutdown.
 pub async fn run(
     twin: &Mutex<Twin>,
@@ -174,7 +175,11 @@ pub async fn run(
     }
 }
 
-/// One round of checkpoints of the hosts `due` picks, and, if `maintain`, compaction and expiry.
+/// One round of checkpoints of the hosts `due` picks and compaction of their finished windows;
+/// if `maintain`, expiry too.
+///
+/// The sled work runs where the runtime lets other tasks move off this thread
+/// ([`off_the_runtime`]): on a two-core VM, a pass must not hold a worker that ingest needs.
 pub async fn pass(
     twin: &Mutex<Twin>,
     store: &Store,
@@ -191,23 +196,32 @@ pub async fn pass(
             .collect()
     };
     // One flush for the whole pass: a slot of hosts costs one fsync, not one each.
-    for id in &ids {
-        write(twin, store, remote, id)?;
-    }
+    off_the_runtime(|| ids.iter().try_for_each(|id| write(twin, store, remote, id)))?;
     if !ids.is_empty() {
         store.flush().await?;
     }
-    if !maintain {
-        return Ok(());
-    }
     let now = now_ms();
-    let compacted = store.archive.compact(now)?;
-    let expired = store.archive.expire(now)?;
-    if compacted.windows_compacted + expired.raw_windows_deleted + expired.rollup_blocks_deleted > 0 {
+    let (compacted, expired) = off_the_runtime(|| -> Result<_, StoreError> {
+        let compacted = store.archive.compact_hosts(now, &due)?;
+        let expired = if maintain { Some(store.archive.expire(now)?) } else { None };
+        Ok((compacted, expired))
+    })?;
+    let expired_any = expired.as_ref().is_some_and(|e| e.raw_windows_deleted + e.rollup_blocks_deleted > 0);
+    if compacted.windows_compacted > 0 || expired_any {
         tracing::debug!(?compacted, ?expired, "history compacted and expired");
         store.flush().await?;
     }
     Ok(())
+}
+
+/// Runs `work`, blocking sled calls and encoding, telling a multi-threaded runtime first so that
+/// it hands this worker's other tasks to another thread meanwhile; on a single-threaded runtime
+/// (tests) it simply runs.
+fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(work),
+        _ => work(),
+    }
 }
 
 #[cfg(test)]
