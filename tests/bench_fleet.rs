@@ -22,7 +22,9 @@
 //!   that holds ingest up shows here; and *stalled seconds*, those in which fewer than half the
 //!   agents' batches were acknowledged;
 //! - history growth on disk (the data directory, sled's files) per agent per day, from its size
-//!   at the start and end of the measured seconds.
+//!   at the start and end of the measured seconds; and at the end, with the aggregator stopped,
+//!   the history the store holds (raw segments and rollup blocks, keys and values) per agent per
+//!   day of the fleet's sampling.
 //!
 //! A progress line is printed every minute, so a long run (`--seconds 3600`) can be watched.
 //!
@@ -39,6 +41,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use twinwatch_aggregator::history::Retention;
 use twinwatch_tests::bench::{dir_bytes, median, percentile, report_dir, rss_split, seconds_arg, usage};
 use twinwatch_tests::loadgen::{enrol, Fleet, FleetConfig};
 use twinwatch_tests::readers::Readers;
@@ -211,6 +214,7 @@ fn main() {
     println!("{}", serde_json::to_string_pretty(&report).expect("json"));
     let mut report = report;
 
+    let mut sampled_until = None;
     if restart {
         agg.proc.as_mut().expect("running").kill9();
         let connects = fleet.counters.connects.load(Relaxed);
@@ -226,6 +230,7 @@ fn main() {
         let back_s = ready.elapsed().as_secs_f64();
         let peak = agg.metric("twinwatch_quic_handshakes_peak");
         fleet.stop_sampling();
+        sampled_until = Some(started.elapsed().as_secs_f64());
         wait_for("every batch acknowledged", Duration::from_secs(600), || (fleet.pending() == 0).then_some(()));
         let mut wrong = 0;
         for (id, incarnation, mine) in &fleet.agents {
@@ -249,6 +254,26 @@ fn main() {
         println!("{}", serde_json::to_string_pretty(&report["restart"]).expect("json"));
     }
     let _ = readers.stop();
+    let sampled_s = sampled_until.unwrap_or_else(|| started.elapsed().as_secs_f64());
+    drop(fleet);
+    agg.proc.as_mut().expect("running").terminate();
+    match twinwatch_aggregator::store::Store::open(&data_dir.join("db"), Retention::default()) {
+        Ok(store) => {
+            let [series, raw, rollups] = store.archive.bytes().expect("history bytes");
+            let per_day = |b: u64| b as f64 / agents as f64 * 86_400.0 / sampled_s / (1 << 20) as f64;
+            report["history_stored"] = json!({
+                "sampled_s": sampled_s,
+                "raw_mib": raw as f64 / (1 << 20) as f64,
+                "rollup_mib": rollups as f64 / (1 << 20) as f64,
+                "series_mib": series as f64 / (1 << 20) as f64,
+                "raw_mib_per_agent_per_day": per_day(raw),
+                "rollup_mib_per_agent_per_day": per_day(rollups),
+                "disk_mib_at_end": dir_bytes(&data_dir) as f64 / (1 << 20) as f64,
+            });
+            println!("{}", serde_json::to_string_pretty(&report["history_stored"]).expect("json"));
+        }
+        Err(e) => println!("fleet: the store did not open after the run: {e}"),
+    }
     if let Some(l) = &limit {
         assert_eq!(l.oom_kills(), 0, "the aggregator was killed under the limit");
         report["memory_limit"] = json!({
