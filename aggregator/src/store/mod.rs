@@ -138,16 +138,20 @@ impl Store {
         self.data.get(host_key(id))?.map(|v| decode_host(id, &v)).transpose()
     }
 
-    /// Appends frames `id` applied to its log, in one atomic step. Not yet durable: call
-    /// [`Store::flush`] before acknowledging.
+    /// Appends frames `id` applied to its log. Not yet durable: call [`Store::flush`] before
+    /// acknowledging.
+    ///
+    /// One insert per frame, not a sled batch: sled 0.34 writes out its I/O buffer at the end of
+    /// every batch (a `pwrite` and a `sync_file_range`, 400 a second for 200 agents), where plain
+    /// inserts wait for the next flush. Nothing needs the frames of a round together: a crash
+    /// that keeps only some of them kept frames that were not acknowledged yet, which the agent
+    /// sends again and the twin's ledger then recognises.
     pub fn log(&self, id: &str, frames: &[Vec<u8>]) -> Result<(), StoreError> {
-        let mut b = sled::Batch::default();
         for frame in frames {
             let mut k = log_prefix(id);
             k.extend_from_slice(&(self.log_position.fetch_add(1, Relaxed) + 1).to_be_bytes());
-            b.insert(k, frame.as_slice());
+            self.data.insert(k, frame.as_slice())?;
         }
-        self.data.apply_batch(b)?;
         Ok(())
     }
 
