@@ -215,6 +215,7 @@ fn main() {
     let mut report = report;
 
     let mut sampled_until = None;
+    let mut failures: Vec<String> = Vec::new();
     if restart {
         agg.proc.as_mut().expect("running").kill9();
         let connects = fleet.counters.connects.load(Relaxed);
@@ -245,13 +246,21 @@ fn main() {
                 wrong += 1;
             }
         }
+        let limit = agg.metric("twinwatch_quic_handshakes_limit");
         report["restart"] = json!({
             "all_back_s_after_ready": back_s,
             "handshakes_peak": peak,
+            "handshakes_limit": limit,
             "busy_refusals": fleet.counters.refused_busy.load(Relaxed),
             "agents_with_wrong_counts": wrong,
         });
         println!("{}", serde_json::to_string_pretty(&report["restart"]).expect("json"));
+        if !peak.zip(limit).is_some_and(|(p, l)| p <= l) {
+            failures.push(format!("handshakes at once {peak:?} over the limit {limit:?}"));
+        }
+        if wrong > 0 {
+            failures.push(format!("{wrong} agents' stored counts are not what they produced"));
+        }
     }
     let _ = readers.stop();
     let sampled_s = sampled_until.unwrap_or_else(|| started.elapsed().as_secs_f64());
@@ -286,4 +295,5 @@ fn main() {
     let out = report_dir().join(format!("fleet-{agents}.json"));
     std::fs::write(&out, serde_json::to_string_pretty(&report).expect("json")).expect("report");
     println!("fleet: report in {}", out.display());
+    assert!(failures.is_empty(), "{failures:?}");
 }
