@@ -224,7 +224,8 @@ const RELATIVE: u8 = 2;
 /// `v` as the integer it is `scale` times, if it is exactly that.
 fn unscale(v: f64, scale: f64) -> Option<i64> {
     let r = (v / scale).round();
-    if !(r.abs() < 9.0e15) {
+    // NaN and infinities fail this too.
+    if r.is_nan() || r.abs() >= 9.0e15 {
         return None;
     }
     let r = r as i64;
