@@ -380,4 +380,46 @@ mod tests {
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// Compaction runs per checkpoint slot: a pass over some hosts leaves the others' finished
+    /// windows for their own slot, and every window is compacted exactly once.
+    #[tokio::test]
+    async fn compaction_of_some_hosts_leaves_the_others_windows_for_their_own_pass() {
+        let dir = std::env::temp_dir().join(format!("twinwatch-compact-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir, Retention::default()).unwrap();
+        let twin = Mutex::new(Twin::default());
+        let t0 = 1_800_000_000_000;
+        for id in ["a-1", "a-2"] {
+            let who = AgentIdentity { id: id.into(), dc: "dc2".into() };
+            let hello = Hello {
+                agent_version: "t".into(),
+                incarnation: 3,
+                agent_time_ms: 0,
+                interval_ms: 1000,
+                host: HostInfo::default(),
+            };
+            twin.lock().unwrap().handle_hello(&who, 1, &hello, 5);
+            let mut enc = DeltaEncoder::new(5);
+            for seq in 1..=30u64 {
+                let m = Metric::counter(SeriesKey::new("c"), Value::Int(seq as i64));
+                let tick = enc.encode(&Sample::new(t0 + seq as i64 * 1000, vec![m]));
+                twin.lock().unwrap().handle_batch(id, 1, &Batch { incarnation: 3, seq, ticks: vec![tick] }, 10);
+            }
+            checkpoint::checkpoint(&twin, &store, None, id).await.unwrap();
+        }
+        let later = t0 + 24 * 3_600_000;
+        let first = store.archive.compact_hosts(later, |h| h == "a-1").unwrap();
+        assert!(first.windows_compacted > 0, "{first:?}");
+        let second = store.archive.compact_hosts(later, |h| h == "a-1").unwrap();
+        assert_eq!(second.windows_compacted, 0, "a-1 was done: {second:?}");
+        let rest = store.archive.compact(later).unwrap();
+        assert_eq!(rest.windows_compacted, first.windows_compacted, "a-2's windows waited for their pass");
+        for id in ["a-1", "a-2"] {
+            let points = store.archive.raw(id, 0, 0, i64::MAX).unwrap().unwrap().points;
+            assert_eq!(points.len(), 30, "{id}");
+        }
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
