@@ -4,6 +4,7 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
+use axum::response::Response;
 use axum::Json;
 use serde::Deserialize;
 use twinwatch_common::time::now_ms;
@@ -33,14 +34,11 @@ fn scope(state: &AppState, query: Params) -> Result<Scope, ApiError> {
     summary = "Every probed endpoint with its state per vantage (DC)",
     params(("window" = Option<String>, Query, description = "Span of the statistics, a duration such as `15m` (default `1h`)", pattern = r"^[0-9]{1,12}(\.[0-9]+)?(ms|s|m|h|d)$")),
     security(("bearer" = [])),
-    responses((status = 200, description = "Every endpoint", body = [Endpoint<VantageSummary>]), (status = 400, description = "A parameter is not valid", body = crate::api::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody)),
+    responses((status = 200, description = "Every endpoint", body = [Endpoint<VantageSummary>]), (status = 400, description = "A parameter is not valid", body = crate::api::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody), (status = 503, description = "Two answers about the whole fleet are being built and neither finished within 30 s", body = crate::api::openapi::ErrorBody)),
 )]
-pub async fn list(
-    State(state): State<AppState>,
-    query: Params,
-) -> Result<Json<Vec<Endpoint<VantageSummary>>>, ApiError> {
+pub async fn list(State(state): State<AppState>, query: Params) -> Result<Response, ApiError> {
     let scope = scope(&state, query)?;
-    Ok(Json(endpoints::list(&state.twin(), &scope)))
+    super::turns::fleet_answer(|| -> Vec<Endpoint<VantageSummary>> { endpoints::list(&state.twin(), &scope) }).await
 }
 
 #[utoipa::path(
@@ -69,11 +67,11 @@ pub async fn one(
     summary = "Every service probed from its OpenAPI spec: coverage and endpoints per vantage",
     params(("window" = Option<String>, Query, description = "Span of the statistics, a duration such as `15m` (default `1h`)", pattern = r"^[0-9]{1,12}(\.[0-9]+)?(ms|s|m|h|d)$")),
     security(("bearer" = [])),
-    responses((status = 200, description = "Every service", body = Vec<Service>), (status = 400, description = "A parameter is not valid", body = crate::api::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody)),
+    responses((status = 200, description = "Every service", body = Vec<Service>), (status = 400, description = "A parameter is not valid", body = crate::api::openapi::ErrorBody), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody), (status = 503, description = "Two answers about the whole fleet are being built and neither finished within 30 s", body = crate::api::openapi::ErrorBody)),
 )]
-pub async fn services(State(state): State<AppState>, query: Params) -> Result<Json<Vec<Service>>, ApiError> {
+pub async fn services(State(state): State<AppState>, query: Params) -> Result<Response, ApiError> {
     let scope = scope(&state, query)?;
-    Ok(Json(services::services(&state.twin(), &scope)))
+    super::turns::fleet_answer(|| -> Vec<Service> { services::services(&state.twin(), &scope) }).await
 }
 
 #[cfg(test)]

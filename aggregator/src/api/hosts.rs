@@ -2,6 +2,7 @@
 //! answers are built in `views/hosts.rs`.
 
 use axum::extract::{Path, State};
+use axum::response::Response;
 use axum::Json;
 use serde_json::Value;
 use twinwatch_common::time::now_ms;
@@ -15,13 +16,16 @@ use crate::views::hosts;
     tag = "hosts",
     summary = "Every host twin: id, DC, hostname, status, last seen, agent version",
     security(("bearer" = [])),
-    responses((status = 200, description = "Every host", body = serde_json::Value), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody)),
+    responses((status = 200, description = "Every host", body = serde_json::Value), (status = 401, description = "No valid token", body = crate::api::openapi::ErrorBody), (status = 403, description = "The token may not do this", body = crate::api::openapi::ErrorBody), (status = 503, description = "Two answers about the whole fleet are being built and neither finished within 30 s", body = crate::api::openapi::ErrorBody)),
 )]
-pub async fn list(State(state): State<AppState>) -> Json<Value> {
+pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
     let now = now_ms();
     let offline_after = state.offline_after.as_millis() as i64;
-    let shared = state.twin().shared_hosts();
-    Json(Value::Array(shared.iter().map(|h| hosts::summary(h, now, offline_after)).collect()))
+    super::turns::fleet_answer(|| {
+        let shared = state.twin().shared_hosts();
+        Value::Array(shared.iter().map(|h| hosts::summary(h, now, offline_after)).collect())
+    })
+    .await
 }
 
 #[utoipa::path(

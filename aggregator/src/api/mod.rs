@@ -19,6 +19,7 @@ mod metrics;
 pub mod openapi;
 mod request_id;
 pub mod server;
+mod turns;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};

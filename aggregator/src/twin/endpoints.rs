@@ -93,6 +93,12 @@ impl Vantage {
 
     /// Inserts in start-time order: results from a backfill land among the ones already taken.
     fn push(&mut self, result: ProbeResult) {
+        // Grown 64 results at a time, not doubled: a thousand hosts' rings all fill at the same
+        // pace, and doubling made each 512 results hold room for 1024, 20 MiB at once.
+        let (len, room) = (self.results.len(), self.results.capacity());
+        if len == room && len < RING_CAPACITY {
+            self.results.reserve_exact(64.min(RING_CAPACITY - len));
+        }
         let at = self.results.partition_point(|r| r.ts_ms <= result.ts_ms);
         if self.results.len() >= RING_CAPACITY {
             if at == 0 {
