@@ -2,8 +2,8 @@
 //! 500 node_exporter-like series and two HTTP probes' results every second over its own QUIC
 //! connection, with API readers running throughout.
 //!
-//! `cargo xtask bench` runs it with 200 agents and readers, then with 1,000 agents in a 256 MiB
-//! memory cgroup; `cargo bench -p twinwatch-tests --bench fleet -- --agents 1000 --seconds 600`
+//! `cargo xtask bench` runs it with 200 agents and readers, then with 1,000 agents (not in a 256
+//! MiB memory cgroup until the aggregator fits one); `cargo bench -p twinwatch-tests --bench fleet -- --agents 1000 --seconds 600`
 //! runs the thousand for longer. After every agent has connected and
 //! `--warmup` seconds (default 30) have passed, it samples the aggregator once a second for
 //! `--seconds` (default 120):
