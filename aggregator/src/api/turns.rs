@@ -22,7 +22,15 @@ static TURNS: Semaphore = Semaphore::const_new(AT_ONCE);
 
 /// Builds `answer` in a turn and serialises it there: the JSON bytes, not the tree, leave it.
 pub(crate) async fn fleet_answer<T: Serialize>(build: impl FnOnce() -> T) -> Result<Response, ApiError> {
-    let _turn = match tokio::time::timeout(WAIT, TURNS.acquire()).await {
+    in_turn(&TURNS, WAIT, build).await
+}
+
+async fn in_turn<T: Serialize>(
+    turns: &Semaphore,
+    wait: Duration,
+    build: impl FnOnce() -> T,
+) -> Result<Response, ApiError> {
+    let _turn = match tokio::time::timeout(wait, turns.acquire()).await {
         Ok(Ok(permit)) => permit,
         Ok(Err(_)) => return Err(ApiError::internal("fleet answer semaphore closed")),
         Err(_) => {
@@ -32,4 +40,22 @@ pub(crate) async fn fleet_answer<T: Serialize>(build: impl FnOnce() -> T) -> Res
     };
     let body = serde_json::to_vec(&build()).map_err(|e| ApiError::internal(format!("serialising the answer: {e}")))?;
     Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_waits_for_a_turn_and_is_answered_busy_when_none_comes() {
+        let turns = Semaphore::new(AT_ONCE);
+        let held = turns.acquire_many(AT_ONCE as u32).await.unwrap();
+        let busy = in_turn(&turns, Duration::from_millis(50), || 1).await.unwrap_err();
+        assert_eq!((busy.status, busy.error), (StatusCode::SERVICE_UNAVAILABLE, "busy"));
+        drop(held);
+        let answer = in_turn(&turns, WAIT, || vec![1, 2]).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(answer.into_body(), 1024).await.unwrap();
+        assert_eq!(&body[..], b"[1,2]");
+    }
 }
