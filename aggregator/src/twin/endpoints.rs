@@ -20,8 +20,11 @@
 //!   a probe series labelled with that endpoint; the views list only those. A ring is dropped when
 //!   a keyframe or a removal leaves its host without the endpoint (the probe left the agent's
 //!   configuration), so memory does not outlive the probes.
-//! - **Memory**: a [`ProbeResult`] is 40 bytes, a full ring of [`RING_CAPACITY`] 40 KiB; 100
-//!   endpoints probed from 5 hosts cost at most 20 MiB.
+//! - **Memory is bounded for the whole fleet**: a [`ProbeResult`] is 40 bytes, and all rings
+//!   together hold at most [`RINGS_BUDGET`]. A ring keeps [`RING_CAPACITY`] results while the
+//!   budget allows (400 vantages: 100 endpoints probed from 4 hosts); with more, each keeps its
+//!   share ([`ring_capacity`]), never fewer than [`MIN_RING`]. 2,000 vantages keep 209 results
+//!   each: 35 minutes of a probe every 10 s.
 
 pub mod stats;
 
@@ -30,8 +33,17 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use twinwatch_common::delta::{DeltaState, SeriesState, Tick};
 use twinwatch_common::probe::{self, Outcome};
 
-/// Results kept per (endpoint, host): about 2.8 hours of a probe every 10 s.
+/// Results kept per (endpoint, host) at most: about 2.8 hours of a probe every 10 s.
 pub const RING_CAPACITY: usize = 1024;
+/// Bytes all rings may hold together, shared out as the vantages grow in number.
+pub const RINGS_BUDGET: usize = 16 << 20;
+/// Results a ring keeps however many vantages share the budget.
+pub const MIN_RING: usize = 64;
+
+/// Results each ring keeps when `vantages` share [`RINGS_BUDGET`].
+pub fn ring_capacity(vantages: usize) -> usize {
+    (RINGS_BUDGET / (vantages.max(1) * std::mem::size_of::<ProbeResult>())).clamp(MIN_RING, RING_CAPACITY)
+}
 
 /// One probe result, as small as the statistics allow: durations as `f32` (a resolution of
 /// about 2 µs at 30 s is plenty for latency).
@@ -92,15 +104,23 @@ impl Vantage {
     }
 
     /// Inserts in start-time order: results from a backfill land among the ones already taken.
-    fn push(&mut self, result: ProbeResult) {
+    /// Keeps at most `keep` results, the newest; a ring whose share shrank gives back the rest.
+    fn push(&mut self, result: ProbeResult, keep: usize) {
+        let keep = keep.max(1);
+        if self.results.len() > keep {
+            self.results.drain(..self.results.len() - keep);
+        }
+        if self.results.capacity() >= keep + 64 {
+            self.results.shrink_to(keep);
+        }
         // Grown 64 results at a time, not doubled: a thousand hosts' rings all fill at the same
         // pace, and doubling made each 512 results hold room for 1024, 20 MiB at once.
         let (len, room) = (self.results.len(), self.results.capacity());
-        if len == room && len < RING_CAPACITY {
-            self.results.reserve_exact(64.min(RING_CAPACITY - len));
+        if len == room && len < keep {
+            self.results.reserve_exact(64.min(keep - len));
         }
         let at = self.results.partition_point(|r| r.ts_ms <= result.ts_ms);
-        if self.results.len() >= RING_CAPACITY {
+        if self.results.len() >= keep {
             if at == 0 {
                 return; // older than everything kept
             }
@@ -144,13 +164,19 @@ impl Endpoints {
         }
         if !fresh.is_empty() {
             fill(&mut fresh, state);
+            let keep = ring_capacity(self.vantages());
             for (endpoint, result) in fresh {
-                self.vantage_mut(endpoint, host).push(result);
+                self.vantage_mut(endpoint, host).push(result, keep);
             }
         }
         if live && (tick.keyframe || !tick.removed.is_empty()) {
             self.prune(host, state);
         }
+    }
+
+    /// The (endpoint, host) pairs with a ring.
+    pub fn vantages(&self) -> usize {
+        self.by_endpoint.values().map(BTreeMap::len).sum()
     }
 
     /// Drops every ring of `host` (the host is gone from the twin).
@@ -358,13 +384,42 @@ pub(crate) mod tests {
     fn the_ring_keeps_the_newest() {
         let mut vantage = Vantage::default();
         for ts in 1..=(RING_CAPACITY as i64 + 10) {
-            vantage.push(ProbeResult::at(ts));
+            vantage.push(ProbeResult::at(ts), RING_CAPACITY);
         }
         assert_eq!(vantage.results().len(), RING_CAPACITY);
         assert_eq!(vantage.results().front().map(|r| r.ts_ms), Some(11));
         assert_eq!(vantage.since(RING_CAPACITY as i64 + 5).len(), 6);
         // What the module documentation promises about memory.
         assert_eq!(std::mem::size_of::<ProbeResult>(), 40);
+    }
+
+    /// A thousand hosts probing two endpoints each: every ring keeps its share of the budget,
+    /// and a ring that filled while the fleet was small gives back what it no longer may keep.
+    #[test]
+    fn many_vantages_share_the_rings_budget() {
+        assert_eq!((ring_capacity(1), ring_capacity(400)), (RING_CAPACITY, RING_CAPACITY));
+        assert_eq!(ring_capacity(2_000), 209);
+        assert_eq!(ring_capacity(1_000_000), MIN_RING);
+        let mut endpoints = Endpoints::default();
+        let feed = |endpoints: &mut Endpoints, host: &str, ts: i64| {
+            let keep = ring_capacity(endpoints.vantages().max(1));
+            endpoints.vantage_mut("shop", host).push(ProbeResult::at(ts), keep);
+        };
+        for ts in 1..=1_500 {
+            feed(&mut endpoints, "h0", ts);
+        }
+        assert_eq!(endpoints.vantage("shop", "h0").map(|v| v.results().len()), Some(RING_CAPACITY));
+        for h in 1..2_000 {
+            feed(&mut endpoints, &format!("h{h}"), 1);
+        }
+        assert_eq!(endpoints.vantages(), 2_000);
+        feed(&mut endpoints, "h0", 1_501);
+        let ring = endpoints.vantage("shop", "h0").map(|v| v.results()).unwrap();
+        assert_eq!(ring.len(), 209, "the newest 209 results");
+        assert_eq!(ring.back().map(|r| r.ts_ms), Some(1_501));
+        assert!(ring.capacity() < 209 + 64, "room given back: {}", ring.capacity());
+        let held: usize = endpoints.by_endpoint.values().flat_map(|h| h.values()).map(|v| v.results().capacity()).sum();
+        assert!(held * std::mem::size_of::<ProbeResult>() <= RINGS_BUDGET, "{held} results held");
     }
 
     #[test]
