@@ -15,7 +15,7 @@
 //! always equal folding the raw points. Queries read rolled windows from the rollup blocks and
 //! the rest from raw segments and the recorder.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, RwLock};
 
 use twinwatch_common::sample::SeriesKey;
@@ -57,6 +57,10 @@ pub struct Archive {
     tree: sled::Tree,
     /// Windows with segments not yet compacted, per host.
     dirty: Mutex<BTreeSet<(String, i64)>>,
+    /// The number the next raw segment of a (host, window) takes, for windows this process wrote:
+    /// looked up once in sled, where a reverse scan pages in the window's segments (at a
+    /// thousand hosts, tens of megabytes of sled's cache).
+    next_segment: Mutex<HashMap<(String, i64), u32>>,
     /// Applying a batch that changes segments is exclusive; readers of segments share. Only
     /// the apply is exclusive: the work before it runs beside readers.
     segments: RwLock<()>,
@@ -118,11 +122,36 @@ impl Archive {
                 }
             }
         }
-        Ok(Archive { tree, dirty: Mutex::new(dirty), segments: RwLock::new(()), passes: Mutex::new(()), retention })
+        Ok(Archive {
+            tree,
+            dirty: Mutex::new(dirty),
+            next_segment: Mutex::new(HashMap::new()),
+            segments: RwLock::new(()),
+            passes: Mutex::new(()),
+            retention,
+        })
     }
 
     fn dirty(&self) -> std::sync::MutexGuard<'_, BTreeSet<(String, i64)>> {
         self.dirty.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn next_segments(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i64), u32>> {
+        self.next_segment.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the number for a new raw segment of `host`'s `window` (whose keys start `prefix`):
+    /// one past the last this process took, or past the highest stored.
+    fn take_segment_number(&self, host: &str, window: i64, prefix: &[u8]) -> Result<u32, ArchiveError> {
+        let key = (host.to_owned(), window);
+        if let Some(next) = self.next_segments().get_mut(&key) {
+            *next += 1;
+            return Ok(*next - 1);
+        }
+        let last = self.tree.scan_prefix(prefix).keys().next_back().transpose()?;
+        let next = last.and_then(|k| parse_raw(&k)).map_or(1, |(_, _, s)| s + 1).max(1);
+        self.next_segments().insert(key, next + 1);
+        Ok(next)
     }
 
     /// Every host's registered series, by index.
@@ -154,8 +183,7 @@ impl Archive {
         }
         for (&window, columns) in frozen.windows.iter() {
             let prefix = raw_prefix(window, host);
-            let last = self.tree.scan_prefix(&prefix).keys().next_back().transpose()?;
-            let next = last.and_then(|k| parse_raw(&k)).map_or(1, |(_, _, s)| s + 1).max(1);
+            let next = self.take_segment_number(host, window, &prefix)?;
             let mut k = prefix;
             k.extend_from_slice(&next.to_be_bytes());
             batch.insert(k, segment::encode(window, columns, 1));
@@ -264,8 +292,10 @@ impl Archive {
             self.dirty().iter().filter(|(h, w)| w + WINDOW_MS + GRACE_MS <= now_ms && host(h)).cloned().collect();
         let mut pass = Pass::default();
         for (host, window) in due {
-            // Unmarked before reading: a checkpoint landing meanwhile marks the window again.
+            // Unmarked before reading: a checkpoint landing meanwhile marks the window again. Its
+            // segment number is forgotten too: a late one looks in sled again.
             self.dirty().remove(&(host.clone(), window));
+            self.next_segments().remove(&(host.clone(), window));
             pass.segments_merged += self.compact_window(&host, window, now_ms)?;
             pass.windows_compacted += 1;
         }
@@ -378,6 +408,7 @@ impl Archive {
         let _w = self.segments.write().unwrap_or_else(|e| e.into_inner());
         self.tree.apply_batch(batch)?;
         self.dirty().retain(|(_, w)| w + WINDOW_MS > cutoff);
+        self.next_segments().retain(|(_, w), _| w + WINDOW_MS > cutoff);
         Ok(pass)
     }
 
