@@ -57,6 +57,13 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     state.refusals.render_metrics(&mut head);
     state.admission.render_metrics(&mut head);
     state.http_stats.render_metrics(&mut head);
+    let (pending, most) = state.twin().history.pending();
+    head.push_str(&format!(
+        "# HELP twinwatch_history_pending_points Points recorded and not yet written by a checkpoint, across hosts.\n\
+         # TYPE twinwatch_history_pending_points gauge\ntwinwatch_history_pending_points {pending}\n\
+         # HELP twinwatch_history_pending_points_max The most points one host has waiting for its checkpoint.\n\
+         # TYPE twinwatch_history_pending_points_max gauge\ntwinwatch_history_pending_points_max {most}\n"
+    ));
     // Rendered from shared snapshots after the lock is released: ingest never waits on a scrape.
     let shared = state.twin().shared_hosts();
     // A thousand hosts are tens of megabytes of text: made on a blocking thread a piece at a

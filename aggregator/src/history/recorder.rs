@@ -188,6 +188,11 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// Points recorded and not yet written, across hosts, and the most one host holds.
+    pub fn pending(&self) -> (usize, usize) {
+        self.hosts.values().fold((0, 0), |(all, most), h| (all + h.pending_points, most.max(h.pending_points)))
+    }
+
     /// Registers the series a host already has in storage, by index.
     pub fn load(&mut self, host: &str, keys: Vec<Arc<SeriesKey>>) {
         let h = self.hosts.entry(host.to_owned()).or_default();
