@@ -4,9 +4,7 @@
 //! ```text
 //! tree "data":
 //!   h <agent id>                                  -> HostTwin, as of its last checkpoint (mod.rs)
-//!   c <agent id>                                  -> log position its checkpoint covers (mod.rs)
-//!   w <agent id> 0x00 <n u64>                     -> a logged frame, as stores before the file
-//!                                                    log (wal.rs) kept them: read, then deleted
+//!   w <agent id> 0x00 <n u64>                     -> a frame applied since then (mod.rs)
 //!   s <host> 0x00 <index u32>                     -> series key (archive.rs)
 //!   r <window i64> <host> 0x00 <segment u32>      -> raw segment (archive.rs)
 //!   u <tier u8> <period i64> <host> 0x00 <index>  -> rollup block of one series (archive.rs)
@@ -17,10 +15,8 @@
 pub const DATA_TREE: &str = "data";
 /// A host twin.
 pub const HOST: u8 = b'h';
-/// A logged frame, as older stores kept them.
+/// A logged frame.
 pub const LOG: u8 = b'w';
-/// The log position a host's checkpoint covers.
-pub const COVERED: u8 = b'c';
 /// A series key of a host's history.
 pub const SERIES: u8 = b's';
 /// A raw history segment.
