@@ -137,6 +137,11 @@ pub async fn run(
     let mut replayed = 0;
     for id in store.logging_hosts()? {
         replayed += store::checkpoint::replay(&mut twin, &store, &id)?;
+        if twin.host(&id).is_none() {
+            // Frames of a host nothing holds (its hello was never checkpointed): no checkpoint
+            // will ever cover them, so the log lets go of them now.
+            store.forget_log(&id, store.log_position());
+        }
     }
     tracing::info!(hosts = twin.hosts().count(), replayed, data_dir = %config.data_dir.display(), "store open");
     let twin = Arc::new(Mutex::new(twin));
@@ -219,6 +224,7 @@ pub async fn run(
     endpoint.close(0u32.into(), b"aggregator shutting down");
     let _ = checkpoints.await;
     store.flush().await?;
+    store.sync().await?;
     tracing::info!("aggregator stopped; store flushed");
     Ok(())
 }

@@ -26,7 +26,7 @@ fn lock(twin: &Mutex<Twin>) -> std::sync::MutexGuard<'_, Twin> {
     twin.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Writes host `id`'s twin and pending history, truncates its log and flushes; queues the points
+/// Writes host `id`'s twin and pending history and the log position it covers, and syncs; queues the points
 /// for `remote` first.
 pub async fn checkpoint(
     twin: &Mutex<Twin>,
@@ -35,13 +35,13 @@ pub async fn checkpoint(
     id: &str,
 ) -> Result<(), StoreError> {
     write(twin, store, remote, id)?;
-    store.flush().await
+    store.sync().await
 }
 
-/// [`checkpoint`] without the flush. The twin, the segments and the log truncation go in one
-/// atomic sled batch, so until a flush makes them durable a crash loses all of them together and
-/// the log's replay records the points again; meanwhile queries read them from sled, and the
-/// recorder can forget what it froze.
+/// [`checkpoint`] without the sync. The twin, the segments and the log position they cover go in
+/// one atomic sled batch, so until a sync makes them durable a crash loses all of them together
+/// and the log's replay records the points again; meanwhile queries read them from sled, and the
+/// recorder can forget what it froze. The log lets go of the frames only after the sync.
 fn write(twin: &Mutex<Twin>, store: &Store, remote: Option<&RemoteWrite>, id: &str) -> Result<(), StoreError> {
     // Taken before the twin lock and never while holding it; nothing here awaits.
     let _turn = store.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
@@ -136,6 +136,11 @@ pub fn restore(twin: &mut Twin, id: &str, stored: Option<HostTwin>, logged: &[Ve
 /// tens of megabytes at the top of each cycle).
 const SLOTS: u32 = 30;
 
+/// A pass slower than this is logged: the slots behind it run late.
+const SLOW_PASS: Duration = Duration::from_secs(1);
+/// Slots between two syncs of what the passes wrote.
+const SYNC_EVERY: u32 = 5;
+
 /// The shortest wait between two slots' checkpoints.
 const MIN_TICK: Duration = Duration::from_millis(10);
 
@@ -147,8 +152,12 @@ fn slot_of(id: &str) -> u32 {
 
 /// Every `every / SLOTS`: checkpoints the hosts of the next slot that have new points and
 /// compacts their finished windows into rollups; once per `every`, expires what retention no
-/// longer keeps.
-/// A last checkpoint of every host runs at shutdown.
+/// longer keeps. Every [`SYNC_EVERY`] slots, makes what the passes wrote durable, which lets the
+/// log delete what they cover. A last checkpoint of every host runs at shutdown.
+///
+/// Slots keep to the clock: a slow pass makes the next ones run back to back rather than
+/// stretching the cycle, so every host is still written once per `every` (a pass waiting on
+/// a flush each slot had made it a minute at a thousand hosts, and their points twice as many).
 pub async fn run(
     twin: &Mutex<Twin>,
     store: &Store,
@@ -158,16 +167,23 @@ pub async fn run(
 ) {
     // A zero or tiny interval in the configuration must not spin a core.
     let tick = (every / SLOTS).max(MIN_TICK);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut slot = 0;
     loop {
         let stopping = tokio::select! {
-            _ = tokio::time::sleep(tick) => false,
+            _ = ticks.tick() => false,
             _ = shutdown.wait_for(|s| *s) => true,
         };
         slot = (slot + 1) % SLOTS;
         let due = |id: &str| stopping || slot_of(id) == slot;
         if let Err(e) = pass(twin, store, remote, due, slot == 0 || stopping).await {
             tracing::error!("history checkpoint: {e}");
+        }
+        if stopping || slot % SYNC_EVERY == 0 {
+            if let Err(e) = store.sync().await {
+                tracing::error!("history checkpoint: {e}");
+            }
         }
         if stopping {
             return;
@@ -176,7 +192,7 @@ pub async fn run(
 }
 
 /// One round of checkpoints of the hosts `due` picks and compaction of their finished windows;
-/// if `maintain`, expiry too.
+/// if `maintain`, expiry too. Not yet durable: see [`Store::sync`].
 ///
 /// The sled work runs where the runtime lets other tasks move off this thread
 /// ([`off_the_runtime`]): on a two-core VM, a pass must not hold a worker that ingest needs.
@@ -195,11 +211,9 @@ pub async fn pass(
             .map(|h| h.id.clone())
             .collect()
     };
-    // One flush for the whole pass: a slot of hosts costs one fsync, not one each.
+    let started = std::time::Instant::now();
     off_the_runtime(|| ids.iter().try_for_each(|id| write(twin, store, remote, id)))?;
-    if !ids.is_empty() {
-        store.flush().await?;
-    }
+    let written = started.elapsed();
     let now = now_ms();
     let (compacted, expired) = off_the_runtime(|| -> Result<_, StoreError> {
         let compacted = store.archive.compact_hosts(now, &due)?;
@@ -209,7 +223,17 @@ pub async fn pass(
     let expired_any = expired.as_ref().is_some_and(|e| e.raw_windows_deleted + e.rollup_blocks_deleted > 0);
     if compacted.windows_compacted > 0 || expired_any {
         tracing::debug!(?compacted, ?expired, "history compacted and expired");
-        store.flush().await?;
+    }
+    let took = started.elapsed();
+    if took > SLOW_PASS {
+        tracing::warn!(
+            hosts = ids.len(),
+            windows_compacted = compacted.windows_compacted,
+            write_ms = written.as_millis() as u64,
+            compact_ms = (took - written).as_millis() as u64,
+            "a checkpoint pass took {:.1} s: the next slots run late",
+            took.as_secs_f64()
+        );
     }
     Ok(())
 }

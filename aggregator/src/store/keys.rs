@@ -4,7 +4,9 @@
 //! ```text
 //! tree "data":
 //!   h <agent id>                                  -> HostTwin, as of its last checkpoint (mod.rs)
-//!   w <agent id> 0x00 <n u64>                     -> a frame applied since then (mod.rs)
+//!   c <agent id>                                  -> log position its checkpoint covers (mod.rs)
+//!   w <agent id> 0x00 <n u64>                     -> a logged frame, as stores before the file
+//!                                                    log (wal.rs) kept them: read, then deleted
 //!   s <host> 0x00 <index u32>                     -> series key (archive.rs)
 //!   r <window i64> <host> 0x00 <segment u32>      -> raw segment (archive.rs)
 //!   u <tier u8> <period i64> <host> 0x00 <index>  -> rollup block of one series (archive.rs)
@@ -15,8 +17,10 @@
 pub const DATA_TREE: &str = "data";
 /// A host twin.
 pub const HOST: u8 = b'h';
-/// A logged frame.
+/// A logged frame, as older stores kept them.
 pub const LOG: u8 = b'w';
+/// The log position a host's checkpoint covers.
+pub const COVERED: u8 = b'c';
 /// A series key of a host's history.
 pub const SERIES: u8 = b's';
 /// A raw history segment.

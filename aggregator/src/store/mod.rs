@@ -1,30 +1,35 @@
-//! Durable state in sled: every host's twin, a write-ahead log of the frames that changed it,
-//! and history (see `archive.rs`), all in one tree so one atomic `sled::Batch` can span
-//! them.
+//! Durable state: every host's twin and history (see `archive.rs`) in sled, in one tree so one
+//! atomic `sled::Batch` can span them, and the write-ahead log of the frames applied since each
+//! host's checkpoint in files beside it (`wal.rs`).
 //!
 //! ```text
-//! h <agent id>                -> HostTwin (bincode, zstd), as of its last checkpoint
-//! w <agent id> 0x00 <n u64>   -> a frame applied since then (batch or dropped report), in order
+//! h <agent id>   -> HostTwin (bincode, zstd), as of its last checkpoint
+//! c <agent id>   -> the log position that checkpoint covers
 //! ```
 //!
-//! Ingest appends each frame it applies to the log and flushes before it acks, so an ack means
-//! durable. A checkpoint writes the host and the history points recorded from those frames, and
-//! deletes the log entries it covers, in one batch. Opening the store after a crash gives back the
-//! hosts as checkpointed plus their logs, which replay through the twin to the same state.
+//! Ingest appends each frame it applies to the log and flushes it before it acks, so an ack means
+//! durable. A checkpoint writes the host, the history points recorded from those frames and the
+//! position it covers in one batch; once sled has flushed it, the log lets go of those frames.
+//! Opening the store after a crash gives back the hosts as checkpointed plus the frames logged past
+//! their positions, which replay through the twin to the same state.
 
 pub mod archive;
 pub mod checkpoint;
 pub(crate) mod keys;
 pub mod query;
+pub mod wal;
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
 
 use crate::history::recorder::Frozen;
 use crate::history::Retention;
 use crate::remote_write::RemoteWriteError;
 use crate::twin::HostTwin;
 use archive::{Archive, ArchiveError};
+use wal::{Wal, WalError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -38,6 +43,8 @@ pub enum StoreError {
     History(#[from] ArchiveError),
     #[error(transparent)]
     RemoteWrite(#[from] RemoteWriteError),
+    #[error(transparent)]
+    Wal(#[from] WalError),
 }
 
 /// The shortest time between the starts of two flushes (see [`Store::flush`]).
@@ -47,13 +54,19 @@ pub struct Store {
     db: sled::Db,
     data: sled::Tree,
     pub archive: Archive,
-    /// The last log position handed out.
-    log_position: AtomicU64,
+    wal: Arc<Wal>,
+    /// Hosts with frames logged in sled by an older version, read and deleted at their first
+    /// checkpoint.
+    legacy_log: std::sync::Mutex<BTreeSet<String>>,
     /// Group commit: see [`Store::flush`].
     flush_tickets: AtomicU64,
     flushed_through: AtomicU64,
     /// Held for one flush at a time; when the last one started.
     flushing: tokio::sync::Mutex<Option<std::time::Instant>>,
+    /// Group commit of sled: see [`Store::sync`].
+    sync_tickets: AtomicU64,
+    synced_through: AtomicU64,
+    syncing: tokio::sync::Mutex<()>,
     /// One checkpoint at a time: two of one host writing their snapshots in the other order
     /// would store the older twin with the newer one's log truncation.
     pub(crate) checkpoints: std::sync::Mutex<()>,
@@ -100,22 +113,36 @@ impl Store {
             .open()
             .map_err(|source| StoreError::Open { path: dir.to_owned(), source })?;
         let data = db.open_tree(keys::DATA_TREE)?;
+        let mut legacy = BTreeSet::new();
         let mut last = 0;
         for item in data.scan_prefix([keys::LOG]) {
             let (k, _) = item?;
             if let Some(n) = k.len().checked_sub(8).and_then(|at| k[at..].try_into().ok()).map(u64::from_be_bytes) {
                 last = last.max(n);
             }
+            legacy.insert(String::from_utf8_lossy(&k[1..k.len().saturating_sub(9)]).into_owned());
         }
+        let mut covered = HashMap::new();
+        for item in data.scan_prefix([keys::COVERED]) {
+            let (k, v) = item?;
+            let through = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+            covered.insert(String::from_utf8_lossy(&k[1..]).into_owned(), through);
+        }
+        let wal = Wal::open(&dir.join("wal"), covered)?;
+        wal.raise_position(last);
         let archive = Archive::open(data.clone(), retention)?;
         Ok(Store {
             db,
             data,
             archive,
-            log_position: AtomicU64::new(last),
+            wal: Arc::new(wal),
+            legacy_log: std::sync::Mutex::new(legacy),
             flush_tickets: AtomicU64::new(0),
             flushed_through: AtomicU64::new(0),
             flushing: tokio::sync::Mutex::new(None),
+            sync_tickets: AtomicU64::new(0),
+            synced_through: AtomicU64::new(0),
+            syncing: tokio::sync::Mutex::new(()),
             checkpoints: std::sync::Mutex::new(()),
         })
     }
@@ -140,81 +167,112 @@ impl Store {
 
     /// Appends frames `id` applied to its log. Not yet durable: call [`Store::flush`] before
     /// acknowledging.
-    ///
-    /// One insert per frame, not a sled batch: sled 0.34 writes out its I/O buffer at the end of
-    /// every batch (a `pwrite` and a `sync_file_range`, 400 a second for 200 agents), where plain
-    /// inserts wait for the next flush. Nothing needs the frames of a round together: a crash
-    /// that keeps only some of them kept frames that were not acknowledged yet, which the agent
-    /// sends again and the twin's ledger then recognises.
     pub fn log(&self, id: &str, frames: &[Vec<u8>]) -> Result<(), StoreError> {
-        for frame in frames {
-            let mut k = log_prefix(id);
-            k.extend_from_slice(&(self.log_position.fetch_add(1, Relaxed) + 1).to_be_bytes());
-            self.data.insert(k, frame.as_slice())?;
-        }
-        Ok(())
+        Ok(self.wal.append(id, frames)?)
     }
 
     /// The log position of the last frame logged so far.
     pub fn log_position(&self) -> u64 {
-        self.log_position.load(Relaxed)
+        self.wal.position()
+    }
+
+    fn legacy(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.legacy_log.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The frames `id` logged since its last checkpoint, in order.
     pub fn logged(&self, id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut out = Vec::new();
-        for item in self.data.scan_prefix(log_prefix(id)) {
-            out.push(item?.1.to_vec());
+        if self.legacy().contains(id) {
+            for item in self.data.scan_prefix(log_prefix(id)) {
+                out.push(item?.1.to_vec());
+            }
         }
+        out.extend(self.wal.logged(id)?);
         Ok(out)
     }
 
     /// Whether `id` logged anything since its last checkpoint.
     pub fn has_log(&self, id: &str) -> bool {
-        self.data.scan_prefix(log_prefix(id)).next().is_some()
+        self.wal.has_log(id) || self.legacy().contains(id)
     }
 
     /// Ids of the hosts with a log.
     pub fn logging_hosts(&self) -> Result<Vec<String>, StoreError> {
-        let mut out: Vec<String> = Vec::new();
-        for item in self.data.scan_prefix([keys::LOG]) {
-            let (k, _) = item?;
-            let id = String::from_utf8_lossy(&k[1..k.len().saturating_sub(9)]).into_owned();
-            if out.last() != Some(&id) {
-                out.push(id);
-            }
-        }
+        let mut out = self.wal.logging_hosts();
+        out.extend(self.legacy().iter().cloned());
+        out.sort_unstable();
+        out.dedup();
         Ok(out)
     }
 
-    /// Writes `host`, the history points `frozen` from it, and deletes its log up to position
-    /// `through`, in one atomic step. Not yet durable: call [`Store::flush`].
+    /// Lets go of the frames of `id`, a host storage no longer has, through `through`.
+    pub fn forget_log(&self, id: &str, through: u64) {
+        self.wal.checkpointed(id, through);
+    }
+
+    /// Writes `host`, the history points `frozen` from it, and the log position `through` it
+    /// covers, in one atomic step. Not yet durable: call [`Store::sync`], after which the log
+    /// lets go of the frames it covers.
     pub fn checkpoint(&self, host: &HostTwin, frozen: &Frozen, through: u64) -> Result<(), StoreError> {
         let mut b = sled::Batch::default();
         b.insert(host_key(&host.id), encode_host(host));
-        let prefix = log_prefix(&host.id);
-        for item in self.data.scan_prefix(&prefix) {
-            let (k, _) = item?;
-            let n = k[prefix.len()..].try_into().map(u64::from_be_bytes).unwrap_or(u64::MAX);
-            if n > through {
-                break;
+        let mut covered = Vec::with_capacity(1 + host.id.len());
+        covered.push(keys::COVERED);
+        covered.extend_from_slice(host.id.as_bytes());
+        b.insert(covered, &through.to_be_bytes());
+        let legacy = self.legacy().contains(&host.id);
+        if legacy {
+            for item in self.data.scan_prefix(log_prefix(&host.id)) {
+                b.remove(item?.0);
             }
-            b.remove(k);
         }
         self.archive.checkpoint(&mut b, &host.id, frozen)?;
         self.archive.apply(b, &host.id, frozen)?;
+        if legacy {
+            self.legacy().remove(&host.id);
+        }
+        self.wal.checkpointed(&host.id, through);
         Ok(())
     }
 
-    /// Makes every write so far durable.
+    /// Makes every checkpoint, compaction and expiry so far durable, then deletes the log
+    /// segments they cover. A group commit, as [`Store::flush`] is: callers arriving during a
+    /// sync queue for the next one, which covers them all.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        let ticket = self.sync_tickets.fetch_add(1, SeqCst) + 1;
+        let _turn = self.syncing.lock().await;
+        if self.synced_through.load(SeqCst) >= ticket {
+            return Ok(());
+        }
+        let through = self.sync_tickets.load(SeqCst);
+        let covered = self.wal.take_covered();
+        let db = self.db.clone();
+        let wal = self.wal.clone();
+        let sync = move || -> Result<(), StoreError> {
+            db.flush()?;
+            wal.release(covered);
+            Ok(())
+        };
+        match tokio::task::spawn_blocking(sync).await {
+            Ok(result) => result?,
+            Err(e) => return Err(StoreError::Sled(sled::Error::ReportableBug(format!("sync task: {e}")))),
+        }
+        self.synced_through.fetch_max(through, SeqCst);
+        Ok(())
+    }
+
+    /// Log segment files on disk.
+    pub fn log_segments(&self) -> usize {
+        self.wal.segments()
+    }
+
+    /// Makes every frame logged so far durable.
     ///
     /// A group commit: callers queue for one flush at a time, and a flush that started after a
     /// caller's ticket covers it, so a thousand sessions asking at once cost a few flushes, not a
-    /// thousand. Flushes start at least [`FLUSH_GAP`] apart: each is a sealed sled buffer, a
-    /// write, a `sync_file_range` and four thread hand-offs, and back to back they were 400 a
-    /// second for 200 agents, most of the aggregator's CPU; an ack waits at most that much more. The flush itself is sled's blocking one, on the blocking pool: sled 0.34's
-    /// `flush_async` loses wake-ups when several run at once (sled#1308), which stalled every
-    /// session of an aggregator holding 200 agents.
+    /// thousand. Flushes start at least [`FLUSH_GAP`] apart: each is a write and an `fdatasync`
+    /// on the blocking pool, and an ack waits at most that much more.
     pub async fn flush(&self) -> Result<(), StoreError> {
         // Taken after this caller's writes: any flush that reads the counter at or past it
         // started after them.
@@ -230,18 +288,18 @@ impl Store {
         });
         *last = Some(std::time::Instant::now() + wait);
         let through = self.flush_tickets.load(SeqCst);
-        let db = self.db.clone();
+        let wal = self.wal.clone();
         let flush = move || {
             if !wait.is_zero() {
                 std::thread::sleep(wait);
             }
-            db.flush()
+            wal.write_out()
         };
         match tokio::task::spawn_blocking(flush).await {
             Ok(result) => {
                 result?;
             }
-            // Only a panic in sled (an abort in release builds) or a runtime shutting down.
+            // Only a runtime shutting down.
             Err(e) => return Err(StoreError::Sled(sled::Error::ReportableBug(format!("flush task: {e}")))),
         }
         self.flushed_through.fetch_max(through, SeqCst);
@@ -377,6 +435,47 @@ mod tests {
         assert_eq!(stored.len(), 25, "checkpointed points are in segments");
         assert_eq!(all, (1..=40).map(|s| (t0 + s * 1000, (s * 7) as u64)).collect::<Vec<_>>());
         assert_eq!(points(&original).len(), 15);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A store written before the log moved to files keeps its frames in sled: they replay after
+    /// an upgrade, before anything logged since, and the host's first checkpoint deletes them.
+    #[tokio::test]
+    async fn frames_an_older_store_logged_in_sled_replay_and_are_deleted_by_the_checkpoint() {
+        let dir = std::env::temp_dir().join(format!("twinwatch-legacy-log-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let store = Store::open(&dir, Retention::default()).unwrap();
+            for n in 1..=3u64 {
+                let mut k = log_prefix("old");
+                k.extend_from_slice(&n.to_be_bytes());
+                store.data.insert(k, vec![n as u8; 8]).unwrap();
+            }
+            store.db.flush().unwrap();
+        }
+        let store = reopen(&dir).await;
+        assert_eq!(store.logging_hosts().unwrap(), ["old"]);
+        store.log("old", &[vec![9; 8]]).unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(store.log_position(), 4, "positions go on after the old ones");
+        let want: Vec<Vec<u8>> = vec![vec![1; 8], vec![2; 8], vec![3; 8], vec![9; 8]];
+        assert_eq!(store.logged("old").unwrap(), want);
+        let twin = Mutex::new(Twin::default());
+        let hello = Hello {
+            agent_version: "t".into(),
+            incarnation: 1,
+            agent_time_ms: 0,
+            interval_ms: 1000,
+            host: HostInfo::default(),
+        };
+        twin.lock().unwrap().handle_hello(&AgentIdentity { id: "old".into(), dc: "dc1".into() }, 1, &hello, 5);
+        checkpoint::checkpoint(&twin, &store, None, "old").await.unwrap();
+        assert!(!store.has_log("old") && store.logging_hosts().unwrap().is_empty());
+        drop(store);
+        let store = reopen(&dir).await;
+        assert!(store.logging_hosts().unwrap().is_empty(), "nothing replays twice");
+        assert_eq!(store.data.scan_prefix([keys::LOG]).count(), 0);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
