@@ -335,6 +335,10 @@ mod tests {
         Store::open(dir, Retention::default()).unwrap()
     }
 
+    fn hello(incarnation: u64) -> Hello {
+        Hello { agent_version: "t".into(), incarnation, agent_time_ms: 0, interval_ms: 1000, host: HostInfo::default() }
+    }
+
     /// A twin rebuilt from storage: checkpointed hosts and series, then the log replayed.
     fn recover(store: &Store) -> Twin {
         let mut twin = Twin::from_hosts(store.hosts().unwrap());
@@ -462,14 +466,8 @@ mod tests {
         let want: Vec<Vec<u8>> = vec![vec![1; 8], vec![2; 8], vec![3; 8], vec![9; 8]];
         assert_eq!(store.logged("old").unwrap(), want);
         let twin = Mutex::new(Twin::default());
-        let hello = Hello {
-            agent_version: "t".into(),
-            incarnation: 1,
-            agent_time_ms: 0,
-            interval_ms: 1000,
-            host: HostInfo::default(),
-        };
-        twin.lock().unwrap().handle_hello(&AgentIdentity { id: "old".into(), dc: "dc1".into() }, 1, &hello, 5);
+        let who = AgentIdentity { id: "old".into(), dc: "dc1".into() };
+        twin.lock().unwrap().handle_hello(&who, 1, &hello(1), 5);
         checkpoint::checkpoint(&twin, &store, None, "old").await.unwrap();
         assert!(!store.has_log("old") && store.logging_hosts().unwrap().is_empty());
         drop(store);

@@ -495,6 +495,10 @@ mod tests {
         d
     }
 
+    fn open(d: &Path) -> Wal {
+        Wal::open(d, HashMap::new()).unwrap()
+    }
+
     fn frames(host: u8, n: u8) -> Vec<Vec<u8>> {
         (0..n).map(|i| vec![host, i, 0xee, i]).collect()
     }
@@ -502,7 +506,7 @@ mod tests {
     #[test]
     fn frames_come_back_per_host_in_order_after_a_reopen() {
         let d = dir("order");
-        let wal = Wal::open(&d, HashMap::new()).unwrap();
+        let wal = open(&d);
         wal.append("a", &frames(1, 3)).unwrap();
         wal.append("b", &frames(2, 2)).unwrap();
         assert_eq!(wal.logged("a").unwrap(), frames(1, 3), "queued frames are read from memory");
@@ -514,7 +518,7 @@ mod tests {
         assert_eq!(wal.logged("a").unwrap(), want);
         assert_eq!(wal.position(), 6);
         drop(wal);
-        let wal = Wal::open(&d, HashMap::new()).unwrap();
+        let wal = open(&d);
         assert_eq!((wal.logged("a").unwrap(), wal.logged("b").unwrap()), (want, frames(2, 2)));
         assert_eq!(wal.logging_hosts(), ["a", "b"]);
         assert_eq!(wal.position(), 6, "positions go on from the last one logged");
@@ -524,7 +528,7 @@ mod tests {
     #[test]
     fn a_torn_tail_ends_the_segment_and_the_next_write_starts_another() {
         let d = dir("torn");
-        let wal = Wal::open(&d, HashMap::new()).unwrap();
+        let wal = open(&d);
         wal.append("a", &frames(1, 4)).unwrap();
         wal.write_out().unwrap();
         drop(wal);
@@ -532,13 +536,13 @@ mod tests {
         let path = segment_path(&d, 1);
         let len = std::fs::metadata(&path).unwrap().len();
         File::options().write(true).open(&path).unwrap().set_len(len - 2).unwrap();
-        let wal = Wal::open(&d, HashMap::new()).unwrap();
+        let wal = open(&d);
         assert_eq!(wal.logged("a").unwrap(), frames(1, 3));
         wal.append("a", &frames(2, 1)).unwrap();
         wal.write_out().unwrap();
         assert_eq!(wal.segments(), 2, "written into a new segment, never after the torn record");
         drop(wal);
-        let wal = Wal::open(&d, HashMap::new()).unwrap();
+        let wal = open(&d);
         let mut want = frames(1, 3);
         want.extend(frames(2, 1));
         assert_eq!(wal.logged("a").unwrap(), want);
@@ -547,7 +551,7 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[HEADER + 3] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
-        let wal = Wal::open(&d, HashMap::new()).unwrap();
+        let wal = open(&d);
         assert_eq!(wal.logged("a").unwrap(), frames(2, 1));
         let _ = std::fs::remove_dir_all(&d);
     }
@@ -555,7 +559,7 @@ mod tests {
     #[test]
     fn checkpoints_release_frames_and_closed_segments_once_durable() {
         let d = dir("release");
-        let wal = Wal::open(&d, HashMap::new()).unwrap();
+        let wal = open(&d);
         wal.append("a", &frames(1, 2)).unwrap();
         wal.append("b", &frames(2, 2)).unwrap();
         wal.write_out().unwrap();
@@ -586,7 +590,7 @@ mod tests {
     #[test]
     fn a_failed_write_keeps_its_frames_for_the_next_flush() {
         let d = dir("fail");
-        let wal = Wal::open(&d, HashMap::new()).unwrap();
+        let wal = open(&d);
         wal.append("a", &frames(1, 2)).unwrap();
         // The directory is gone: the segment cannot be created.
         std::fs::remove_dir_all(&d).unwrap();
@@ -595,7 +599,7 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         wal.write_out().unwrap();
         drop(wal);
-        let wal = Wal::open(&d, HashMap::new()).unwrap();
+        let wal = open(&d);
         let mut want = frames(1, 2);
         want.extend(frames(2, 1));
         assert_eq!(wal.logged("a").unwrap(), want);
