@@ -25,19 +25,20 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use record::{encode, frame_at, read_segment};
+
+mod record;
+
 /// A segment is closed once it holds this much.
 pub const SEGMENT_BYTES: u64 = 8 << 20;
 /// A segment is closed once it is this old, so a quiet fleet's log is deleted too.
 pub const SEGMENT_AGE: Duration = Duration::from_secs(60);
-/// The largest record read back: a frame (at most `MAX_WIRE_LEN`) and its host id.
-const MAX_RECORD: usize = twinwatch_common::frame::MAX_WIRE_LEN + (1 << 16) + 10;
-const HEADER: usize = 8;
 /// The most a spare write buffer keeps between flushes.
 const SPARE_LIMIT: usize = 4 << 20;
 
@@ -49,7 +50,7 @@ pub enum WalError {
     LongId(usize),
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
+pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
     move |source| WalError::Io { path: path.to_owned(), source }
 }
 
@@ -120,79 +121,6 @@ fn segment_path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("{segment:016x}.log"))
 }
 
-/// Appends one record to `out`.
-fn encode(out: &mut Vec<u8>, position: u64, id: &str, frame: &[u8]) {
-    let body_len = 8 + 2 + id.len() + frame.len();
-    let at = out.len();
-    out.extend_from_slice(&(body_len as u32).to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&position.to_le_bytes());
-    out.extend_from_slice(&(id.len() as u16).to_le_bytes());
-    out.extend_from_slice(id.as_bytes());
-    out.extend_from_slice(frame);
-    let crc = crc32fast::hash(&out[at + HEADER..]);
-    out[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
-}
-
-/// One record read back: its position, host and where its frame is in the file.
-struct Record {
-    position: u64,
-    id: String,
-    frame_offset: u64,
-    frame_len: u32,
-}
-
-/// Reads a segment's records up to its end or its first bad one; `false` with them if it ended
-/// on a bad one.
-fn read_segment(path: &Path) -> Result<(Vec<Record>, bool), WalError> {
-    let file = File::open(path).map_err(io(path))?;
-    let size = file.metadata().map_err(io(path))?.len();
-    let mut file = std::io::BufReader::with_capacity(256 << 10, file);
-    let mut records = Vec::new();
-    let mut offset = 0u64;
-    let mut body = Vec::new();
-    loop {
-        let mut header = [0u8; HEADER];
-        match read_full(&mut file, &mut header).map_err(io(path))? {
-            0 => return Ok((records, true)),
-            HEADER => {}
-            _ => return Ok((records, false)),
-        }
-        let len = u32::from_le_bytes(header[..4].try_into().unwrap_or_default()) as usize;
-        let crc = u32::from_le_bytes(header[4..].try_into().unwrap_or_default());
-        // A length past the file's end is a torn or damaged header: nothing is allocated for it.
-        if !(10..=MAX_RECORD).contains(&len) || offset + (HEADER + len) as u64 > size {
-            return Ok((records, false));
-        }
-        body.resize(len, 0);
-        if read_full(&mut file, &mut body).map_err(io(path))? != len || crc32fast::hash(&body) != crc {
-            return Ok((records, false));
-        }
-        let position = u64::from_le_bytes(body[..8].try_into().unwrap_or_default());
-        let id_len = usize::from(u16::from_le_bytes(body[8..10].try_into().unwrap_or_default()));
-        let Some(id) = body.get(10..10 + id_len).and_then(|b| std::str::from_utf8(b).ok()) else {
-            return Ok((records, false));
-        };
-        let frame_offset = offset + (HEADER + 10 + id_len) as u64;
-        records.push(Record { position, id: id.to_owned(), frame_offset, frame_len: (len - 10 - id_len) as u32 });
-        offset += (HEADER + len) as u64;
-    }
-}
-
-/// Reads until `buf` is full or the file ends; how much it read.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
-}
-
 /// Makes a new directory entry durable.
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
@@ -216,7 +144,7 @@ impl Wal {
         let mut inner =
             Inner { covered: covered.into_iter().map(|(id, at)| (Arc::from(id), at)).collect(), ..Inner::default() };
         inner.position = inner.covered.values().copied().max().unwrap_or(0);
-        inner.next_segment = names.last().map_or(1, |n| n + 1);
+        inner.next_segment = names.last().map_or(1, |n| n.saturating_add(1));
         let mut ids: HashMap<String, Arc<str>> = HashMap::new();
         for segment in names {
             let path = segment_path(dir, segment);
@@ -271,7 +199,7 @@ impl Wal {
             None => Arc::from(id),
         };
         for frame in frames {
-            inner.position += 1;
+            inner.position = inner.position.saturating_add(1);
             let position = inner.position;
             let start = inner.queued.len();
             encode(&mut inner.queued, position, id, frame);
@@ -297,7 +225,7 @@ impl Wal {
             let segment = match &current {
                 Some(c) => c.0,
                 None => {
-                    inner.next_segment += 1;
+                    inner.next_segment = inner.next_segment.saturating_add(1);
                     inner.next_segment - 1
                 }
             };
@@ -334,8 +262,8 @@ impl Wal {
                     let entry = Entry {
                         position: r.position,
                         segment,
-                        offset: base + (r.start + HEADER + 10 + id_len) as u64,
-                        len: (r.len - HEADER - 10 - id_len) as u32,
+                        offset: base + (r.start + frame_at(id_len)) as u64,
+                        len: (r.len - frame_at(id_len)) as u32,
                     };
                     inner.index.entry(r.id.clone()).or_default().push(entry);
                 }
@@ -385,7 +313,7 @@ impl Wal {
                 .queued_records
                 .iter()
                 .filter(|r| &*r.id == id && r.position > covered)
-                .map(|r| (r.position, inner.queued[r.start + HEADER + 10 + id.len()..r.start + r.len].to_vec()))
+                .map(|r| (r.position, inner.queued[r.start + frame_at(id.len())..r.start + r.len].to_vec()))
                 .collect();
             (entries, queued)
         };
@@ -486,123 +414,4 @@ impl Wal {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("twinwatch-wal-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
-    }
-
-    fn open(d: &Path) -> Wal {
-        Wal::open(d, HashMap::new()).unwrap()
-    }
-
-    fn frames(host: u8, n: u8) -> Vec<Vec<u8>> {
-        (0..n).map(|i| vec![host, i, 0xee, i]).collect()
-    }
-
-    #[test]
-    fn frames_come_back_per_host_in_order_after_a_reopen() {
-        let d = dir("order");
-        let wal = open(&d);
-        wal.append("a", &frames(1, 3)).unwrap();
-        wal.append("b", &frames(2, 2)).unwrap();
-        assert_eq!(wal.logged("a").unwrap(), frames(1, 3), "queued frames are read from memory");
-        wal.write_out().unwrap();
-        wal.append("a", &frames(3, 1)).unwrap();
-        wal.write_out().unwrap();
-        let mut want = frames(1, 3);
-        want.extend(frames(3, 1));
-        assert_eq!(wal.logged("a").unwrap(), want);
-        assert_eq!(wal.position(), 6);
-        drop(wal);
-        let wal = open(&d);
-        assert_eq!((wal.logged("a").unwrap(), wal.logged("b").unwrap()), (want, frames(2, 2)));
-        assert_eq!(wal.logging_hosts(), ["a", "b"]);
-        assert_eq!(wal.position(), 6, "positions go on from the last one logged");
-        let _ = std::fs::remove_dir_all(&d);
-    }
-
-    #[test]
-    fn a_torn_tail_ends_the_segment_and_the_next_write_starts_another() {
-        let d = dir("torn");
-        let wal = open(&d);
-        wal.append("a", &frames(1, 4)).unwrap();
-        wal.write_out().unwrap();
-        drop(wal);
-        // A crash mid-write: the last record loses its end.
-        let path = segment_path(&d, 1);
-        let len = std::fs::metadata(&path).unwrap().len();
-        File::options().write(true).open(&path).unwrap().set_len(len - 2).unwrap();
-        let wal = open(&d);
-        assert_eq!(wal.logged("a").unwrap(), frames(1, 3));
-        wal.append("a", &frames(2, 1)).unwrap();
-        wal.write_out().unwrap();
-        assert_eq!(wal.segments(), 2, "written into a new segment, never after the torn record");
-        drop(wal);
-        let wal = open(&d);
-        let mut want = frames(1, 3);
-        want.extend(frames(2, 1));
-        assert_eq!(wal.logged("a").unwrap(), want);
-        // A flipped bit fails the checksum the same way.
-        drop(wal);
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[HEADER + 3] ^= 1;
-        std::fs::write(&path, &bytes).unwrap();
-        let wal = open(&d);
-        assert_eq!(wal.logged("a").unwrap(), frames(2, 1));
-        let _ = std::fs::remove_dir_all(&d);
-    }
-
-    #[test]
-    fn checkpoints_release_frames_and_closed_segments_once_durable() {
-        let d = dir("release");
-        let wal = open(&d);
-        wal.append("a", &frames(1, 2)).unwrap();
-        wal.append("b", &frames(2, 2)).unwrap();
-        wal.write_out().unwrap();
-        // The segment is closed by age: the next write opens another.
-        wal.lock().current.as_mut().unwrap().opened -= SEGMENT_AGE;
-        wal.append("a", &frames(3, 1)).unwrap();
-        wal.write_out().unwrap();
-        assert_eq!(wal.segments(), 2);
-        wal.checkpointed("a", 5);
-        // Not durable yet: nothing is forgotten.
-        assert_eq!(wal.logged("a").unwrap().len(), 3);
-        wal.release(wal.take_covered());
-        assert!(!wal.has_log("a") && wal.has_log("b"));
-        assert_eq!(wal.segments(), 2, "b still needs the first segment; the second is open");
-        wal.checkpointed("b", 4);
-        wal.release(wal.take_covered());
-        assert_eq!(wal.segments(), 1, "the closed one is deleted");
-        assert!(!segment_path(&d, 1).exists());
-        drop(wal);
-        // Reopened with the checkpoints sled holds: nothing to replay, the rest deleted.
-        let covered = HashMap::from([("a".to_owned(), 5), ("b".to_owned(), 4)]);
-        let wal = Wal::open(&d, covered).unwrap();
-        assert!(wal.logging_hosts().is_empty());
-        assert_eq!((wal.segments(), wal.position()), (0, 5));
-        let _ = std::fs::remove_dir_all(&d);
-    }
-
-    #[test]
-    fn a_failed_write_keeps_its_frames_for_the_next_flush() {
-        let d = dir("fail");
-        let wal = open(&d);
-        wal.append("a", &frames(1, 2)).unwrap();
-        // The directory is gone: the segment cannot be created.
-        std::fs::remove_dir_all(&d).unwrap();
-        assert!(wal.write_out().is_err());
-        wal.append("a", &frames(2, 1)).unwrap();
-        std::fs::create_dir_all(&d).unwrap();
-        wal.write_out().unwrap();
-        drop(wal);
-        let wal = open(&d);
-        let mut want = frames(1, 2);
-        want.extend(frames(2, 1));
-        assert_eq!(wal.logged("a").unwrap(), want);
-        let _ = std::fs::remove_dir_all(&d);
-    }
-}
+mod tests;
