@@ -99,4 +99,7 @@ fn every_section_of_the_host_twin_and_its_exposition() {
     assert!(series.keys().any(|k| k.starts_with("node_uname_info{") && k.contains("sysname=\"Linux\"")));
     assert_eq!(series["twinwatch_host_status{dc=\"dc1\",host=\"udm\",status=\"online\"}"], 1.0);
     assert!(series.len() > 150, "only {} series exported", series.len());
+    // Points waiting for a checkpoint: across hosts, and the one host's at most all of them.
+    let (pending, most) = (series["twinwatch_history_pending_points"], series["twinwatch_history_pending_points_max"]);
+    assert!(most <= pending, "max {most} of {pending}");
 }
