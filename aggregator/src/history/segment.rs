@@ -115,16 +115,37 @@ pub fn merge(base: &mut Columns, newer: &Columns) {
 }
 
 /// Encodes and compresses `columns` of the window starting at `window_ms`.
+#[cfg(test)]
 pub fn encode(window_ms: i64, columns: &Columns, level: i32) -> Vec<u8> {
-    let mut out = vec![VERSION];
-    let nonempty = columns.values().filter(|c| !c.points.is_empty()).count();
-    put_varint(&mut out, nonempty as u64);
+    encode_chunks(window_ms, columns, level, usize::MAX).swap_remove(0)
+}
+
+/// Encodes `columns` as one or more segments, each holding whole columns and at most
+/// `max_bytes` before compression, unless one column alone is larger. Each is a segment of its
+/// own: decoding and merging them gives back `columns`. There is always at least one.
+pub fn encode_chunks(window_ms: i64, columns: &Columns, level: i32, max_bytes: usize) -> Vec<Vec<u8>> {
+    // The version byte and the column count, at most a 5-byte varint for a u32 index space.
+    const HEADER: usize = 6;
+    let mut chunks = Vec::new();
+    let mut group = Vec::new();
+    let mut in_group = 0u64;
+    let mut column = Vec::new();
     let mut body = Vec::new();
+    let finish = |chunks: &mut Vec<Vec<u8>>, group: &mut Vec<u8>, in_group: &mut u64| {
+        let mut out = Vec::with_capacity(HEADER + group.len());
+        out.push(VERSION);
+        put_varint(&mut out, *in_group);
+        out.extend_from_slice(group);
+        chunks.push(crate::history::zstd_context::compress(&out, level));
+        group.clear();
+        *in_group = 0;
+    };
     for (idx, col) in columns.iter().filter(|(_, c)| !c.points.is_empty()) {
-        put_varint(&mut out, *idx as u64);
-        out.push(if col.float { FLOAT } else { 0 } | if col.counter { COUNTER } else { 0 });
-        out.extend_from_slice(&col.scale.to_le_bytes());
-        put_varint(&mut out, col.points.len() as u64);
+        column.clear();
+        put_varint(&mut column, *idx as u64);
+        column.push(if col.float { FLOAT } else { 0 } | if col.counter { COUNTER } else { 0 });
+        column.extend_from_slice(&col.scale.to_le_bytes());
+        put_varint(&mut column, col.points.len() as u64);
         body.clear();
         put_dod(&mut body, col.points.iter().map(|p| p.0 - window_ms));
         if col.float {
@@ -132,10 +153,18 @@ pub fn encode(window_ms: i64, columns: &Columns, level: i32) -> Vec<u8> {
         } else {
             put_dod(&mut body, col.points.iter().map(|p| p.1 as i64));
         }
-        put_varint(&mut out, body.len() as u64);
-        out.extend_from_slice(&body);
+        put_varint(&mut column, body.len() as u64);
+        column.extend_from_slice(&body);
+        if in_group > 0 && HEADER + group.len() + column.len() > max_bytes {
+            finish(&mut chunks, &mut group, &mut in_group);
+        }
+        group.extend_from_slice(&column);
+        in_group += 1;
     }
-    crate::history::zstd_context::compress(&out, level)
+    if in_group > 0 || chunks.is_empty() {
+        finish(&mut chunks, &mut group, &mut in_group);
+    }
+    chunks
 }
 
 /// Decompresses and decodes a segment; `only` picks one series (the others are skipped unread).
@@ -236,6 +265,39 @@ mod tests {
         assert_eq!(back[&0].real(1234), 12.34);
         let one = decode(W, &bytes, Some(7)).unwrap();
         assert_eq!(one.keys().collect::<Vec<_>>(), [&7]);
+    }
+
+    #[test]
+    fn chunks_hold_whole_series_within_their_bound_and_decode_to_the_whole() {
+        let mut rng = Rng(5);
+        let mut columns = Columns::new();
+        for idx in 0..120u32 {
+            let pts: Vec<(i64, i64)> = (0..60).map(|i| (W + i * 1000, rng.below(1 << 40) as i64)).collect();
+            columns.insert(idx * 3, int_col(&pts));
+        }
+        // One series alone larger than the bound gets a chunk of its own.
+        let big: Vec<(i64, f64)> = (0..2000).map(|i| (W + i * 100, rng.below(1 << 52) as f64 / 7.0)).collect();
+        columns.insert(1000, float_col(&big));
+        columns.insert(1001, int_col(&[]));
+        let chunks = encode_chunks(W, &columns, 1, 7_000);
+        assert!(chunks.len() > 3, "{} chunks", chunks.len());
+        let mut back = Columns::new();
+        let mut seen = 0;
+        for chunk in &chunks {
+            let raw = crate::history::zstd_context::decompress(chunk, MAX_DECOMPRESSED).unwrap();
+            let part = decode(W, chunk, None).unwrap();
+            assert!(raw.len() <= 7_000 || part.len() == 1, "{} bytes in {} series", raw.len(), part.len());
+            assert!(part.keys().all(|k| !back.contains_key(k)), "a series is in one chunk");
+            seen += part.len();
+            merge(&mut back, &part);
+        }
+        columns.remove(&1001);
+        assert_eq!(seen, columns.len());
+        assert_eq!(back, columns);
+        assert_eq!(decode(W, &encode(W, &columns, 1), None).unwrap(), columns, "one chunk without a bound");
+        let empty = encode_chunks(W, &Columns::new(), 1, 7_000);
+        assert_eq!(empty.len(), 1);
+        assert!(decode(W, &empty[0], None).unwrap().is_empty());
     }
 
     #[test]

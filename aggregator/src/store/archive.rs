@@ -2,13 +2,15 @@
 //!
 //! ```text
 //! s <host> 0x00 <index u32>                      -> series key (bincode)
-//! r <window i64> <host> 0x00 <segment u32>       -> raw segment (see history/segment.rs)
+//! r <window i64> <host> 0x00 <segment u32> <chunk u16>  -> part of a raw segment (history/segment.rs)
 //! u <tier u8> <period i64> <host> 0x00 <index>   -> rollup block of one series (see history/rollup.rs)
 //! ```
 //! (Prefixes named in `keys.rs`.)
 //! Times come first in the keys, so retention deletes a prefix of each key space.
 //!
-//! A checkpoint adds a segment (number 1 and up) for each window it has points for. Once a
+//! A checkpoint adds a segment (number 1 and up) for each window it has points for, stored in
+//! chunks of whole series, each a segment of its own of at most [`CHUNK_BYTES`] (a store from
+//! before chunks has keys without the chunk number; they read the same). Once a
 //! window is over, compaction merges its segments into segment 0 and computes the window's
 //! rollups from the merged points: a window with only segment 0 is *rolled*. Late points (a
 //! backfill) add a segment to an old window, which is then compacted and rolled again, so rollups
@@ -90,6 +92,23 @@ fn raw_prefix(window: i64, host: &str) -> Vec<u8> {
     k
 }
 
+/// The most one raw chunk holds before compression.
+///
+/// sled writes a tree node of more than a quarter of its 512 KiB log segment to a file of its
+/// own, and its cache then counts the node at the size of the pointer to that file: such nodes
+/// are never evicted. With whole segments as values (13 KiB a checkpoint, hundreds once a window
+/// is compacted) most leaves were that big, and at a thousand hosts the cache grew by 25 MiB a
+/// minute. A leaf splits past 16 items, so 17 chunks of this size and their keys stay inline.
+pub const CHUNK_BYTES: usize = 7_000;
+
+fn raw_key(prefix: &[u8], segment: u32, chunk: usize) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + 6);
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(&segment.to_be_bytes());
+    k.extend_from_slice(&u16::try_from(chunk).unwrap_or(u16::MAX).to_be_bytes());
+    k
+}
+
 fn rollup_key(tier: Tier, period: i64, host: &str, idx: u32) -> Vec<u8> {
     let mut k = Vec::with_capacity(11 + host.len() + 4);
     k.push(keys::ROLLUP);
@@ -101,12 +120,16 @@ fn rollup_key(tier: Tier, period: i64, host: &str, idx: u32) -> Vec<u8> {
     k
 }
 
-/// `(window, host, segment)` of a raw key.
+/// `(window, host, segment)` of a raw key, with or without its chunk number.
 fn parse_raw(key: &[u8]) -> Option<(i64, String, u32)> {
     let window = i64::from_be_bytes(key.get(1..9)?.try_into().ok()?);
     let rest = key.get(9..)?;
     let nul = rest.iter().position(|&b| b == 0)?;
-    let seg = u32::from_be_bytes(rest.get(nul + 1..)?.try_into().ok()?);
+    let numbers = rest.get(nul + 1..)?;
+    if numbers.len() != 4 && numbers.len() != 6 {
+        return None;
+    }
+    let seg = u32::from_be_bytes(numbers[..4].try_into().ok()?);
     Some((window, String::from_utf8_lossy(&rest[..nul]).into_owned(), seg))
 }
 
@@ -184,9 +207,9 @@ impl Archive {
         for (&window, columns) in frozen.windows.iter() {
             let prefix = raw_prefix(window, host);
             let next = self.take_segment_number(host, window, &prefix)?;
-            let mut k = prefix;
-            k.extend_from_slice(&next.to_be_bytes());
-            batch.insert(k, segment::encode(window, columns, 1));
+            for (chunk, bytes) in segment::encode_chunks(window, columns, 1, CHUNK_BYTES).into_iter().enumerate() {
+                batch.insert(raw_key(&prefix, next, chunk), bytes);
+            }
         }
         Ok(())
     }
@@ -309,22 +332,22 @@ impl Archive {
         let prefix = raw_prefix(window, host);
         let mut merged = Columns::new();
         let mut batch = sled::Batch::default();
-        let mut segments = 0;
+        let mut segments = BTreeSet::new();
         for item in self.tree.scan_prefix(&prefix) {
             let (k, v) = item?;
             segment::merge(&mut merged, &segment::decode(window, &v, None)?);
+            segments.extend(parse_raw(&k).map(|(_, _, seg)| seg));
             batch.remove(k);
-            segments += 1;
         }
-        let mut k = prefix;
-        k.extend_from_slice(&0u32.to_be_bytes());
-        batch.insert(k, segment::encode(window, &merged, 3));
+        for (chunk, bytes) in segment::encode_chunks(window, &merged, 3, CHUNK_BYTES).into_iter().enumerate() {
+            batch.insert(raw_key(&prefix, 0, chunk), bytes);
+        }
         for (&idx, col) in &merged {
             self.roll(&mut batch, host, idx, window, col, now_ms)?;
         }
         let _w = self.segments.write().unwrap_or_else(|e| e.into_inner());
         self.tree.apply_batch(batch)?;
-        Ok(segments)
+        Ok(segments.len() as u64)
     }
 
     /// Puts the buckets of one series' window into its 1 m and 5 m blocks, and refolds the hour.

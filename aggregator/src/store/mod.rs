@@ -478,6 +478,64 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// History is stored in chunks small enough that sled keeps every leaf inline (and so
+    /// countable by its cache): a checkpoint of many series makes several, compaction merges them
+    /// with a segment stored whole by an older store, and every point reads back.
+    #[tokio::test]
+    async fn history_goes_into_chunks_that_keep_sled_leaves_inline_and_reads_back_whole() {
+        let dir = std::env::temp_dir().join(format!("twinwatch-chunks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir, Retention::default()).unwrap();
+        let twin = Mutex::new(Twin::default());
+        let t0 = 1_800_000_000_000;
+        let who = AgentIdentity { id: "c-1".into(), dc: "dc2".into() };
+        twin.lock().unwrap().handle_hello(&who, 1, &hello(3), 5);
+        let mut enc = DeltaEncoder::new(5);
+        let value = |s: u64, i: u64| Value::Int(((s * 2_654_435_761 + i * 40_503) % 1_000_003) as i64);
+        for seq in 1..=30u64 {
+            let metrics = (0..400).map(|i| Metric::gauge(SeriesKey::new(format!("g{i}")), value(seq, i))).collect();
+            let tick = enc.encode(&Sample::new(t0 + seq as i64 * 1000, metrics));
+            twin.lock().unwrap().handle_batch("c-1", 1, &Batch { incarnation: 3, seq, ticks: vec![tick] }, 10);
+        }
+        checkpoint::checkpoint(&twin, &store, None, "c-1").await.unwrap();
+        let raw_items = || -> Vec<(sled::IVec, sled::IVec)> {
+            store.data.scan_prefix([keys::RAW]).map(|item| item.unwrap()).collect()
+        };
+        let items = raw_items();
+        assert!(items.len() > 1, "400 series of 30 s make more than one chunk");
+        for (_, v) in &items {
+            let raw = crate::history::zstd_context::decompress(v, 1 << 20).unwrap();
+            assert!(raw.len() <= archive::CHUNK_BYTES, "{} bytes", raw.len());
+            assert!(v.len() * 17 < 128 << 10, "17 of these fit a leaf sled writes inline");
+        }
+        // A segment an older store wrote whole, under a key without a chunk number: a later
+        // point of series 0, in the same window.
+        let (first_key, _) = &items[0];
+        let mut old_key = first_key[..first_key.len() - 6].to_vec();
+        old_key.extend_from_slice(&7u32.to_be_bytes());
+        let window = crate::history::recorder::WINDOW_MS;
+        let window = (t0 + 1000).div_euclid(window) * window;
+        let mut old = crate::history::segment::Columns::new();
+        let mut col = crate::history::segment::Column::new(false, false, 1.0);
+        col.points.push((t0 + 31_000, 4242));
+        old.insert(0, col);
+        store.data.insert(old_key, crate::history::segment::encode(window, &old, 1)).unwrap();
+        let series = |store: &Store, idx: u32| store.archive.raw("c-1", idx, 0, i64::MAX).unwrap().unwrap().points;
+        let before: Vec<Vec<(i64, u64)>> = (0..400).map(|i| series(&store, i)).collect();
+        assert_eq!(before[0].len(), 31);
+        assert_eq!(before[0].last(), Some(&(t0 + 31_000, 4242)));
+        assert!(before[1..].iter().all(|p| p.len() == 30));
+        let pass = store.archive.compact(t0 + 24 * 3_600_000).unwrap();
+        assert_eq!((pass.windows_compacted, pass.segments_merged), (1, 2), "two segments, however many chunks");
+        let after = raw_items();
+        assert!(after.iter().all(|(k, _)| k.len() == first_key.len()), "no key without a chunk number is left");
+        assert!(after.len() > 1);
+        let back: Vec<Vec<(i64, u64)>> = (0..400).map(|i| series(&store, i)).collect();
+        assert_eq!(back, before);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Compaction runs per checkpoint slot: a pass over some hosts leaves the others' finished
     /// windows for their own slot, and every window is compacted exactly once.
     #[tokio::test]
