@@ -249,7 +249,7 @@ impl Config {
                     or(h.hour_retention, d.hour_ms),
                 )
             },
-            checkpoint_interval: history.checkpoint_interval.map_or(Duration::from_secs(30), |s| s.0),
+            checkpoint_interval: history.checkpoint_interval.map_or(Duration::from_secs(15), |s| s.0),
             remote_write: file.remote_write,
             local_agent: file.local_agent.map(|l| LocalAgent {
                 id: l.id.unwrap_or_else(crate::local_agent::host_name),

@@ -1,7 +1,8 @@
 //! Rollups: min, max, sum, count and last of a series per step, at three tiers.
 //!
 //! A tier's buckets are kept per series in period blocks (six hours of minutes, a day of five
-//! minutes, thirty days of hours), so a day's query reads one or two values. Buckets are folded
+//! minutes, thirty days of hours), a host's blocks of one period stored together in chunks, so a
+//! day's query reads one or two values. Buckets are folded
 //! from raw points, and coarser buckets from finer ones: every field merges exactly, so an hour
 //! made of twelve five-minute buckets equals the hour folded from the raw points.
 //!
@@ -11,8 +12,11 @@
 use twinwatch_common::sample::apply_scale;
 
 mod block;
+pub mod chunk;
 
-pub use block::{decode, encode, RollupError};
+#[cfg(test)]
+pub use block::{decode, encode};
+pub use block::{decode_body, encode_body, RollupError};
 
 /// A rollup resolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

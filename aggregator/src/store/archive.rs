@@ -3,7 +3,7 @@
 //! ```text
 //! s <host> 0x00 <index u32>                      -> series key (bincode)
 //! r <window i64> <host> 0x00 <segment u32> <chunk u16>  -> part of a raw segment (history/segment.rs)
-//! u <tier u8> <period i64> <host> 0x00 <index>   -> rollup block of one series (see history/rollup.rs)
+//! u <tier u8> <period i64> <host> 0x00 <first index u32> -> rollup blocks of whole series (history/rollup/chunk.rs)
 //! ```
 //! (Prefixes named in `keys.rs`.)
 //! Times come first in the keys, so retention deletes a prefix of each key space.
@@ -24,7 +24,7 @@ use twinwatch_common::sample::SeriesKey;
 
 use super::keys;
 use crate::history::recorder::{Frozen, WINDOW_MS};
-use crate::history::rollup::{self, align, Bucket, RollupError, Tier};
+use crate::history::rollup::{self, align, chunk, Bucket, RollupError, Tier};
 use crate::history::segment::{self, Column, Columns, SegmentError};
 use crate::history::Retention;
 
@@ -109,15 +109,25 @@ fn raw_key(prefix: &[u8], segment: u32, chunk: usize) -> Vec<u8> {
     k
 }
 
-fn rollup_key(tier: Tier, period: i64, host: &str, idx: u32) -> Vec<u8> {
+fn rollup_prefix(tier: Tier, period: i64, host: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(11 + host.len() + 4);
     k.push(keys::ROLLUP);
     k.push(tier.tag());
     k.extend_from_slice(&period.to_be_bytes());
     k.extend_from_slice(host.as_bytes());
     k.push(0);
+    k
+}
+
+fn rollup_key(tier: Tier, period: i64, host: &str, idx: u32) -> Vec<u8> {
+    let mut k = rollup_prefix(tier, period, host);
     k.extend_from_slice(&idx.to_be_bytes());
     k
+}
+
+/// The series index a rollup key ends with: the first of its chunk.
+fn rollup_index(key: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(key.get(key.len().checked_sub(4)?..)?.try_into().ok()?))
 }
 
 /// `(window, host, segment)` of a raw key, with or without its chunk number.
@@ -279,10 +289,18 @@ impl Archive {
         };
         let mut period = align(from.max(first), tier.period_ms());
         while period < to && period <= last {
-            if let Some(v) = self.tree.get(rollup_key(tier, period, host, idx))? {
-                out.extend(
-                    rollup::decode(tier, period, &v)?.into_iter().filter(|b| b.start_ms >= from && b.start_ms < to),
-                );
+            // The chunk holding the series is the last key at or before the series' own.
+            let prefix = rollup_prefix(tier, period, host);
+            let found = self.tree.range(prefix.as_slice()..=rollup_key(tier, period, host, idx).as_slice()).next_back();
+            if let Some((k, v)) = found.transpose()? {
+                let mut blocks = chunk::Blocks::new();
+                if let Some(first) = rollup_index(&k).filter(|_| k.starts_with(&prefix)) {
+                    chunk::decode(first, &v, Some(idx), &mut blocks)?;
+                }
+                if let Some(body) = blocks.get(&idx) {
+                    let stored = rollup::decode_body(tier, period, body)?;
+                    out.extend(stored.into_iter().filter(|b| b.start_ms >= from && b.start_ms < to));
+                }
             }
             period += tier.period_ms();
         }
@@ -342,58 +360,88 @@ impl Archive {
         for (chunk, bytes) in segment::encode_chunks(window, &merged, 3, CHUNK_BYTES).into_iter().enumerate() {
             batch.insert(raw_key(&prefix, 0, chunk), bytes);
         }
-        for (&idx, col) in &merged {
-            self.roll(&mut batch, host, idx, window, col, now_ms)?;
-        }
+        self.roll(&mut batch, host, window, &merged, now_ms)?;
         let _w = self.segments.write().unwrap_or_else(|e| e.into_inner());
         self.tree.apply_batch(batch)?;
         Ok(segments.len() as u64)
     }
 
-    /// Puts the buckets of one series' window into its 1 m and 5 m blocks, and refolds the hour.
+    /// Puts the buckets of a window's series into the host's 1 m and 5 m blocks, and refolds
+    /// their hours, rewriting each tier's chunks of the period.
     fn roll(
         &self,
         batch: &mut sled::Batch,
         host: &str,
-        idx: u32,
         window: i64,
-        col: &Column,
+        merged: &Columns,
         now_ms: i64,
     ) -> Result<(), ArchiveError> {
-        // An integer series keeps exact integer sums, so its blocks store every field as integers.
-        let scale = (!col.float && col.scale > 0.0 && col.scale.is_finite()).then_some(col.scale);
-        let minutes = match scale {
-            Some(s) => rollup::fold_scaled(col.points.iter().map(|&(t, b)| (t, b as i64)), s, Tier::Minute.step_ms()),
-            None => rollup::fold(col.reals(), Tier::Minute.step_ms()),
-        };
-        let fives = rollup::refold(minutes.iter().copied(), Tier::FiveMinutes.step_ms());
-        let mut day = Vec::new();
-        for (tier, fresh) in [(Tier::Minute, &minutes), (Tier::FiveMinutes, &fives)] {
-            let period = align(window, tier.period_ms());
-            let mut block = self.block(tier, period, host, idx)?;
-            rollup::upsert(&mut block, fresh);
-            if tier == Tier::FiveMinutes {
-                day = block.clone();
+        let periods = Tier::ALL.map(|tier| align(window, tier.period_ms()));
+        let mut stored = Vec::with_capacity(3);
+        for (tier, &period) in Tier::ALL.iter().zip(&periods) {
+            stored.push(self.blocks(*tier, period, host)?);
+        }
+        for (&idx, col) in merged {
+            // An integer series keeps exact integer sums, so its blocks store every field as
+            // integers.
+            let scale = (!col.float && col.scale > 0.0 && col.scale.is_finite()).then_some(col.scale);
+            let minutes = match scale {
+                Some(s) => {
+                    rollup::fold_scaled(col.points.iter().map(|&(t, b)| (t, b as i64)), s, Tier::Minute.step_ms())
+                }
+                None => rollup::fold(col.reals(), Tier::Minute.step_ms()),
+            };
+            let fives = rollup::refold(minutes.iter().copied(), Tier::FiveMinutes.step_ms());
+            let mut day = Vec::new();
+            for (i, fresh) in [(0, &minutes), (1, &fives)] {
+                let (tier, period) = (Tier::ALL[i], periods[i]);
+                let mut block = match stored[i].0.get(&idx) {
+                    Some(body) => rollup::decode_body(tier, period, body)?,
+                    None => Vec::new(),
+                };
+                rollup::upsert(&mut block, fresh);
+                stored[i].0.insert(idx, rollup::encode_body(tier, period, &block, scale));
+                if tier == Tier::FiveMinutes {
+                    day = block;
+                }
             }
-            if self.retention.keeps(tier, period, now_ms) {
-                batch.insert(rollup_key(tier, period, host, idx), rollup::encode(tier, period, &block, scale));
+            let hour = align(window, Tier::Hour.step_ms());
+            let in_hour = day.iter().filter(|b| align(b.start_ms, Tier::Hour.step_ms()) == hour).copied();
+            let hours = rollup::refold(in_hour, Tier::Hour.step_ms());
+            let mut block = match stored[2].0.get(&idx) {
+                Some(body) => rollup::decode_body(Tier::Hour, periods[2], body)?,
+                None => Vec::new(),
+            };
+            rollup::upsert(&mut block, &hours);
+            stored[2].0.insert(idx, rollup::encode_body(Tier::Hour, periods[2], &block, scale));
+        }
+        for ((tier, period), (blocks, keys)) in Tier::ALL.into_iter().zip(periods).zip(stored) {
+            if tier != Tier::Hour && !self.retention.keeps(tier, period, now_ms) {
+                continue;
+            }
+            for k in keys {
+                batch.remove(k);
+            }
+            for (first, bytes) in chunk::encode(&blocks, CHUNK_BYTES) {
+                batch.insert(rollup_key(tier, period, host, first), bytes);
             }
         }
-        let hour = align(window, Tier::Hour.step_ms());
-        let in_hour = day.iter().filter(|b| align(b.start_ms, Tier::Hour.step_ms()) == hour).copied();
-        let hours = rollup::refold(in_hour, Tier::Hour.step_ms());
-        let period = align(window, Tier::Hour.period_ms());
-        let mut block = self.block(Tier::Hour, period, host, idx)?;
-        rollup::upsert(&mut block, &hours);
-        batch.insert(rollup_key(Tier::Hour, period, host, idx), rollup::encode(Tier::Hour, period, &block, scale));
         Ok(())
     }
 
-    fn block(&self, tier: Tier, period: i64, host: &str, idx: u32) -> Result<Vec<Bucket>, ArchiveError> {
-        match self.tree.get(rollup_key(tier, period, host, idx))? {
-            Some(v) => Ok(rollup::decode(tier, period, &v)?),
-            None => Ok(Vec::new()),
+    /// Every stored block of `host` at `tier` for the period starting `period`, and the keys
+    /// they are stored under.
+    fn blocks(&self, tier: Tier, period: i64, host: &str) -> Result<(chunk::Blocks, Vec<sled::IVec>), ArchiveError> {
+        let mut blocks = chunk::Blocks::new();
+        let mut keys = Vec::new();
+        for item in self.tree.scan_prefix(rollup_prefix(tier, period, host)) {
+            let (k, v) = item?;
+            if let Some(first) = rollup_index(&k) {
+                chunk::decode(first, &v, None, &mut blocks)?;
+            }
+            keys.push(k);
         }
+        Ok((blocks, keys))
     }
 
     /// Deletes raw windows and rollup periods past their tier's retention.
@@ -445,5 +493,88 @@ impl Archive {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::history::segment::Column;
+
+    const HOUR: i64 = 3_600_000;
+    /// The start of a six-hour minute period.
+    const P: i64 = 1_800_000_000_000 / (6 * HOUR) * (6 * HOUR);
+
+    fn window_of(series: &[u32], window: i64) -> Frozen {
+        let mut columns = Columns::new();
+        for &idx in series {
+            let mut col = Column::new(false, false, 1.0);
+            col.points = (0..600).map(|i| (window + i * 1000, (i64::from(idx) * 1_000 + i % 60) as u64)).collect();
+            columns.insert(idx, col);
+        }
+        let mut windows = crate::history::recorder::Windows::new();
+        windows.insert(window, columns);
+        Frozen { new_series: Vec::new(), windows: Arc::new(windows) }
+    }
+
+    fn store(archive: &Archive, host: &str, frozen: &Frozen) {
+        let mut batch = sled::Batch::default();
+        archive.checkpoint(&mut batch, host, frozen).unwrap();
+        archive.apply(batch, host, frozen).unwrap();
+    }
+
+    /// A host's rollup blocks of a period are stored together in a few chunks, read back per
+    /// series, and a block an older store wrote alone reads the same until the next compaction of
+    /// its period takes it into a chunk.
+    #[test]
+    fn rollups_of_a_host_period_share_chunks_and_blocks_stored_alone_join_them() {
+        let dir = std::env::temp_dir().join(format!("twinwatch-rollup-chunks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let db = sled::Config::new().path(&dir).temporary(true).open().unwrap();
+        let archive = Archive::open(db.open_tree("data").unwrap(), Retention::default()).unwrap();
+        let series: Vec<u32> = (0..500).collect();
+        store(&archive, "h", &window_of(&series, P));
+        // An older store's block of series 700, alone under its own index.
+        let legacy = rollup::fold((0..5).map(|i| (P + i * 60_000, 7.0 + i as f64)), Tier::Minute.step_ms());
+        archive
+            .tree
+            .insert(rollup_key(Tier::Minute, P, "h", 700), rollup::encode(Tier::Minute, P, &legacy, None))
+            .unwrap();
+        let later = P + 2 * 24 * HOUR;
+        assert_eq!(archive.compact(later).unwrap().windows_compacted, 1);
+        let keys = |tier: Tier, period: i64| -> Vec<u32> {
+            archive
+                .tree
+                .scan_prefix(rollup_prefix(tier, period, "h"))
+                .keys()
+                .map(|k| rollup_index(&k.unwrap()).unwrap())
+                .collect()
+        };
+        let minute_keys = keys(Tier::Minute, P);
+        assert!(minute_keys.len() > 1 && minute_keys.len() < 100, "{} chunks for 501 series", minute_keys.len());
+        assert!(minute_keys.contains(&0) && !minute_keys.contains(&700), "{minute_keys:?}");
+        for idx in [0, 1, 250, 499] {
+            let b = archive.buckets(Tier::Minute, "h", idx, P, P + 6 * HOUR).unwrap();
+            assert_eq!(b.len(), 10, "series {idx}");
+            assert_eq!(b[0].min, f64::from(idx) * 1000.0);
+            assert_eq!(b[0].max, f64::from(idx) * 1000.0 + 59.0);
+            let h = archive.buckets(Tier::Hour, "h", idx, 0, i64::MAX).unwrap();
+            assert_eq!((h.len(), h[0].count), (1, 600), "series {idx}");
+        }
+        rollup::tests::same(&archive.buckets(Tier::Minute, "h", 700, P, P + HOUR).unwrap(), &legacy);
+        assert!(archive.buckets(Tier::Minute, "h", 500, P, P + HOUR).unwrap().is_empty(), "no series 500");
+        // The next window of the period rewrites its chunks, the block stored alone among them.
+        store(&archive, "h", &window_of(&series[..3], P + 10 * 60_000));
+        archive.compact(later).unwrap();
+        let minute_keys = keys(Tier::Minute, P);
+        assert!(!minute_keys.contains(&700), "{minute_keys:?}");
+        assert_eq!(archive.buckets(Tier::Minute, "h", 2, P, P + HOUR).unwrap().len(), 20);
+        assert_eq!(archive.buckets(Tier::Minute, "h", 3, P, P + HOUR).unwrap().len(), 10);
+        rollup::tests::same(&archive.buckets(Tier::Minute, "h", 700, P, P + HOUR).unwrap(), &legacy);
+        drop(archive);
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

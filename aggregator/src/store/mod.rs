@@ -108,7 +108,7 @@ impl Store {
             .path(dir)
             // Recent history segments and hosts' twins are what is read back; the log is written
             // and truncated, rarely read. Every byte here is a byte of a 256 MiB VM.
-            .cache_capacity(16 << 20)
+            .cache_capacity(8 << 20)
             .flush_every_ms(Some(500))
             .open()
             .map_err(|source| StoreError::Open { path: dir.to_owned(), source })?;

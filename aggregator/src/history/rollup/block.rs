@@ -1,4 +1,6 @@
-//! A rollup block on disk: one series' buckets of one tier over one period, zstd-compressed.
+//! A rollup block: one series' buckets of one tier over one period. Stored together with the
+//! blocks of the host's other series (see `chunk.rs`), or alone and zstd-compressed as stores
+//! before chunks wrote them.
 //!
 //! ```text
 //! version 2, bucket count, starts (delta-of-delta of the step index), counts, scale (f64),
@@ -19,13 +21,21 @@ use crate::history::codec::{put_dod, put_varint, put_xor, read_dod, read_xor, un
 
 /// Blocks are written in version 2 (integer fields); version 1 (every field as float XOR) is read.
 const VERSION: u8 = 2;
-/// Most bytes a stored rollup block may decompress to (a period holds at most 720 buckets).
-const MAX_DECOMPRESSED: usize = 1 << 20;
+/// Most bytes a stored rollup value may decompress to: a block alone (a period holds at most 720
+/// buckets), or a chunk of whole blocks.
+pub const MAX_DECOMPRESSED: usize = 1 << 20;
 
-/// Encodes one period block of `tier` starting at `period_ms`. `scale` is the series' scale when
-/// it is read as integers: a field whose every value is exactly such an integer times `scale` is
-/// stored as those integers (see [`IntColumn`]), any other as XOR of the float bits.
+/// Encodes and compresses one block alone.
+#[cfg(test)]
 pub fn encode(tier: Tier, period_ms: i64, buckets: &[Bucket], scale: Option<f64>) -> Vec<u8> {
+    crate::history::zstd_context::compress(&encode_body(tier, period_ms, buckets, scale), 3)
+}
+
+/// Encodes one period block of `tier` starting at `period_ms`, uncompressed. `scale` is the
+/// series' scale when it is read as integers: a field whose every value is exactly such an
+/// integer times `scale` is stored as those integers (see [`IntColumn`]), any other as XOR of
+/// the float bits.
+pub fn encode_body(tier: Tier, period_ms: i64, buckets: &[Bucket], scale: Option<f64>) -> Vec<u8> {
     let mut out = vec![VERSION];
     put_varint(&mut out, buckets.len() as u64);
     put_dod(&mut out, buckets.iter().map(|b| (b.start_ms - period_ms) / tier.step_ms()));
@@ -51,7 +61,7 @@ pub fn encode(tier: Tier, period_ms: i64, buckets: &[Bucket], scale: Option<f64>
         sum.as_deref(),
         weighted_min.as_ref().map(|w| (w.as_slice(), Relation::Above)),
     );
-    crate::history::zstd_context::compress(&out, 3)
+    out
 }
 
 /// How an integer field is written against another field of the same buckets.
@@ -189,9 +199,16 @@ pub enum RollupError {
     Zstd(std::io::Error),
 }
 
+/// Decompresses and decodes one block stored alone.
+#[cfg(test)]
 pub fn decode(tier: Tier, period_ms: i64, bytes: &[u8]) -> Result<Vec<Bucket>, RollupError> {
     let raw = crate::history::zstd_context::decompress(bytes, MAX_DECOMPRESSED).map_err(RollupError::Zstd)?;
-    let mut c = Cursor::new(&raw);
+    decode_body(tier, period_ms, &raw)
+}
+
+/// Decodes one block from its uncompressed bytes.
+pub fn decode_body(tier: Tier, period_ms: i64, raw: &[u8]) -> Result<Vec<Bucket>, RollupError> {
+    let mut c = Cursor::new(raw);
     let version = c.byte()?;
     if version != 1 && version != VERSION {
         return Err(CodecError::Corrupt("rollup version").into());
