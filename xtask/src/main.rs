@@ -229,7 +229,7 @@ fn bench(args: &[String]) -> Result<(), String> {
         run(bench)?;
     }
     // The thousand agents. Not in a 256 MiB cgroup (`--memory-limit-mib 256`), the VM the
-    // aggregator is meant for, until it fits one: it needs about 250 MiB there now (README).
+    // aggregator is meant for, until it fits one: it peaks above 256 MiB there now (README).
     let mut thousand = cargo();
     thousand.args(["bench", "-p", "twinwatch-tests", "--bench", "fleet", "--"]);
     thousand.args(["--agents", "1000", "--readers", "0", "--loadgen-threads", "2"]);
